@@ -1,0 +1,42 @@
+/** `cartd create <uid> <request.json|->`: registers a cart from a Pacifica cart request. */
+import { Command } from "@commander-js/extra-typings";
+import { parseCartRequest } from "../src/cart/request.ts";
+import { invalidInput } from "../src/errors.ts";
+import { bundleInForeground } from "./bundle.ts";
+import { type GlobalOptions, withContext } from "./context.ts";
+import { statusLine } from "./format.ts";
+
+export function createCommand(globals: () => GlobalOptions) {
+  return new Command("create")
+    .description(
+      'register a cart from a request {"fileids": [{"id", "path", "hashtype", "hashsum"}]}; ' +
+        "the same request again changes nothing, a different one replaces the cart",
+    )
+    .argument("<uid>", "the cart's uid")
+    .argument("<request>", "the request's JSON file, or - for standard input")
+    .option("--wait", "also stage the cart in the foreground, as `cartd bundle` does")
+    .action(async (uid, requestFile, options) => {
+      const request = parseCartRequest(await readRequest(requestFile));
+      await withContext(globals(), async (context) => {
+        const outcome = await context.service.create(uid, request);
+        if (!outcome.created) console.error(`cartd: cart ${uid} already exists with this request`);
+        else if (outcome.replaced) console.error(`cartd: cart ${uid} replaced`);
+        if (options.wait) {
+          const code = await bundleInForeground(context, uid);
+          if (code !== 0) Deno.exitCode = code;
+          return;
+        }
+        console.log(statusLine(await context.service.report(uid)));
+      });
+    });
+}
+
+async function readRequest(file: string): Promise<string> {
+  try {
+    if (file === "-") return await new Response(Deno.stdin.readable).text();
+    return await Deno.readTextFile(file);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) throw invalidInput(`no such request file: ${file}`);
+    throw invalidInput(`cannot read request ${file}: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,41 @@
+/** `cartd get <uid> [-o FILE|-] [--filename NAME]`: writes a ready cart's tar. */
+import { Command } from "@commander-js/extra-typings";
+import { defaultTarName, tarRootName } from "../src/bundle/tar.ts";
+import { type GlobalOptions, withContext } from "./context.ts";
+
+export function getCommand(globals: () => GlobalOptions) {
+  return new Command("get")
+    .description("write a ready cart as a tar (members rooted at NAME without its .tar)")
+    .argument("<uid>", "the cart's uid")
+    .option("-o, --output <file>", "where to write the tar; - for standard output (default: NAME)")
+    .option("--filename <name>", "the download name, as the ?filename= of the HTTP API")
+    .action(async (uid, options) => {
+      const name = options.filename ?? defaultTarName();
+      const root = tarRootName(name);
+      await withContext(globals(), async ({ service }) => {
+        const { cart, layout } = await service.tarOf(uid, root);
+        const body = service.tarBytes(cart, layout);
+        const output = options.output ?? `${root}.tar`;
+        if (output === "-") {
+          try {
+            await body.pipeTo(Deno.stdout.writable, { preventClose: true });
+          } catch (err) {
+            // The reader went away (`cartd get x -o - | head`): not cartd's failure.
+            if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
+          }
+          return;
+        }
+        // Written under a temporary name, so a failed download never looks like a finished one.
+        const partial = `${output}.part`;
+        const file = await Deno.open(partial, { write: true, create: true, truncate: true });
+        try {
+          await body.pipeTo(file.writable);
+        } catch (err) {
+          await Deno.remove(partial).catch(() => {});
+          throw err;
+        }
+        await Deno.rename(partial, output);
+        console.error(`${output}: ${layout.size} bytes, ${cart.file_count} files`);
+      });
+    });
+}

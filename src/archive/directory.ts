@@ -1,0 +1,70 @@
+/**
+ * A mounted directory as an archive (an HSM file system, a POSIX mount, the demo archive): ids are
+ * paths relative to it, and every file is on disk. Ids are resolved so neither `..` nor a symlink
+ * inside the directory can reach a file outside it.
+ */
+import { isAbsolute, join } from "node:path";
+import { fileStream } from "../io.ts";
+import { type Archive, ArchiveError, type FileStatus } from "./archive.ts";
+
+export class DirectoryArchive implements Archive {
+  readonly name: string;
+
+  constructor(private readonly dir: string) {
+    this.name = `file://${dir}`;
+  }
+
+  stage(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  async status(id: string): Promise<FileStatus> {
+    const path = await this.resolve(id);
+    const info = await Deno.stat(path);
+    if (!info.isFile) {
+      throw new ArchiveError(`archive ${this.name} has no file ${id} (not a file)`, false);
+    }
+    return {
+      onDisk: true,
+      media: "disk",
+      size: info.size,
+      mtime: info.mtime ? Math.floor(info.mtime.getTime() / 1000) : undefined,
+    };
+  }
+
+  async open(id: string): Promise<ReadableStream<Uint8Array>> {
+    return fileStream(await this.resolve(id));
+  }
+
+  private async resolve(id: string): Promise<string> {
+    const relative = id.startsWith("/") ? id.slice(1) : id;
+    if (isAbsolute(relative) || relative.includes("\0") || relative.split("/").includes("..")) {
+      throw new ArchiveError(
+        `file id ${JSON.stringify(id)} is not a path inside ${this.name}`,
+        false,
+      );
+    }
+    let root: string;
+    let real: string;
+    try {
+      root = await Deno.realPath(this.dir);
+    } catch {
+      throw new ArchiveError(`archive directory ${this.dir} is not there`, true);
+    }
+    try {
+      real = await Deno.realPath(join(root, relative));
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) {
+        throw new ArchiveError(`archive ${this.name} has no file ${id}`, false);
+      }
+      throw new ArchiveError(
+        `cannot read file ${id} in ${this.name}: ${(err as Error).message}`,
+        true,
+      );
+    }
+    if (!real.startsWith(root + "/")) {
+      throw new ArchiveError(`file id ${JSON.stringify(id)} leads outside ${this.name}`, false);
+    }
+    return real;
+  }
+}

@@ -1,0 +1,138 @@
+/**
+ * The Pacifica archive-interface protocol, as the original cartd speaks it: `POST <base><id>` to
+ * stage, `HEAD <base><id>` for status, `GET <base><id>` to pull. Status headers are read as the
+ * real archive spells them (`X-Pacifica-Messsage` has three s and is only informational).
+ */
+import { type Archive, ArchiveError, type FileStatus } from "./archive.ts";
+
+const requestTimeoutMs = 60_000;
+
+export class PacificaArchive implements Archive {
+  readonly name: string;
+  private readonly base: string;
+
+  constructor(url: string) {
+    this.base = url.endsWith("/") ? url : `${url}/`;
+    this.name = this.base;
+  }
+
+  private url(id: string): string {
+    return this.base + encodeURIComponent(id);
+  }
+
+  async stage(id: string, signal?: AbortSignal): Promise<void> {
+    const response = await this.request("POST", id, "stage", signal);
+    await response.body?.cancel();
+  }
+
+  async status(id: string, signal?: AbortSignal): Promise<FileStatus> {
+    const response = await this.request("HEAD", id, "status", signal);
+    await response.body?.cancel();
+    return parseStatusHeaders(response.headers, id);
+  }
+
+  async open(id: string, signal?: AbortSignal): Promise<ReadableStream<Uint8Array>> {
+    const response = await this.request("GET", id, "pull", signal, false);
+    if (!response.body) throw new ArchiveError(`archive sent no body for file ${id}`, true);
+    return response.body;
+  }
+
+  private async request(
+    method: string,
+    id: string,
+    what: string,
+    signal?: AbortSignal,
+    timeBody = true,
+  ): Promise<Response> {
+    const timeout = AbortSignal.timeout(requestTimeoutMs);
+    const signals = signal ? [signal, timeout] : [timeout];
+    let response: Response;
+    try {
+      // The timeout covers the headers; a GET body is watched by the puller instead.
+      response = await fetch(this.url(id), {
+        method,
+        signal: timeBody ? AbortSignal.any(signals) : signal,
+      });
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      throw new ArchiveError(
+        `cannot reach archive ${this.base} to ${what} file ${id}: ${networkReason(err)}`,
+        true,
+      );
+    }
+    if (response.ok) return response;
+    const detail = await errorDetail(response);
+    const transient = response.status >= 500 || response.status === 408 || response.status === 429;
+    const answer = `${response.status}${response.statusText ? ` ${response.statusText}` : ""}`;
+    const message = response.status === 404
+      ? `archive ${this.base} has no file ${id} (404 on ${what})`
+      : `archive ${this.base} answered ${answer} to ${what} file ${id}${
+        detail ? `: ${detail}` : ""
+      }`;
+    throw new ArchiveError(message, transient);
+  }
+}
+
+/** Reads the archive's status headers; a malformed answer is a (transient) archive error. */
+export function parseStatusHeaders(headers: Headers, id: string): FileStatus {
+  const malformed = (why: string) =>
+    new ArchiveError(`archive status of file ${id} is malformed: ${why}`, true);
+  const media = headers.get("x-pacifica-file-storage-media")?.trim();
+  if (!media) throw malformed("no X-Pacifica-File-Storage-Media header");
+  const sizeText = headers.get("x-content-length")?.trim();
+  if (sizeText === undefined) throw malformed("no X-Content-Length header");
+  if (!/^\d+$/.test(sizeText) || !Number.isSafeInteger(Number(sizeText))) {
+    throw malformed(
+      `X-Content-Length ${JSON.stringify(sizeText.slice(0, 40))} is not a byte count`,
+    );
+  }
+  return {
+    onDisk: media.toLowerCase() === "disk",
+    media,
+    size: Number(sizeText),
+    mtime: parseMtime(headers.get("last-modified")),
+  };
+}
+
+/** `Last-Modified` as the archive sends it (epoch seconds, often fractional) or an HTTP date. */
+export function parseMtime(value: string | null): number | undefined {
+  if (value === null || value.trim() === "") return undefined;
+  const text = value.trim();
+  if (/^\d+(\.\d+)?$/.test(text)) return Math.floor(Number(text));
+  const ms = Date.parse(text);
+  return Number.isNaN(ms) ? undefined : Math.floor(ms / 1000);
+}
+
+/**
+ * A one-line reason from an archive's error page. The archive puts a Python traceback in its JSON
+ * error body; only the exception's own text is kept, with host paths blanked out.
+ */
+async function errorDetail(response: Response): Promise<string> {
+  let text: string;
+  try {
+    text = (await response.text()).slice(0, 65536);
+  } catch {
+    return "";
+  }
+  let reason = text;
+  try {
+    const body = JSON.parse(text);
+    const traceback = typeof body.traceback === "string" ? body.traceback.trim() : "";
+    const last = traceback.split("\n").filter((l: string) => l.trim() !== "").pop();
+    reason = last ? last.replace(/^[\w.]+(Error|Exception): /, "") : String(body.message ?? "");
+  } catch {
+    // Not JSON: keep the first line of whatever it was.
+  }
+  return reason.split("\n")[0].replace(/'\/[^']*'/g, "'…'").trim().slice(0, 200);
+}
+
+function networkReason(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  if (/connection refused/i.test(text)) return "connection refused";
+  if (/timed? ?out|TimeoutError/i.test(text) || (err as Error)?.name === "TimeoutError") {
+    return "no answer in time";
+  }
+  if (/reset/i.test(text)) return "connection reset";
+  if (/dns|lookup/i.test(text)) return "host name not found";
+  return text.replace(/^error sending request for url \([^)]*\): /, "").slice(0, 200);
+}

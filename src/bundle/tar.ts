@@ -1,0 +1,193 @@
+/**
+ * A cart's tar, computed from its file list alone: every header and offset is known before a byte
+ * is read, so the size, an ETag and any byte range are known up front, and the archive is streamed
+ * straight from the verified files with large reads (never built on disk or in memory).
+ *
+ * Layout: a directory entry for the root and every directory level, members in path order, the
+ * usual two zero blocks, and padding to a whole 10 KiB record as GNU tar and Python write it.
+ */
+import { fileStream } from "../io.ts";
+import { blockSize, encodeHeader, type HeaderFields, headerLength, padded } from "./tar_header.ts";
+
+const recordSize = 10240;
+
+/** One verified file to put in the tar. */
+export interface TarSource {
+  /** Normalised relative path inside the cart. */
+  path: string;
+  size: number;
+  /** Seconds since the epoch. */
+  mtime: number;
+  /** Where its bytes are on disk. */
+  file: string;
+}
+
+export interface TarEntry {
+  offset: number;
+  header: HeaderFields;
+  headerLength: number;
+  /** For files: where the bytes come from. */
+  file?: string;
+}
+
+export interface TarLayout {
+  root: string;
+  entries: TarEntry[];
+  /** Where the trailer (zero blocks and record padding) starts. */
+  trailerOffset: number;
+  size: number;
+}
+
+/** The layout of the tar whose members are rooted at `root/`. */
+export function tarLayout(root: string, sources: TarSource[]): TarLayout {
+  const sorted = [...sources].sort((a, b) => comparePaths(a.path, b.path));
+  const dirMtime = new Map<string, number>();
+  for (const s of sorted) {
+    const parts = s.path.split("/");
+    for (let n = 0; n < parts.length; n++) {
+      const dir = parts.slice(0, n).join("/");
+      dirMtime.set(dir, Math.max(dirMtime.get(dir) ?? 0, s.mtime));
+    }
+  }
+  if (!dirMtime.has("")) dirMtime.set("", 0);
+
+  const entries: TarEntry[] = [];
+  let offset = 0;
+  const add = (header: HeaderFields, file?: string) => {
+    const length = headerLength(header);
+    entries.push({ offset, header, headerLength: length, file });
+    offset += length + padded(header.size);
+  };
+  const emitted = new Set<string>();
+  const addDir = (dir: string) => {
+    if (emitted.has(dir)) return;
+    emitted.add(dir);
+    const name = dir === "" ? `${root}/` : `${root}/${dir}/`;
+    add({ name, type: "directory", size: 0, mode: 0o755, mtime: dirMtime.get(dir) ?? 0 });
+  };
+  addDir("");
+  for (const s of sorted) {
+    const parts = s.path.split("/");
+    for (let n = 1; n < parts.length; n++) addDir(parts.slice(0, n).join("/"));
+    add(
+      { name: `${root}/${s.path}`, type: "file", size: s.size, mode: 0o644, mtime: s.mtime },
+      s.file,
+    );
+  }
+  const trailerOffset = offset;
+  const size = Math.ceil((offset + 2 * blockSize) / recordSize) * recordSize;
+  return { root, entries, trailerOffset, size };
+}
+
+/** Orders paths as a directory walk does: segment by segment, by code point. */
+function comparePaths(a: string, b: string): number {
+  const x = a.split("/");
+  const y = b.split("/");
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    if (x[i] !== y[i]) return x[i] < y[i] ? -1 : 1;
+  }
+  return x.length - y.length;
+}
+
+export interface TarStreamOptions {
+  /** First byte to send (default 0). */
+  start?: number;
+  /** One past the last byte to send (default: the whole tar). */
+  end?: number;
+  /** Runs before a file's bytes are read; throws to stop the stream (e.g. the file changed). */
+  checkFile?: (entry: TarEntry) => Promise<void>;
+}
+
+/** Streams the bytes [start, end) of the tar a layout describes. */
+export function tarStream(
+  layout: TarLayout,
+  options: TarStreamOptions = {},
+): ReadableStream<Uint8Array> {
+  const start = options.start ?? 0;
+  const end = options.end ?? layout.size;
+  const iterator = tarChunks(layout, start, end, options.checkFile)[Symbol.asyncIterator]();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const { value, done } = await iterator.next();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+    async cancel() {
+      await iterator.return?.(undefined);
+    },
+  }, { highWaterMark: 0 });
+}
+
+async function* tarChunks(
+  layout: TarLayout,
+  start: number,
+  end: number,
+  checkFile?: (entry: TarEntry) => Promise<void>,
+): AsyncGenerator<Uint8Array> {
+  const { entries } = layout;
+  for (let i = firstEntryFrom(entries, start); i < entries.length; i++) {
+    const entry = entries[i];
+    if (entry.offset >= end) return;
+    const header = clip(entry.offset, entry.headerLength, start, end);
+    if (header) yield encodeHeader(entry.header).subarray(header.from, header.to);
+
+    const dataOffset = entry.offset + entry.headerLength;
+    const data = clip(dataOffset, entry.header.size, start, end);
+    if (data && entry.file) {
+      await checkFile?.(entry);
+      yield* fileStream(entry.file, { offset: data.from, length: data.to - data.from });
+    }
+    const padding = clip(
+      dataOffset + entry.header.size,
+      padded(entry.header.size) - entry.header.size,
+      start,
+      end,
+    );
+    if (padding) yield new Uint8Array(padding.to - padding.from);
+  }
+  const trailer = clip(layout.trailerOffset, layout.size - layout.trailerOffset, start, end);
+  if (trailer) yield new Uint8Array(trailer.to - trailer.from);
+}
+
+/** The part of the region [offset, offset+length) inside [start, end), relative to the region. */
+function clip(offset: number, length: number, start: number, end: number) {
+  const from = Math.max(offset, start) - offset;
+  const to = Math.min(offset + length, end) - offset;
+  return to > from ? { from, to } : undefined;
+}
+
+/** Index of the entry that holds byte `position` (binary search over offsets). */
+function firstEntryFrom(entries: TarEntry[], position: number): number {
+  let low = 0;
+  let high = entries.length - 1;
+  let found = entries.length;
+  while (low <= high) {
+    const mid = (low + high) >> 1;
+    const entryEnd = entries[mid].offset + entries[mid].headerLength +
+      padded(entries[mid].header.size);
+    if (entryEnd > position) {
+      found = mid;
+      high = mid - 1;
+    } else low = mid + 1;
+  }
+  return found;
+}
+
+/**
+ * The root folder of the tar for a requested file name: the name without a trailing `.tar`, made
+ * safe (no path separators, `..`, or control characters can reach a header or a member name).
+ */
+export function tarRootName(filename: string): string {
+  // deno-lint-ignore no-control-regex
+  let name = filename.replace(/[\u0000-\u001f\u007f-\u009f]/g, "").replace(/[/\\]/g, "_");
+  name = name.replace(/\.tar$/i, "").trim();
+  if (name === "" || /^\.+$/.test(name)) name = "data";
+  return name.slice(0, 200);
+}
+
+/** `data_YYYY_MM_DD_HH_MM_SS.tar` in local time, the original's default download name. */
+export function defaultTarName(now = new Date()): string {
+  const two = (n: number) => String(n).padStart(2, "0");
+  return `data_${now.getFullYear()}_${two(now.getMonth() + 1)}_${two(now.getDate())}_` +
+    `${two(now.getHours())}_${two(now.getMinutes())}_${two(now.getSeconds())}.tar`;
+}

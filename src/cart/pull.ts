@@ -1,0 +1,106 @@
+/**
+ * Pulls one file: streams it from the archive into a temporary name while hashing, checks the
+ * length and the checksum, and only then renames it into place with the archive's mtime. A failed
+ * pull leaves nothing behind.
+ */
+import type { Archive } from "../archive/mod.ts";
+import { ArchiveError } from "../archive/mod.ts";
+import { createChecksum, sameDigest } from "./checksum.ts";
+
+/** The bytes arrived whole, but their digest is not the one the request gave. */
+export class ChecksumMismatch extends Error {
+  constructor(readonly expected: string, readonly actual: string, hashtype: string) {
+    super(
+      `File hash does not match provided hash (${hashtype} expected ${expected}, got ${actual})`,
+    );
+    this.name = "ChecksumMismatch";
+  }
+}
+
+export interface PullSpec {
+  archive: Archive;
+  id: string;
+  hashtype: string;
+  /** Expected hex digest; empty means the file cannot be verified. */
+  hashsum: string;
+  /** The size the archive reported. */
+  size: number;
+  /** Seconds since the epoch, set on the file once in place. */
+  mtime?: number;
+  partial: string;
+  target: string;
+  signal: AbortSignal;
+  /** Longest wait for the next chunk before the pull counts as stalled. */
+  idleTimeoutMs: number;
+  onProgress?: (bytes: number) => void;
+}
+
+export interface PullResult {
+  bytes: number;
+  digest: string;
+  verified: boolean;
+}
+
+export async function pullFile(spec: PullSpec): Promise<PullResult> {
+  const hash = createChecksum(spec.hashtype);
+  const stall = new AbortController();
+  const signal = AbortSignal.any([spec.signal, stall.signal]);
+  let bytes = 0;
+  const out = await Deno.open(spec.partial, { write: true, create: true, truncate: true });
+  try {
+    const body = await spec.archive.open(spec.id, signal);
+    let timer = setTimeout(() => stall.abort(), spec.idleTimeoutMs);
+    try {
+      for await (const chunk of body) {
+        clearTimeout(timer);
+        if (signal.aborted) throw signal.reason;
+        hash.update(chunk);
+        await writeAll(out, chunk);
+        bytes += chunk.length;
+        if (bytes > spec.size) break;
+        spec.onProgress?.(bytes);
+        timer = setTimeout(() => stall.abort(), spec.idleTimeoutMs);
+      }
+    } catch (err) {
+      if (spec.signal.aborted) throw err;
+      const why = stall.signal.aborted ? "stalled" : `broke off (${(err as Error).message})`;
+      throw new ArchiveError(
+        `pull of file ${spec.id} from ${spec.archive.name} ${why} after ${bytes} bytes`,
+        true,
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+    if (bytes !== spec.size) {
+      throw new ArchiveError(
+        `pull of file ${spec.id} from ${spec.archive.name} gave ${
+          bytes > spec.size ? "more than" : "only"
+        } ` +
+          `${bytes} of ${spec.size} bytes`,
+        true,
+      );
+    }
+    await out.sync();
+  } catch (err) {
+    out.close();
+    await Deno.remove(spec.partial).catch(() => {});
+    throw err;
+  }
+  out.close();
+
+  const digest = hash.digest("hex");
+  if (spec.hashsum !== "" && !sameDigest(digest, spec.hashsum)) {
+    await Deno.remove(spec.partial).catch(() => {});
+    throw new ChecksumMismatch(spec.hashsum, digest, spec.hashtype);
+  }
+  if (spec.mtime !== undefined) {
+    await Deno.utime(spec.partial, spec.mtime, spec.mtime);
+  }
+  await Deno.rename(spec.partial, spec.target);
+  return { bytes, digest, verified: spec.hashsum !== "" };
+}
+
+async function writeAll(file: Deno.FsFile, chunk: Uint8Array) {
+  let written = 0;
+  while (written < chunk.length) written += await file.write(chunk.subarray(written));
+}

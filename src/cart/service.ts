@@ -1,0 +1,185 @@
+/**
+ * What a cart is, for both front ends: creating one from a validated request, reporting its
+ * status, deleting it, and opening its tar. The CLI commands and the HTTP handlers are thin
+ * wrappers over these calls, so both tell the same story.
+ */
+import type { Config } from "../config.ts";
+import { cartFailed, cartNotFound, cartNotReady } from "../errors.ts";
+import { type TarLayout, tarLayout, type TarSource, tarStream } from "../bundle/tar.ts";
+import type { Cart, CartFile, CartProgress, Store } from "../store/store.ts";
+import type { Volume } from "../volume/volume.ts";
+import { type CartRequest, fingerprint, validateUid } from "./request.ts";
+
+/** The fine-grained phase, shown beside the Pacifica status (which stays `staging` until the end). */
+export type CartPhase = "waiting" | "staging" | "pulling" | "ready" | "error";
+
+export interface CartReport {
+  uid: string;
+  status: Cart["status"];
+  phase: CartPhase;
+  message: string;
+  bundle: boolean;
+  created: string;
+  lastUsed: string;
+  readyAt: string | null;
+  files: { total: number; ready: number; error: number };
+  bytes: { done: number; total: number; sizesKnown: number };
+}
+
+export interface FileReport {
+  id: string;
+  path: string;
+  state: CartFile["state"];
+  size: number | null;
+  bytesPulled: number;
+  attempts: number;
+  polls: number;
+  error: string;
+  hashtype: string;
+  verified: boolean;
+}
+
+export interface CreateOutcome {
+  cart: Cart;
+  /** False when the same request had already created this cart. */
+  created: boolean;
+  replaced: boolean;
+}
+
+export class CartService {
+  constructor(
+    readonly store: Store,
+    readonly volume: Volume,
+    readonly config: Config,
+  ) {}
+
+  /** Registers a cart; see `Store.createCart` for what a repeated uid does. */
+  async create(uid: string, request: CartRequest): Promise<CreateOutcome> {
+    validateUid(uid);
+    const bundle = request.bundle ?? this.config.bundleTask;
+    const result = await this.store.createCart({
+      uid,
+      fingerprint: fingerprint(request, bundle),
+      bundle,
+      files: request.files.map((f, seq) => ({
+        seq,
+        archive_id: f.id,
+        path: f.path,
+        hash_type: f.hashtype,
+        hash_sum: f.hashsum,
+      })),
+    }, Date.now());
+    if (result.replaced) await this.volume.removeCart(result.replaced.id);
+    return { cart: result.cart, created: result.created, replaced: result.replaced !== undefined };
+  }
+
+  /** The live cart of `uid`; throws the contract's not-found error when there is none. */
+  async find(uid: string): Promise<Cart> {
+    const cart = await this.store.liveCart(uid);
+    if (!cart) throw cartNotFound(uid);
+    return cart;
+  }
+
+  /** The status report of a cart (a status request counts as a use of the cart). */
+  async report(uid: string): Promise<CartReport> {
+    const cart = await this.find(uid);
+    await this.store.touchCart(cart.id, Date.now());
+    return toReport(cart, await this.store.progress(cart.id));
+  }
+
+  /** Every file of the cart, in request order. */
+  async fileReports(cart: Cart): Promise<FileReport[]> {
+    const files = await this.store.cartFiles(cart.id);
+    return files.map((f) => ({
+      id: f.archive_id,
+      path: f.path,
+      state: f.state,
+      size: f.size === null ? null : Number(f.size),
+      bytesPulled: Number(f.bytes_pulled),
+      attempts: f.attempts,
+      polls: f.polls,
+      error: f.error,
+      hashtype: f.hash_type,
+      verified: f.verified === 1,
+    }));
+  }
+
+  /** Deletes the live cart of `uid` and its files on the volume. */
+  async delete(uid: string): Promise<Cart> {
+    const cart = await this.store.deleteCart(uid, Date.now());
+    if (!cart) throw cartNotFound(uid);
+    await this.volume.removeCart(cart.id);
+    return cart;
+  }
+
+  /**
+   * The tar layout of a ready cart, rooted at `root`. Throws the contract's errors for a cart
+   * that is unknown, still staging, or failed.
+   */
+  async tarOf(uid: string, root: string): Promise<{ cart: Cart; layout: TarLayout }> {
+    const cart = await this.find(uid);
+    if (cart.status === "error") throw cartFailed(cart.message);
+    if (cart.status !== "ready") {
+      const p = await this.store.progress(cart.id);
+      throw cartNotReady(
+        `The cart is not ready for download (${p.filesReady} of ${p.files} files ready).`,
+      );
+    }
+    const files = await this.store.cartFiles(cart.id);
+    const sources: TarSource[] = files.map((f) => ({
+      path: f.path,
+      size: Number(f.size),
+      mtime: Number(f.mtime ?? 0),
+      file: this.volume.filePath(cart.id, f.path),
+    }));
+    await this.store.touchCart(cart.id, Date.now());
+    return { cart, layout: tarLayout(root, sources) };
+  }
+
+  /** Streams (part of) a ready cart's tar, refusing files that changed or moved on disk. */
+  tarBytes(
+    cart: Cart,
+    layout: TarLayout,
+    start?: number,
+    end?: number,
+  ): ReadableStream<Uint8Array> {
+    return tarStream(layout, {
+      start,
+      end,
+      checkFile: async (entry) => {
+        const path = entry.file!;
+        const info = await Deno.lstat(path).catch(() => undefined);
+        if (!info?.isFile || info.size !== entry.header.size) {
+          throw new Error(`${entry.header.name} is missing or changed on the volume`);
+        }
+        await this.volume.assertInside(cart.id, path);
+      },
+    });
+  }
+}
+
+export function toReport(cart: Cart, p: CartProgress): CartReport {
+  return {
+    uid: cart.uid,
+    status: cart.status,
+    phase: phaseOf(cart, p),
+    message: cart.message,
+    bundle: cart.bundle === 1,
+    created: iso(cart.created_at)!,
+    lastUsed: iso(cart.used_at)!,
+    readyAt: iso(cart.ready_at),
+    files: { total: p.files, ready: p.filesReady, error: p.filesError },
+    bytes: { done: p.bytesDone, total: p.bytesTotal, sizesKnown: p.sizesKnown },
+  };
+}
+
+function phaseOf(cart: Cart, p: CartProgress): CartPhase {
+  if (cart.status === "ready" || cart.status === "error") return cart.status;
+  if (p.filesPulling > 0 || p.filesReady > 0) return "pulling";
+  if (p.filesOnTape > 0) return "staging";
+  return "waiting";
+}
+
+function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(Number(ms)).toISOString();
+}

@@ -1,0 +1,291 @@
+/**
+ * The worker: claims due file rows and moves each one step along
+ * `waiting → staging → staged → pulling → ready | error`, writing every outcome back to the
+ * database. Several workers (loops in one process, processes, nodes) share the rows through
+ * leases; a worker that dies loses nothing but the lease, and verified files are never pulled
+ * again.
+ */
+import { hostname } from "node:os";
+import { type Archive, ArchiveError } from "../archive/mod.ts";
+import type { Config } from "../config.ts";
+import { describe } from "../errors.ts";
+import { log } from "../log.ts";
+import type { Cart, CartFile, Store } from "../store/store.ts";
+import type { Volume } from "../volume/volume.ts";
+import { backoffDelay, sleep } from "./backoff.ts";
+import { ChecksumMismatch, pullFile } from "./pull.ts";
+
+/** Called whenever a file changes state or makes progress, for progress displays. */
+export type WorkerEvent = (file: CartFile, event: "state" | "progress") => void;
+
+class LeaseLost extends Error {}
+
+const progressWriteMs = 1000;
+const idlePollMs = 1000;
+
+export class Worker {
+  readonly owner = `${hostname()}:${Deno.pid}:${crypto.randomUUID().slice(0, 8)}`;
+
+  constructor(
+    private readonly store: Store,
+    private readonly archive: Archive,
+    private readonly volume: Volume,
+    private readonly config: Config,
+    private readonly onEvent?: WorkerEvent,
+  ) {}
+
+  /**
+   * Works on one cart until it is ready, in error or deleted, with `config.workers` files at a
+   * time, and returns the cart as it ends (undefined if it was deleted).
+   */
+  async drainCart(cartId: number, signal?: AbortSignal): Promise<Cart | undefined> {
+    await this.store.settleCart(cartId, Date.now());
+    const loops = Array.from({ length: this.config.workers }, () => this.loop(signal, cartId));
+    await Promise.all(loops);
+    const cart = await this.store.cartById(cartId);
+    return cart?.deleted_at === null ? cart : undefined;
+  }
+
+  /** Works on every cart until `signal` aborts (the server's workers). */
+  async run(signal: AbortSignal): Promise<void> {
+    const loops = Array.from({ length: this.config.workers }, () => this.loop(signal));
+    await Promise.all(loops);
+  }
+
+  /** Hands back every lease this worker holds. */
+  releaseLeases(): Promise<void> {
+    return this.store.releaseLeases(this.owner);
+  }
+
+  private async loop(signal?: AbortSignal, cartId?: number): Promise<void> {
+    while (!signal?.aborted) {
+      const now = Date.now();
+      const file = await this.store.claimFile(this.owner, now, this.config.leaseTime, cartId);
+      if (file) {
+        await this.process(file, signal);
+        continue;
+      }
+      let wait = idlePollMs;
+      if (cartId !== undefined) {
+        const cart = await this.store.cartById(cartId);
+        if (!cart || cart.deleted_at !== null || cart.status !== "staging") return;
+        const due = await this.store.nextDue(cartId);
+        if (due === undefined) {
+          await this.store.settleCart(cartId, Date.now());
+          continue;
+        }
+        wait = Math.min(Math.max(due - Date.now(), 20), idlePollMs);
+      }
+      await sleep(wait, signal);
+    }
+  }
+
+  /** Runs the steps a claimed file is due for, holding its lease with a heartbeat. */
+  private async process(claimed: CartFile, outer?: AbortSignal): Promise<void> {
+    const lease = new AbortController();
+    const signal = outer ? AbortSignal.any([outer, lease.signal]) : lease.signal;
+    const heartbeat = setInterval(async () => {
+      try {
+        const held = await this.store.renewLease(
+          claimed.id,
+          this.owner,
+          Date.now() + this.config.leaseTime,
+        );
+        if (!held) lease.abort(new LeaseLost("lease lost or cart gone"));
+      } catch (err) {
+        log.warn(`cannot renew lease on file ${claimed.id}: ${describe(err)}`);
+      }
+    }, Math.max(this.config.leaseTime / 3, 50));
+    let file = claimed;
+    try {
+      if (file.state === "waiting") file = await this.stage(file);
+      if (file.state === "staging") file = await this.poll(file);
+      if (file.state === "staged" || file.state === "pulling") await this.pull(file, signal);
+    } catch (err) {
+      if (err instanceof LeaseLost) {
+        log.debug(`file ${file.id}: ${err.message}`);
+      } else if (signal.aborted) {
+        log.debug(`file ${file.id}: work stopped (${describe(signal.reason)})`);
+        if (!lease.signal.aborted) await this.release(file);
+      } else {
+        await this.fail(file, err);
+      }
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+
+  private async stage(file: CartFile): Promise<CartFile> {
+    await this.archive.stage(file.archive_id);
+    const now = Date.now();
+    return await this.save(file, {
+      state: "staging",
+      stage_requested_at: now,
+      failures: 0,
+      next_try_at: now,
+    }, false);
+  }
+
+  private async poll(file: CartFile): Promise<CartFile> {
+    const status = await this.archive.status(file.archive_id);
+    const now = Date.now();
+    const polls = file.polls + 1;
+    if (status.onDisk) {
+      return await this.save(file, {
+        state: "staged",
+        size: status.size,
+        mtime: status.mtime ?? Math.floor(now / 1000),
+        polls,
+        failures: 0,
+      }, false);
+    }
+    const waited = now - Number(file.stage_requested_at ?? now);
+    if (waited > this.config.stageTimeout) {
+      return await this.markError(
+        file,
+        `file ${file.archive_id} is still on ${status.media} ${
+          Math.round(waited / 1000)
+        } s after ` +
+          `its stage request (stage_timeout)`,
+      );
+    }
+    const delay = backoffDelay(this.config.pollInterval, polls, this.config.pollMaxInterval);
+    return await this.save(file, { polls, size: status.size, next_try_at: now + delay }, true);
+  }
+
+  private async pull(file: CartFile, signal: AbortSignal): Promise<void> {
+    const size = Number(file.size);
+    const free = this.volume.freeBytes();
+    if (size > free) {
+      await this.markError(
+        file,
+        `Not enough space to download file (needs ${size} bytes, ${free} free on the volume)`,
+      );
+      return;
+    }
+    const target = await this.volume.prepareDirectories(file.cart_id, file.path);
+    file = await this.save(
+      file,
+      { state: "pulling", attempts: file.attempts + 1, bytes_pulled: 0 },
+      false,
+    );
+    let lastWrite = Date.now();
+    const result = await pullFile({
+      archive: this.archive,
+      id: file.archive_id,
+      hashtype: file.hash_type,
+      hashsum: file.hash_sum,
+      size,
+      mtime: file.mtime === null ? undefined : Number(file.mtime),
+      partial: this.volume.partialPath(file.cart_id, file.id),
+      target,
+      signal,
+      idleTimeoutMs: Math.max(this.config.leaseTime, 30_000),
+      onProgress: (bytes) => {
+        const now = Date.now();
+        if (now - lastWrite < progressWriteMs) return;
+        lastWrite = now;
+        file.bytes_pulled = bytes;
+        this.onEvent?.(file, "progress");
+        this.store.saveFile(file.id, this.owner, { bytes_pulled: bytes }, false, now)
+          .catch((err) => log.warn(`cannot record progress of file ${file.id}: ${describe(err)}`));
+      },
+    });
+    await this.save(file, {
+      state: "ready",
+      size: result.bytes,
+      bytes_pulled: result.bytes,
+      verified: result.verified ? 1 : 0,
+      failures: 0,
+      error: "",
+    }, true);
+    log.debug(
+      `file ${file.archive_id} → ${file.path}: ${result.bytes} bytes, ${
+        result.verified ? "verified" : "unverified (no hashsum)"
+      }`,
+    );
+    await this.store.settleCart(file.cart_id, Date.now());
+  }
+
+  /** Records a failed step: transient failures are tried again with backoff, up to the limit. */
+  private async fail(file: CartFile, err: unknown): Promise<void> {
+    try {
+      if (err instanceof ChecksumMismatch) {
+        // A second mismatch means the request's checksum (or the archive's file) is wrong.
+        if (file.attempts >= 2) return void await this.markError(file, err.message);
+        log.warn(`file ${file.archive_id}: ${err.message}; pulling it once more`);
+        await this.retryLater(file, 1);
+        return;
+      }
+      if (err instanceof ArchiveError && err.transient) {
+        const failures = file.failures + 1;
+        if (failures >= this.config.retryLimit) {
+          return void await this.markError(
+            file,
+            `${err.message} (gave up after ${failures} tries)`,
+          );
+        }
+        log.warn(
+          `file ${file.archive_id}: ${err.message}; try ${failures} of ${this.config.retryLimit}`,
+        );
+        await this.retryLater(file, failures);
+        return;
+      }
+      if (err instanceof ArchiveError) return void await this.markError(file, err.message);
+      const message = diskMessage(err);
+      if (message) return void await this.markError(file, message);
+      log.error(`file ${file.id} (${file.archive_id}): unexpected failure: ${describe(err)}`);
+      if (err instanceof Error && err.stack) log.debug(err.stack);
+      await this.markError(file, `internal error while staging: ${describe(err)}`);
+    } catch (saveErr) {
+      // The database itself failed; the lease runs out and the step is tried again.
+      log.error(`file ${file.id}: cannot record failure: ${describe(saveErr)}`);
+    }
+  }
+
+  private async retryLater(file: CartFile, failures: number): Promise<void> {
+    const delay = backoffDelay(this.config.retryInterval, failures, this.config.pollMaxInterval);
+    await this.save(file, {
+      // A pull that failed starts over from the archive's staged copy.
+      state: file.state === "pulling" ? "staged" : file.state,
+      failures,
+      bytes_pulled: 0,
+      next_try_at: Date.now() + delay,
+    }, true);
+  }
+
+  private async markError(file: CartFile, message: string): Promise<CartFile> {
+    const saved = await this.save(file, { state: "error", error: message }, true);
+    log.warn(`file ${file.archive_id} (${file.path}) failed: ${message}`);
+    await this.store.settleCart(file.cart_id, Date.now());
+    return saved;
+  }
+
+  private async release(file: CartFile): Promise<void> {
+    const state = file.state === "pulling" ? "staged" : file.state;
+    await this.save(file, { state, bytes_pulled: 0 }, true).catch(() => {});
+  }
+
+  private async save(
+    file: CartFile,
+    changes: Partial<CartFile>,
+    release: boolean,
+  ): Promise<CartFile> {
+    const now = Date.now();
+    const held = await this.store.saveFile(file.id, this.owner, changes, release, now);
+    if (!held) throw new LeaseLost(`lost the lease on file ${file.id}`);
+    const updated = { ...file, ...changes, updated_at: now };
+    if (changes.state !== undefined) this.onEvent?.(updated, "state");
+    return updated;
+  }
+}
+
+/** A clear message for a local disk failure, or undefined if `err` is something else. */
+function diskMessage(err: unknown): string | undefined {
+  const text = describe(err);
+  if (/no space left|ENOSPC|quota/i.test(text)) {
+    return "Not enough space to download file (volume full)";
+  }
+  if (err instanceof Deno.errors.PermissionDenied) return `cannot write to the volume: ${text}`;
+  return undefined;
+}

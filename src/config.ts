@@ -1,0 +1,235 @@
+/**
+ * cartd's configuration: built-in defaults < INI file < environment < command-line flags, resolved
+ * once into one typed, validated object. The INI file and the environment variables are the
+ * original's (`[cartd] volume_path` / `VOLUME_PATH`, ...); keys cartd adds use a `CARTD_` variable.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { configError } from "./errors.ts";
+import { IniSyntaxError, parseIni } from "./ini.ts";
+import { log } from "./log.ts";
+import { parseDuration, parseSize } from "./units.ts";
+
+export interface Config {
+  /** Where carts are staged; the SQLite database lives here too unless `databaseUrl` says not. */
+  volumePath: string;
+  /** `sqlite:///path`-style URL, plain path, or `postgres://` URL. */
+  databaseUrl: string;
+  /** Pacifica archive interface (`http(s)://…/`) or a mounted directory (`file:///dir`). */
+  archiveUrl: string;
+  /** Bytes per read when pulling from the archive. */
+  transferSize: number;
+  /** Grace period (ms) after a cart's last use during which it is never evicted. */
+  lruBufferTime: number;
+  /** Whether space shortage may evict least-recently-used carts. */
+  lruPurge: boolean;
+  /** Default for a request's `bundle` key. */
+  bundleTask: boolean;
+  /** First delay (ms) between status polls of a file still on tape; doubles up to the ceiling. */
+  pollInterval: number;
+  /** Ceiling (ms) of the delay between status polls. */
+  pollMaxInterval: number;
+  /** How long (ms) a file may stay on tape after its stage request before it is an error. */
+  stageTimeout: number;
+  /** Tries of a request that failed with a network error or 5xx before the file is an error. */
+  retryLimit: number;
+  /** First delay (ms) between such tries; doubles each time. */
+  retryInterval: number;
+  /** How long (ms) a worker's claim on a file lasts without renewal. */
+  leaseTime: number;
+  /** Files a worker stages and pulls at once. */
+  workers: number;
+}
+
+type Kind = "path" | "url" | "size" | "duration" | "seconds" | "boolean" | "count";
+
+interface KeyDef {
+  section: string;
+  key: string;
+  env: string;
+  default: string;
+  kind: Kind;
+  field: keyof Config;
+  help: string;
+}
+
+/** Every key cartd reads, in README order. */
+export const configKeys: readonly KeyDef[] = [
+  def("cartd", "volume_path", "VOLUME_PATH", "./cartd-data", "path", "volumePath", "cart storage"),
+  def("cartd", "transfer_size", "TRANSFER_SIZE", "4 Mb", "size", "transferSize", "read size"),
+  def("cartd", "lru_buffer_time", "LRU_BUFFER_TIME", "0", "seconds", "lruBufferTime", "grace"),
+  def("cartd", "lru_purge", "LRU_PURGE", "on", "boolean", "lruPurge", "evict when short"),
+  def("cartd", "bundle_task", "BUNDLE_TASK", "off", "boolean", "bundleTask", "default bundle"),
+  def("cartd", "poll_interval", "CARTD_POLL_INTERVAL", "1s", "duration", "pollInterval", "poll"),
+  def(
+    "cartd",
+    "poll_max_interval",
+    "CARTD_POLL_MAX_INTERVAL",
+    "60s",
+    "duration",
+    "pollMaxInterval",
+    "poll ceiling",
+  ),
+  def(
+    "cartd",
+    "stage_timeout",
+    "CARTD_STAGE_TIMEOUT",
+    "24h",
+    "duration",
+    "stageTimeout",
+    "tape wait",
+  ),
+  def("cartd", "retry_limit", "CARTD_RETRY_LIMIT", "5", "count", "retryLimit", "tries"),
+  def(
+    "cartd",
+    "retry_interval",
+    "CARTD_RETRY_INTERVAL",
+    "1s",
+    "duration",
+    "retryInterval",
+    "retry delay",
+  ),
+  def("cartd", "lease_time", "CARTD_LEASE_TIME", "60s", "duration", "leaseTime", "claim length"),
+  def("cartd", "workers", "CARTD_WORKERS", "4", "count", "workers", "parallel files"),
+  def(
+    "archiveinterface",
+    "url",
+    "ARCHIVE_INTERFACE_URL",
+    "http://127.0.0.1:8080/",
+    "url",
+    "archiveUrl",
+    "archive",
+  ),
+  def("database", "peewee_url", "PEEWEE_URL", "", "url", "databaseUrl", "database"),
+];
+
+function def(
+  section: string,
+  key: string,
+  env: string,
+  fallback: string,
+  kind: Kind,
+  field: keyof Config,
+  help: string,
+): KeyDef {
+  return { section, key, env, default: fallback, kind, field, help };
+}
+
+/** Keys of the original that cartd accepts and has no use for (no broker, no connect retries). */
+const ignoredKeys = new Set([
+  "celery.broker_url",
+  "celery.backend_url",
+  "database.debug_logging",
+  "database.connect_attempts",
+  "database.connect_wait",
+]);
+
+/** What the command line says: a config file and any keys set by flags (`section.key` → value). */
+export interface ConfigSources {
+  configFile?: string;
+  flags?: Record<string, string | undefined>;
+  env?: Record<string, string | undefined>;
+}
+
+/** Resolves defaults, the INI file, the environment and flags into a validated `Config`. */
+export function loadConfig(sources: ConfigSources = {}): Config {
+  const env = sources.env ?? Deno.env.toObject();
+  const raw = new Map<string, { value: string; from: string }>();
+  for (const k of configKeys) {
+    raw.set(`${k.section}.${k.key}`, { value: k.default, from: "default" });
+  }
+
+  const file = sources.configFile ?? env.CARTD_CONFIG ??
+    (existsSync("cartd.ini") ? "cartd.ini" : undefined);
+  if (file !== undefined) {
+    for (const [name, value] of readIni(file)) raw.set(name, { value, from: file });
+  }
+  for (const k of configKeys) {
+    const value = env[k.env];
+    if (value !== undefined && value !== "") {
+      raw.set(`${k.section}.${k.key}`, { value, from: k.env });
+    }
+  }
+  for (const [name, value] of Object.entries(sources.flags ?? {})) {
+    if (value !== undefined) raw.set(name, { value, from: "command line" });
+  }
+
+  const config = {} as Record<keyof Config, unknown>;
+  for (const k of configKeys) {
+    const { value, from } = raw.get(`${k.section}.${k.key}`)!;
+    config[k.field] = convert(k, value, from);
+  }
+  const result = config as unknown as Config;
+  if (result.databaseUrl === "") result.databaseUrl = resolve(result.volumePath, "cartd.sqlite3");
+  return result;
+}
+
+function readIni(file: string): Map<string, string> {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    const reason = (err as { code?: string }).code === "ENOENT" ? "no such file" : String(err);
+    throw configError(`cannot read config file ${file}: ${reason}`);
+  }
+  let sections;
+  try {
+    sections = parseIni(text);
+  } catch (err) {
+    if (err instanceof IniSyntaxError) throw configError(`config file ${file}, ${err.message}`);
+    throw err;
+  }
+  const known = new Set(configKeys.map((k) => `${k.section}.${k.key}`));
+  const values = new Map<string, string>();
+  for (const [section, pairs] of Object.entries(sections)) {
+    for (const [key, value] of Object.entries(pairs)) {
+      const name = `${section}.${key}`;
+      if (known.has(name)) values.set(name, value.trim());
+      else if (!ignoredKeys.has(name)) {
+        log.warn(`config file ${file}: unknown key [${section}] ${key} ignored`);
+      }
+    }
+  }
+  return values;
+}
+
+function convert(k: KeyDef, value: string, from: string): unknown {
+  const fail = (expected: string): never => {
+    throw configError(
+      `bad value for [${k.section}] ${k.key} (from ${from}): ${
+        JSON.stringify(value)
+      } is not ${expected}`,
+    );
+  };
+  switch (k.kind) {
+    case "path":
+      return value.trim() === "" ? fail("a path") : value.trim();
+    case "url":
+      return value.trim();
+    case "size":
+      return positive(parseSize(value)) ?? fail('a size such as "4 Mb" or "500 GB"');
+    case "duration":
+      return parseDuration(value) ?? fail('a duration such as "500ms", "30s", "5m" or "7d"');
+    case "seconds": {
+      const seconds = /^\s*\d+\s*$/.test(value) ? Number(value) : undefined;
+      return seconds === undefined ? fail("a whole number of seconds") : seconds * 1000;
+    }
+    case "boolean":
+      return parseBoolean(value) ?? fail("on/off, true/false, yes/no or 1/0");
+    case "count":
+      return positive(/^\s*\d+\s*$/.test(value) ? Number(value) : undefined) ??
+        fail("a whole number above 0");
+  }
+}
+
+function positive(n: number | undefined): number | undefined {
+  return n !== undefined && n > 0 ? n : undefined;
+}
+
+/** configparser's getboolean words. */
+export function parseBoolean(value: string): boolean | undefined {
+  const word = value.trim().toLowerCase();
+  if (["1", "yes", "true", "on"].includes(word)) return true;
+  if (["0", "no", "false", "off"].includes(word)) return false;
+  return undefined;
+}

@@ -1,0 +1,52 @@
+/**
+ * One error type for everything a user may see. It carries a message for humans, the HTTP status
+ * the server answers with, and the exit code the CLI ends with. Anything else thrown inside cartd is
+ * a bug or a backend failure: front ends log its detail and show a generic message instead.
+ */
+
+/** Exit codes of the `cartd` command; README documents them. */
+export const ExitCode = {
+  ok: 0,
+  failure: 1,
+  usage: 2,
+  notFound: 3,
+  notReady: 4,
+  cartError: 5,
+  config: 6,
+} as const;
+
+export type ExitCode = typeof ExitCode[keyof typeof ExitCode];
+
+export class CartdError extends Error {
+  readonly status: number;
+  readonly exitCode: ExitCode;
+
+  constructor(message: string, status = 500, exitCode: ExitCode = ExitCode.failure) {
+    super(message);
+    this.name = "CartdError";
+    this.status = status;
+    this.exitCode = exitCode;
+  }
+}
+
+/** The request (a cart body, a uid, a flag) is wrong; nothing was written. */
+export const invalidInput = (message: string) => new CartdError(message, 400, ExitCode.usage);
+
+/** No active cart answers to this uid. */
+export const cartNotFound = (uid: string) =>
+  new CartdError(`No cart with uid ${uid} found`, 404, ExitCode.notFound);
+
+/** The cart exists but is still being staged. */
+export const cartNotReady = (message: string) => new CartdError(message, 202, ExitCode.notReady);
+
+/** The cart ended in error; `message` is the cart's own message. */
+export const cartFailed = (message: string) => new CartdError(message, 500, ExitCode.cartError);
+
+/** A configuration key has a value cartd cannot use. */
+export const configError = (message: string) => new CartdError(message, 500, ExitCode.config);
+
+/** The text of any thrown value, for logs. */
+export function describe(err: unknown): string {
+  if (err instanceof Error) return err.message || err.name;
+  return String(err);
+}

@@ -1,0 +1,41 @@
+/**
+ * Streams over local files with large reads: Deno's `FsFile.readable` delivers 64 KiB chunks,
+ * which halves throughput on big files.
+ */
+
+/** Reads `length` bytes of `path` from `offset` (to the end when `length` is omitted). */
+export function fileStream(
+  path: string,
+  options: { offset?: number; length?: number; chunkSize?: number } = {},
+): ReadableStream<Uint8Array> {
+  const chunkSize = options.chunkSize ?? 1 << 20;
+  let remaining = options.length ?? Infinity;
+  let file: Deno.FsFile | undefined;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (!file) {
+        file = await Deno.open(path);
+        if (options.offset) await file.seek(options.offset, Deno.SeekMode.Start);
+      }
+      if (remaining <= 0) {
+        file.close();
+        controller.close();
+        return;
+      }
+      const buffer = new Uint8Array(Math.min(chunkSize, remaining));
+      const n = await file.read(buffer);
+      if (n === null) {
+        file.close();
+        if (remaining !== Infinity) {
+          controller.error(new Error(`${path} ended ${remaining} bytes early`));
+        } else controller.close();
+        return;
+      }
+      remaining -= n;
+      controller.enqueue(n === buffer.length ? buffer : buffer.subarray(0, n));
+    },
+    cancel() {
+      file?.close();
+    },
+  }, { highWaterMark: 0 });
+}

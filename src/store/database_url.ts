@@ -1,0 +1,30 @@
+/**
+ * Reads the database setting: the original's peewee URLs (`sqliteext:///db.sqlite3` is relative,
+ * `sqlite:////srv/db.sqlite3` absolute), a plain file path, or a `postgres://` URL.
+ */
+import { configError } from "../errors.ts";
+
+export type DatabaseTarget =
+  | { kind: "sqlite"; file: string }
+  | { kind: "postgres"; url: string };
+
+export function parseDatabaseUrl(url: string): DatabaseTarget {
+  const sqlite = /^(sqlite|sqliteext|sqlite3):\/\/(.*)$/i.exec(url);
+  if (sqlite) {
+    // peewee: everything after the third slash is the path; a fourth makes it absolute.
+    const rest = sqlite[2];
+    if (!rest.startsWith("/") || rest === "/") {
+      throw configError(`bad database URL ${JSON.stringify(url)}: expected sqlite:///path/to/file`);
+    }
+    const file = rest.slice(1);
+    return { kind: "sqlite", file: decodeURIComponent(file) };
+  }
+  if (/^postgres(ql)?:\/\//i.test(url)) return { kind: "postgres", url };
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) {
+    throw configError(
+      `unsupported database URL ${JSON.stringify(url.replace(/\/\/[^@/]*@/, "//…@"))}: ` +
+        "use sqlite:///path, a plain file path, or postgres://",
+    );
+  }
+  return { kind: "sqlite", file: url };
+}

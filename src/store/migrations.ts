@@ -1,0 +1,81 @@
+/**
+ * The schema's history as a static list, so it survives `deno bundle` (no directory to scan).
+ * Each migration is written once for both SQLite and PostgreSQL.
+ */
+import { type Kysely, sql } from "kysely";
+import type { Migration, MigrationProvider } from "kysely/migration";
+
+export type Dialect = "sqlite" | "postgres";
+
+function initial(dialect: Dialect): Migration {
+  const id = dialect === "postgres" ? "bigserial" : "integer";
+  const big = dialect === "postgres" ? "bigint" : "integer";
+  return {
+    async up(db: Kysely<unknown>) {
+      await db.schema.createTable("carts")
+        .addColumn("id", sql.raw(id), (c) => {
+          const key = c.primaryKey();
+          return dialect === "sqlite" ? key.autoIncrement() : key;
+        })
+        .addColumn("uid", "text", (c) => c.notNull())
+        .addColumn("fingerprint", "text", (c) => c.notNull())
+        .addColumn("bundle", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("status", "text", (c) => c.notNull())
+        .addColumn("message", "text", (c) => c.notNull().defaultTo(""))
+        .addColumn("file_count", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("created_at", sql.raw(big), (c) => c.notNull())
+        .addColumn("used_at", sql.raw(big), (c) => c.notNull())
+        .addColumn("ready_at", sql.raw(big))
+        .addColumn("deleted_at", sql.raw(big))
+        .execute();
+      // One live cart per uid; deleted rows stay for the record.
+      await sql`create unique index carts_live_uid on carts (uid) where deleted_at is null`
+        .execute(db);
+
+      await db.schema.createTable("files")
+        .addColumn("id", sql.raw(id), (c) => {
+          const key = c.primaryKey();
+          return dialect === "sqlite" ? key.autoIncrement() : key;
+        })
+        .addColumn(
+          "cart_id",
+          sql.raw(big),
+          (c) => c.notNull().references("carts.id").onDelete("cascade"),
+        )
+        .addColumn("seq", "integer", (c) => c.notNull())
+        .addColumn("archive_id", "text", (c) => c.notNull())
+        .addColumn("path", "text", (c) => c.notNull())
+        .addColumn("hash_type", "text", (c) => c.notNull())
+        .addColumn("hash_sum", "text", (c) => c.notNull())
+        .addColumn("state", "text", (c) => c.notNull())
+        .addColumn("size", sql.raw(big))
+        .addColumn("mtime", sql.raw(big))
+        .addColumn("bytes_pulled", sql.raw(big), (c) => c.notNull().defaultTo(0))
+        .addColumn("attempts", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("polls", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("failures", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("error", "text", (c) => c.notNull().defaultTo(""))
+        .addColumn("verified", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("owner", "text")
+        .addColumn("lease_until", sql.raw(big))
+        .addColumn("next_try_at", sql.raw(big), (c) => c.notNull().defaultTo(0))
+        .addColumn("stage_requested_at", sql.raw(big))
+        .addColumn("updated_at", sql.raw(big), (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("files_cart").on("files").columns(["cart_id", "seq"]).execute();
+      await db.schema.createIndex("files_due").on("files").columns(["state", "next_try_at"])
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable("files").execute();
+      await db.schema.dropTable("carts").execute();
+    },
+  };
+}
+
+/** Kysely's migration provider over the static list. */
+export function migrationProvider(dialect: Dialect): MigrationProvider {
+  return {
+    getMigrations: () => Promise.resolve({ "0001_initial": initial(dialect) }),
+  };
+}

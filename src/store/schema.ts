@@ -1,0 +1,65 @@
+/**
+ * The database's tables as Kysely sees them. Times are epoch milliseconds; `mtime` is the
+ * archive's modification time in whole seconds (what the tar carries).
+ */
+import type { Generated, Selectable } from "kysely";
+
+/** A cart's own state; per-file detail lives in `files`. Deleted carts keep their row. */
+export type CartStatus = "staging" | "ready" | "error";
+
+/** A file's place in the pipeline: waiting → staging → staged → pulling → ready | error. */
+export type FileState = "waiting" | "staging" | "staged" | "pulling" | "ready" | "error";
+
+export interface CartTable {
+  id: Generated<number>;
+  uid: string;
+  /** Digest of the normalised request, so a repeated create can be recognised. */
+  fingerprint: string;
+  bundle: number;
+  status: CartStatus;
+  message: string;
+  file_count: number;
+  created_at: number;
+  /** Last use: created, staged, statused or downloaded. */
+  used_at: number;
+  ready_at: number | null;
+  deleted_at: number | null;
+}
+
+export interface FileTable {
+  id: Generated<number>;
+  cart_id: number;
+  /** Position in the request, so listings keep the user's order. */
+  seq: number;
+  archive_id: string;
+  path: string;
+  hash_type: string;
+  hash_sum: string;
+  state: FileState;
+  size: number | null;
+  mtime: number | null;
+  bytes_pulled: number;
+  /** Pulls started, for the status report. */
+  attempts: number;
+  /** Status polls made while the file was on tape. */
+  polls: number;
+  /** Consecutive transient failures of the current step; bounds retries and sets backoff. */
+  failures: number;
+  error: string;
+  verified: number;
+  owner: string | null;
+  lease_until: number | null;
+  next_try_at: number;
+  stage_requested_at: number | null;
+  updated_at: number;
+}
+
+export interface Database {
+  carts: CartTable;
+  files: FileTable;
+}
+
+export type Cart = Selectable<CartTable>;
+export type CartFile = Selectable<FileTable>;
+/** What a cart request says of a file; the store fills in the pipeline's starting values. */
+export type NewFile = Pick<FileTable, "seq" | "archive_id" | "path" | "hash_type" | "hash_sum">;

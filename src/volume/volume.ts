@@ -1,0 +1,74 @@
+/**
+ * The local volume: the only code that turns a cart's file path into a path on disk. Each cart
+ * lives in `<volume>/carts/<cart id>/`: verified files under `data/`, pulls in progress under
+ * `partial/` (never part of a tar). Paths were validated when the cart was created; they are
+ * checked again here, and directories are resolved so a planted symlink cannot lead outside.
+ */
+import { statfsSync } from "node:fs";
+import { isAbsolute, join, resolve } from "node:path";
+import { CartdError } from "../errors.ts";
+
+export class Volume {
+  readonly root: string;
+
+  constructor(root: string) {
+    this.root = resolve(root);
+  }
+
+  cartDir(cartId: number): string {
+    return join(this.root, "carts", String(cartId));
+  }
+
+  dataRoot(cartId: number): string {
+    return join(this.cartDir(cartId), "data");
+  }
+
+  /** Where a verified file of the cart lives. */
+  filePath(cartId: number, relative: string): string {
+    const segments = relative.split("/");
+    if (
+      isAbsolute(relative) || relative.includes("\0") ||
+      segments.some((s) => s === "" || s === "." || s === "..")
+    ) {
+      throw new CartdError(`refusing unsafe cart path ${JSON.stringify(relative)}`, 400);
+    }
+    return join(this.dataRoot(cartId), ...segments);
+  }
+
+  /** Where a pull in progress writes; renamed to `filePath` once verified. */
+  partialPath(cartId: number, fileId: number): string {
+    return join(this.cartDir(cartId), "partial", `${fileId}.part`);
+  }
+
+  /** Creates the directories a file needs and checks they resolve inside the cart's data root. */
+  async prepareDirectories(cartId: number, relative: string): Promise<string> {
+    const target = this.filePath(cartId, relative);
+    const parent = resolve(target, "..");
+    await Deno.mkdir(parent, { recursive: true });
+    await Deno.mkdir(join(this.cartDir(cartId), "partial"), { recursive: true });
+    await this.assertInside(cartId, parent);
+    return target;
+  }
+
+  /** Throws unless `path` (which must exist) resolves inside the cart's data root. */
+  async assertInside(cartId: number, path: string): Promise<void> {
+    const root = await Deno.realPath(this.dataRoot(cartId));
+    const real = await Deno.realPath(path);
+    if (real !== root && !real.startsWith(root + "/")) {
+      throw new CartdError(`refusing ${path}: it leads outside the cart's directory`, 500);
+    }
+  }
+
+  /** Removes a cart's directory; a missing one is fine. */
+  async removeCart(cartId: number): Promise<void> {
+    await Deno.remove(this.cartDir(cartId), { recursive: true }).catch((err) => {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    });
+  }
+
+  /** Bytes free for an unprivileged writer on the volume's file system. */
+  freeBytes(): number {
+    const stats = statfsSync(this.root);
+    return Number(stats.bavail) * Number(stats.bsize);
+  }
+}
