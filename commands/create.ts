@@ -1,6 +1,6 @@
 /** `cartd create <uid> <request.json|->`: registers a cart from a Pacifica cart request. */
 import { Command } from "@commander-js/extra-typings";
-import { parseCartRequest } from "../src/cart/request.ts";
+import { parseCartRequest, validateUid } from "../src/cart/request.ts";
 import { invalidInput } from "../src/errors.ts";
 import { bundleInForeground } from "./bundle.ts";
 import { type GlobalOptions, withContext } from "./context.ts";
@@ -16,6 +16,8 @@ export function createCommand(globals: () => GlobalOptions) {
     .argument("<request>", "the request's JSON file, or - for standard input")
     .option("--wait", "also stage the cart in the foreground, as `cartd bundle` does")
     .action(async (uid, requestFile, options) => {
+      // Refused input never opens the database: nothing at all is written for it.
+      validateUid(uid);
       const request = parseCartRequest(await readRequest(requestFile));
       await withContext(globals(), async (context) => {
         const outcome = await context.service.create(uid, request);

@@ -139,7 +139,7 @@ export function loadConfig(sources: ConfigSources = {}): Config {
     raw.set(`${k.section}.${k.key}`, { value: k.default, from: "default" });
   }
 
-  const file = sources.configFile ?? env.CARTD_CONFIG ??
+  const file = sources.configFile ?? (env.CARTD_CONFIG || undefined) ??
     (existsSync("cartd.ini") ? "cartd.ini" : undefined);
   if (file !== undefined) {
     for (const [name, value] of readIni(file)) raw.set(name, { value, from: file });

@@ -20,6 +20,11 @@ export type WorkerEvent = (file: CartFile, event: "state" | "progress") => void;
 
 class LeaseLost extends Error {}
 
+/** A claimed file as the worker last saved it. */
+interface Job {
+  file: CartFile;
+}
+
 const progressWriteMs = 1000;
 const idlePollMs = 1000;
 
@@ -96,29 +101,30 @@ export class Worker {
         log.warn(`cannot renew lease on file ${claimed.id}: ${describe(err)}`);
       }
     }, Math.max(this.config.leaseTime / 3, 50));
-    let file = claimed;
+    // Each step records its outcome here, so a failure is judged on the file as it last stood.
+    const job: Job = { file: claimed };
     try {
-      if (file.state === "waiting") file = await this.stage(file);
-      if (file.state === "staging") file = await this.poll(file);
-      if (file.state === "staged" || file.state === "pulling") await this.pull(file, signal);
+      if (job.file.state === "waiting") await this.stage(job, signal);
+      if (job.file.state === "staging") await this.poll(job, signal);
+      if (job.file.state === "staged" || job.file.state === "pulling") await this.pull(job, signal);
     } catch (err) {
       if (err instanceof LeaseLost) {
-        log.debug(`file ${file.id}: ${err.message}`);
+        log.debug(`file ${job.file.id}: ${err.message}`);
       } else if (signal.aborted) {
-        log.debug(`file ${file.id}: work stopped (${describe(signal.reason)})`);
-        if (!lease.signal.aborted) await this.release(file);
+        log.debug(`file ${job.file.id}: work stopped (${describe(signal.reason)})`);
+        if (!lease.signal.aborted) await this.release(job);
       } else {
-        await this.fail(file, err);
+        await this.fail(job, err);
       }
     } finally {
       clearInterval(heartbeat);
     }
   }
 
-  private async stage(file: CartFile): Promise<CartFile> {
-    await this.archive.stage(file.archive_id);
+  private async stage(job: Job, signal: AbortSignal): Promise<void> {
+    await this.archive.stage(job.file.archive_id, signal);
     const now = Date.now();
-    return await this.save(file, {
+    await this.save(job, {
       state: "staging",
       stage_requested_at: now,
       failures: 0,
@@ -126,12 +132,13 @@ export class Worker {
     }, false);
   }
 
-  private async poll(file: CartFile): Promise<CartFile> {
-    const status = await this.archive.status(file.archive_id);
+  private async poll(job: Job, signal: AbortSignal): Promise<void> {
+    const { file } = job;
+    const status = await this.archive.status(file.archive_id, signal);
     const now = Date.now();
     const polls = file.polls + 1;
     if (status.onDisk) {
-      return await this.save(file, {
+      return await this.save(job, {
         state: "staged",
         size: status.size,
         mtime: status.mtime ?? Math.floor(now / 1000),
@@ -141,34 +148,28 @@ export class Worker {
     }
     const waited = now - Number(file.stage_requested_at ?? now);
     if (waited > this.config.stageTimeout) {
-      return await this.markError(
-        file,
-        `file ${file.archive_id} is still on ${status.media} ${
-          Math.round(waited / 1000)
-        } s after ` +
-          `its stage request (stage_timeout)`,
-      );
+      const seconds = Math.round(waited / 1000);
+      const message = `file ${file.archive_id} is still on ${status.media} ${seconds} s after ` +
+        "its stage request (stage_timeout)";
+      return await this.markError(job, message);
     }
     const delay = backoffDelay(this.config.pollInterval, polls, this.config.pollMaxInterval);
-    return await this.save(file, { polls, size: status.size, next_try_at: now + delay }, true);
+    await this.save(job, { polls, size: status.size, next_try_at: now + delay }, true);
   }
 
-  private async pull(file: CartFile, signal: AbortSignal): Promise<void> {
+  private async pull(job: Job, signal: AbortSignal): Promise<void> {
+    const file = job.file;
     const size = Number(file.size);
     const free = this.volume.freeBytes();
     if (size > free) {
       await this.markError(
-        file,
+        job,
         `Not enough space to download file (needs ${size} bytes, ${free} free on the volume)`,
       );
       return;
     }
     const target = await this.volume.prepareDirectories(file.cart_id, file.path);
-    file = await this.save(
-      file,
-      { state: "pulling", attempts: file.attempts + 1, bytes_pulled: 0 },
-      false,
-    );
+    await this.save(job, { state: "pulling", attempts: file.attempts + 1, bytes_pulled: 0 }, false);
     let lastWrite = Date.now();
     const result = await pullFile({
       archive: this.archive,
@@ -185,13 +186,13 @@ export class Worker {
         const now = Date.now();
         if (now - lastWrite < progressWriteMs) return;
         lastWrite = now;
-        file.bytes_pulled = bytes;
-        this.onEvent?.(file, "progress");
+        job.file.bytes_pulled = bytes;
+        this.onEvent?.(job.file, "progress");
         this.store.saveFile(file.id, this.owner, { bytes_pulled: bytes }, false, now)
           .catch((err) => log.warn(`cannot record progress of file ${file.id}: ${describe(err)}`));
       },
     });
-    await this.save(file, {
+    await this.save(job, {
       state: "ready",
       size: result.bytes,
       bytes_pulled: result.bytes,
@@ -208,75 +209,71 @@ export class Worker {
   }
 
   /** Records a failed step: transient failures are tried again with backoff, up to the limit. */
-  private async fail(file: CartFile, err: unknown): Promise<void> {
+  private async fail(job: Job, err: unknown): Promise<void> {
+    const { file } = job;
     try {
       if (err instanceof ChecksumMismatch) {
         // A second mismatch means the request's checksum (or the archive's file) is wrong.
-        if (file.attempts >= 2) return void await this.markError(file, err.message);
+        if (file.attempts >= 2) return void await this.markError(job, err.message);
         log.warn(`file ${file.archive_id}: ${err.message}; pulling it once more`);
-        await this.retryLater(file, 1);
+        await this.retryLater(job, 1);
         return;
       }
       if (err instanceof ArchiveError && err.transient) {
         const failures = file.failures + 1;
         if (failures >= this.config.retryLimit) {
           return void await this.markError(
-            file,
+            job,
             `${err.message} (gave up after ${failures} tries)`,
           );
         }
         log.warn(
           `file ${file.archive_id}: ${err.message}; try ${failures} of ${this.config.retryLimit}`,
         );
-        await this.retryLater(file, failures);
+        await this.retryLater(job, failures);
         return;
       }
-      if (err instanceof ArchiveError) return void await this.markError(file, err.message);
+      if (err instanceof ArchiveError) return void await this.markError(job, err.message);
       const message = diskMessage(err);
-      if (message) return void await this.markError(file, message);
+      if (message) return void await this.markError(job, message);
       log.error(`file ${file.id} (${file.archive_id}): unexpected failure: ${describe(err)}`);
       if (err instanceof Error && err.stack) log.debug(err.stack);
-      await this.markError(file, `internal error while staging: ${describe(err)}`);
+      await this.markError(job, `internal error while staging: ${describe(err)}`);
     } catch (saveErr) {
       // The database itself failed; the lease runs out and the step is tried again.
       log.error(`file ${file.id}: cannot record failure: ${describe(saveErr)}`);
     }
   }
 
-  private async retryLater(file: CartFile, failures: number): Promise<void> {
+  private async retryLater(job: Job, failures: number): Promise<void> {
     const delay = backoffDelay(this.config.retryInterval, failures, this.config.pollMaxInterval);
-    await this.save(file, {
+    await this.save(job, {
       // A pull that failed starts over from the archive's staged copy.
-      state: file.state === "pulling" ? "staged" : file.state,
+      state: job.file.state === "pulling" ? "staged" : job.file.state,
       failures,
       bytes_pulled: 0,
       next_try_at: Date.now() + delay,
     }, true);
   }
 
-  private async markError(file: CartFile, message: string): Promise<CartFile> {
-    const saved = await this.save(file, { state: "error", error: message }, true);
-    log.warn(`file ${file.archive_id} (${file.path}) failed: ${message}`);
-    await this.store.settleCart(file.cart_id, Date.now());
-    return saved;
+  private async markError(job: Job, message: string): Promise<void> {
+    await this.save(job, { state: "error", error: message }, true);
+    log.warn(`file ${job.file.archive_id} (${job.file.path}) failed: ${message}`);
+    await this.store.settleCart(job.file.cart_id, Date.now());
   }
 
-  private async release(file: CartFile): Promise<void> {
-    const state = file.state === "pulling" ? "staged" : file.state;
-    await this.save(file, { state, bytes_pulled: 0 }, true).catch(() => {});
+  private async release(job: Job): Promise<void> {
+    const state = job.file.state === "pulling" ? "staged" : job.file.state;
+    await this.save(job, { state, bytes_pulled: 0 }, true).catch(() => {});
   }
 
-  private async save(
-    file: CartFile,
-    changes: Partial<CartFile>,
-    release: boolean,
-  ): Promise<CartFile> {
+  /** Writes `changes` to the file's row (while this worker holds it) and to `job.file`. */
+  private async save(job: Job, changes: Partial<CartFile>, release: boolean): Promise<void> {
     const now = Date.now();
-    const held = await this.store.saveFile(file.id, this.owner, changes, release, now);
-    if (!held) throw new LeaseLost(`lost the lease on file ${file.id}`);
-    const updated = { ...file, ...changes, updated_at: now };
-    if (changes.state !== undefined) this.onEvent?.(updated, "state");
-    return updated;
+    const held = await this.store.saveFile(job.file.id, this.owner, changes, release, now);
+    if (!held) throw new LeaseLost(`lost the lease on file ${job.file.id}`);
+    job.file = { ...job.file, ...changes, updated_at: now };
+    if (changes.state !== undefined) this.onEvent?.(job.file, "state");
   }
 }
 

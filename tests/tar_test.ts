@@ -1,0 +1,126 @@
+/** The tar layout: PAX where ustar cannot say it, deterministic bytes, exact byte ranges. */
+import { join } from "node:path";
+import {
+  defaultTarName,
+  tarLayout,
+  tarRootName,
+  type TarSource,
+  tarStream,
+} from "../src/bundle/tar.ts";
+import { encodeHeader } from "../src/bundle/tar_header.ts";
+import { assert, assertEquals } from "./support/assert.ts";
+import { bytes } from "./support/archive.ts";
+import { listWithPython } from "./support/tar.ts";
+
+async function sources(specs: [string, number][]): Promise<TarSource[]> {
+  const dir = await Deno.makeTempDir();
+  return await Promise.all(specs.map(async ([path, size], i) => {
+    const file = join(dir, String(i));
+    await Deno.writeFile(file, bytes(size, i + 7));
+    return { path, size, mtime: 1_700_000_000 + i, file };
+  }));
+}
+
+const read = async (stream: ReadableStream<Uint8Array>) =>
+  new Uint8Array(await new Response(stream).arrayBuffer());
+
+Deno.test("long and non-ASCII names go into PAX headers; Python and GNU tar read them back", async () => {
+  const long = `${"d".repeat(120)}/${"f".repeat(124)}.bin`;
+  const layout = tarLayout("root", await sources([[long, 1000], ["ünï/çødé.txt", 10], ["a/b", 0]]));
+  const tar = await read(tarStream(layout));
+  assertEquals(tar.length, layout.size);
+  assertEquals(tar.length % 10240, 0);
+  const members = await listWithPython(tar);
+  assertEquals(members.map((m) => m.name), [
+    "root",
+    "root/a",
+    "root/a/b",
+    `root/${"d".repeat(120)}`,
+    `root/${long}`,
+    "root/ünï",
+    "root/ünï/çødé.txt",
+  ]);
+  assertEquals(members.find((m) => m.name === `root/${long}`)!.mtime, 1_700_000_000);
+
+  const file = await Deno.makeTempFile();
+  await Deno.writeFile(file, tar);
+  const listed = await new Deno.Command("tar", {
+    args: ["-tvf", file],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(listed.stdout);
+  assert(listed.success, new TextDecoder().decode(listed.stderr));
+  assert(text.includes(`root/${long}`) && !text.includes("Ignoring"), text);
+});
+
+Deno.test("a size of 8 GiB or more is carried in a PAX header", async () => {
+  const size = 9 * 1024 ** 3;
+  const header = encodeHeader({ name: "data/huge.bin", type: "file", size, mode: 0o644, mtime: 1 });
+  // Python reads the header from a stream and reports the size without needing the body.
+  const script =
+    "import sys,tarfile;t=tarfile.open(fileobj=sys.stdin.buffer,mode='r|');m=t.next();print(m.name,m.size)";
+  const child = new Deno.Command("python3", {
+    args: ["-c", script],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(header);
+  await writer.close();
+  assertEquals(
+    new TextDecoder().decode((await child.output()).stdout).trim(),
+    `data/huge.bin ${size}`,
+  );
+});
+
+Deno.test("equal inputs give equal bytes, and any range is exactly that slice of the whole", async () => {
+  const files = await sources([["x/1", 1], ["x/2", 511], ["x/3", 512], ["y", 513], [
+    "z",
+    3_000_000,
+  ]]);
+  const layout = tarLayout("r", files);
+  const whole = await read(tarStream(layout));
+  assertEquals(
+    await read(tarStream(tarLayout("r", [...files].reverse()))),
+    whole,
+    "order of input does not matter",
+  );
+  const ranges: [number, number][] = [
+    [0, 1],
+    [0, 512],
+    [511, 1537],
+    [1000, 5000],
+    [5000, 2_000_000],
+    [layout.size - 10241, layout.size],
+    [layout.size - 1, layout.size],
+  ];
+  for (const [start, end] of ranges) {
+    assertEquals(
+      await read(tarStream(layout, { start, end })),
+      whole.subarray(start, end),
+      `${start}-${end}`,
+    );
+  }
+});
+
+Deno.test("a file that changed size on disk stops the stream instead of sending a wrong tar", async () => {
+  const files = await sources([["a", 100]]);
+  const layout = tarLayout("r", files);
+  await Deno.writeFile(files[0].file, bytes(50));
+  let failed = false;
+  await read(tarStream(layout)).catch(() => failed = true);
+  assert(failed);
+});
+
+Deno.test("download names: the root drops .tar and cannot carry separators, dot-dot or controls", () => {
+  assertEquals(tarRootName("data"), "data");
+  assertEquals(tarRootName("foo.tar"), "foo");
+  assertEquals(tarRootName("my.tarball.tar"), "my.tarball");
+  assertEquals(tarRootName("../../etc"), ".._.._etc");
+  assertEquals(tarRootName(".."), "data");
+  assertEquals(tarRootName("a\r\nb/c"), "ab_c");
+  assertEquals(tarRootName(""), "data");
+  assert(/^data_\d{4}(_\d{2}){5}\.tar$/.test(defaultTarName()));
+  assertEquals(defaultTarName(new Date(2026, 10, 27, 23, 0, 26)), "data_2026_11_27_23_00_26.tar");
+});
