@@ -55,7 +55,7 @@ export async function openContext(options: GlobalOptions): Promise<Context> {
     store,
     volume,
     service: new CartService(store, volume, config),
-    archive: () => archive ??= openArchive(config.archiveUrl),
+    archive: () => archive ??= openArchive(config.archiveUrl, config.transferSize),
     worker: (onEvent) => new Worker(store, context.archive(), volume, config, onEvent),
     close: () => store.close(),
   };

@@ -10,7 +10,7 @@ import { type Archive, ArchiveError, type FileStatus } from "./archive.ts";
 export class DirectoryArchive implements Archive {
   readonly name: string;
 
-  constructor(private readonly dir: string) {
+  constructor(private readonly dir: string, private readonly readSize = 1 << 20) {
     this.name = `file://${dir}`;
   }
 
@@ -33,7 +33,7 @@ export class DirectoryArchive implements Archive {
   }
 
   async open(id: string): Promise<ReadableStream<Uint8Array>> {
-    return fileStream(await this.resolve(id));
+    return fileStream(await this.resolve(id), { chunkSize: this.readSize });
   }
 
   private async resolve(id: string): Promise<string> {

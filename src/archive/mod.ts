@@ -8,7 +8,8 @@ import { PacificaArchive } from "./pacifica.ts";
 export type { Archive, FileStatus } from "./archive.ts";
 export { ArchiveError } from "./archive.ts";
 
-export function openArchive(url: string): Archive {
+/** The archive at `url`; `readSize` is how much a mounted directory is read at a time. */
+export function openArchive(url: string, readSize = 1 << 20): Archive {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -16,7 +17,7 @@ export function openArchive(url: string): Archive {
     throw configError(`bad value for [archiveinterface] url: ${JSON.stringify(url)} is not a URL`);
   }
   if (parsed.protocol === "http:" || parsed.protocol === "https:") return new PacificaArchive(url);
-  if (parsed.protocol === "file:") return new DirectoryArchive(fileURLToPath(parsed));
+  if (parsed.protocol === "file:") return new DirectoryArchive(fileURLToPath(parsed), readSize);
   throw configError(
     `bad value for [archiveinterface] url: ${
       JSON.stringify(url)

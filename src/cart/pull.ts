@@ -30,6 +30,8 @@ export interface PullSpec {
   partial: string;
   target: string;
   signal: AbortSignal;
+  /** Bytes gathered before each write to disk (`transfer_size`). */
+  transferSize: number;
   /** Longest wait for the next chunk before the pull counts as stalled. */
   idleTimeoutMs: number;
   onProgress?: (bytes: number) => void;
@@ -47,6 +49,7 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
   const signal = AbortSignal.any([spec.signal, stall.signal]);
   let bytes = 0;
   const out = await Deno.open(spec.partial, { write: true, create: true, truncate: true });
+  const writer = new BlockWriter(out, spec.transferSize);
   try {
     const body = await spec.archive.open(spec.id, signal);
     let timer = setTimeout(() => stall.abort(), spec.idleTimeoutMs);
@@ -55,7 +58,7 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
         clearTimeout(timer);
         if (signal.aborted) throw signal.reason;
         hash.update(chunk);
-        await writeAll(out, chunk);
+        await writer.write(chunk);
         bytes += chunk.length;
         if (bytes > spec.size) break;
         spec.onProgress?.(bytes);
@@ -80,6 +83,7 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
         true,
       );
     }
+    await writer.flush();
     await out.sync();
   } catch (err) {
     out.close();
@@ -100,7 +104,31 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
   return { bytes, digest, verified: spec.hashsum !== "" };
 }
 
-async function writeAll(file: Deno.FsFile, chunk: Uint8Array) {
-  let written = 0;
-  while (written < chunk.length) written += await file.write(chunk.subarray(written));
+/** Gathers the archive's small network chunks into blocks of `size` bytes per write. */
+class BlockWriter {
+  private readonly block: Uint8Array;
+  private used = 0;
+
+  constructor(private readonly file: Deno.FsFile, size: number) {
+    this.block = new Uint8Array(Math.max(size, 1));
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    let offset = 0;
+    while (offset < chunk.length) {
+      const n = Math.min(chunk.length - offset, this.block.length - this.used);
+      this.block.set(chunk.subarray(offset, offset + n), this.used);
+      this.used += n;
+      offset += n;
+      if (this.used === this.block.length) await this.flush();
+    }
+  }
+
+  async flush(): Promise<void> {
+    let written = 0;
+    while (written < this.used) {
+      written += await this.file.write(this.block.subarray(written, this.used));
+    }
+    this.used = 0;
+  }
 }

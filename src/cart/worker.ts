@@ -64,25 +64,35 @@ export class Worker {
 
   private async loop(signal?: AbortSignal, cartId?: number): Promise<void> {
     while (!signal?.aborted) {
-      const now = Date.now();
-      const file = await this.store.claimFile(this.owner, now, this.config.leaseTime, cartId);
-      if (file) {
-        await this.process(file, signal);
-        continue;
+      let wait: number | "done";
+      try {
+        wait = await this.step(signal, cartId);
+      } catch (err) {
+        // The database is busy or gone for a moment: say so, wait, and carry on.
+        log.warn(`worker: ${describe(err)}; trying again shortly`);
+        wait = idlePollMs;
       }
-      let wait = idlePollMs;
-      if (cartId !== undefined) {
-        const cart = await this.store.cartById(cartId);
-        if (!cart || cart.deleted_at !== null || cart.status !== "staging") return;
-        const due = await this.store.nextDue(cartId);
-        if (due === undefined) {
-          await this.store.settleCart(cartId, Date.now());
-          continue;
-        }
-        wait = Math.min(Math.max(due - Date.now(), 20), idlePollMs);
-      }
-      await sleep(wait, signal);
+      if (wait === "done") return;
+      if (wait > 0) await sleep(wait, signal);
     }
+  }
+
+  /** Claims and processes one due file; otherwise says how long to wait, or that the cart is done. */
+  private async step(signal?: AbortSignal, cartId?: number): Promise<number | "done"> {
+    const file = await this.store.claimFile(this.owner, Date.now(), this.config.leaseTime, cartId);
+    if (file) {
+      await this.process(file, signal);
+      return 0;
+    }
+    if (cartId === undefined) return idlePollMs;
+    const cart = await this.store.cartById(cartId);
+    if (!cart || cart.deleted_at !== null || cart.status !== "staging") return "done";
+    const due = await this.store.nextDue(cartId);
+    if (due === undefined) {
+      await this.store.settleCart(cartId, Date.now());
+      return 0;
+    }
+    return Math.min(Math.max(due - Date.now(), 20), idlePollMs);
   }
 
   /** Runs the steps a claimed file is due for, holding its lease with a heartbeat. */
@@ -181,6 +191,7 @@ export class Worker {
       partial: this.volume.partialPath(file.cart_id, file.id),
       target,
       signal,
+      transferSize: this.config.transferSize,
       idleTimeoutMs: Math.max(this.config.leaseTime, 30_000),
       onProgress: (bytes) => {
         const now = Date.now();

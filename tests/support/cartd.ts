@@ -34,7 +34,7 @@ export async function openTestCartd(
   const store = Store.open(config.databaseUrl);
   await store.migrate();
   const volume = new Volume(config.volumePath);
-  const archive = openArchive(config.archiveUrl);
+  const archive = openArchive(config.archiveUrl, config.transferSize);
   return {
     dir,
     config,

@@ -1,0 +1,127 @@
+/** The command line's surface: help, usage errors, exit codes, interruption, the single-file build. */
+import { join } from "node:path";
+import { startArchiveSimulator } from "../fixtures/archive_server.ts";
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { makeArchive } from "./support/archive.ts";
+import { cartdEnv, cliCommand, runCli } from "./support/cli.ts";
+
+Deno.test("cartd --help and every subcommand's --help explain themselves", async () => {
+  const root = await runCli(["--help"]);
+  assertEquals(root.code, 0);
+  for (const sub of ["create", "bundle", "status", "get", "delete", "db"]) {
+    assert(root.stdout.includes(sub), `${sub} listed`);
+    const help = await runCli([sub, "--help"]);
+    assertEquals(help.code, 0, sub);
+    assertMatch(help.stdout, new RegExp(`Usage: cartd ${sub}`));
+  }
+  assertMatch(root.stdout, /Exit codes: 0 ok/);
+});
+
+Deno.test("usage errors exit 2 with commander's message and no stack trace", async () => {
+  const missing = await runCli(["bundle"]);
+  assertEquals(missing.code, 2);
+  assertMatch(missing.stderr, /missing required argument 'uid'/);
+  const unknown = await runCli(["status", "x", "--bogus"]);
+  assertEquals(unknown.code, 2);
+  assertMatch(unknown.stderr, /unknown option '--bogus'/);
+  const noRequest = await runCli(["create", "x", "/no/such/request.json"]);
+  assertEquals(noRequest.code, 2);
+  assertMatch(noRequest.stderr, /no such request file/);
+});
+
+Deno.test("exit codes: unknown cart 3, not ready 4, cart in error 5; delete then 3", async () => {
+  const archive = await makeArchive([{ id: "a", size: 10 }]);
+  const volume = await Deno.makeTempDir();
+  const env = cartdEnv(volume, `file://${archive.dir}`);
+  assertEquals((await runCli(["get", "nope"], { env })).code, 3);
+  assertEquals((await runCli(["delete", "nope"], { env })).code, 3);
+
+  await runCli(["create", "later", "-"], { env, stdin: JSON.stringify(archive.request) });
+  const notReady = await runCli(["get", "later", "-o", "-"], { env });
+  assertEquals(notReady.code, 4);
+  assertEquals(notReady.stdout, "", "nothing written to stdout");
+
+  const bad = structuredClone(archive.request);
+  bad.fileids[0].hashsum = "f".repeat(40);
+  const failed = await runCli(["create", "bad", "-", "--wait"], {
+    env,
+    stdin: JSON.stringify(bad),
+  });
+  assertEquals(failed.code, 5);
+  assertMatch(failed.stderr, /cartd: Failed to pull file\(a: File hash does not match/);
+  assertEquals((await runCli(["get", "bad", "-o", "-"], { env })).code, 5);
+
+  const deleted = await runCli(["delete", "bad"], { env });
+  assertEquals(deleted.code, 0);
+  assertEquals((await runCli(["status", "bad"], { env })).code, 3);
+});
+
+Deno.test("an interrupted bundle exits 130, hands back its claims, and a new run finishes", async () => {
+  const archive = await makeArchive([{ id: "slow", size: 1_000_000 }]);
+  const simulator = await startArchiveSimulator({
+    prefix: archive.dir,
+    faults: [{ op: "pull", kind: "slow", bytesPerSecond: 200_000, times: 1 }],
+  });
+  const volume = await Deno.makeTempDir();
+  // A long lease: the second run finishes quickly only if the first handed its claim back.
+  const env = cartdEnv(volume, simulator.url, { CARTD_LEASE_TIME: "10m" });
+  try {
+    await runCli(["create", "i", "-"], { env, stdin: JSON.stringify(archive.request) });
+    const child = cliCommand(["bundle", "i"], { env }).spawn();
+    while (simulator.count("pull", "slow") === 0) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 300));
+    child.kill("SIGINT");
+    const out = await child.output();
+    assertEquals(out.code, 130);
+    assertMatch(new TextDecoder().decode(out.stderr), /interrupted; run "cartd bundle i" again/);
+    const started = Date.now();
+    const again = await runCli(["bundle", "i"], { env });
+    assertEquals(again.code, 0, again.stderr);
+    assert(Date.now() - started < 30_000);
+  } finally {
+    await simulator.stop();
+  }
+});
+
+Deno.test("the deno bundle single file runs a cart end to end from anywhere", async () => {
+  const dir = await Deno.makeTempDir();
+  const file = join(dir, "cartd.js");
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  const bundled = await new Deno.Command(Deno.execPath(), {
+    args: ["bundle", "--quiet", "--platform", "deno", "-o", file, main],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert(bundled.success, new TextDecoder().decode(bundled.stderr));
+
+  const archive = await makeArchive([{ id: "x/y", size: 5000 }]);
+  const env = { ...cartdEnv(join(dir, "vol"), `file://${archive.dir}`), NO_COLOR: "1" };
+  const run = (args: string[], stdin?: string) => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--no-config", file, ...args],
+      cwd: dir,
+      env,
+      stdin: stdin === undefined ? "null" : "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    if (stdin !== undefined) {
+      const w = child.stdin.getWriter();
+      w.write(new TextEncoder().encode(stdin)).then(() => w.close());
+    }
+    return child.output();
+  };
+  const created = await run(["create", "one", "-", "--wait"], JSON.stringify(archive.request));
+  assertEquals(created.code, 0, new TextDecoder().decode(created.stderr));
+  const got = await run(["get", "one", "-o", "one.tar", "--filename", "one"]);
+  assertEquals(got.code, 0);
+  const listed = await new Deno.Command("tar", {
+    args: ["-tf", join(dir, "one.tar")],
+    stdout: "piped",
+  }).output();
+  assertEquals(new TextDecoder().decode(listed.stdout).trim().split("\n"), [
+    "one/",
+    "one/x/",
+    "one/x/y",
+  ]);
+});
