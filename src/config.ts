@@ -50,70 +50,31 @@ interface KeyDef {
   default: string;
   kind: Kind;
   field: keyof Config;
-  help: string;
 }
 
-/** Every key cartd reads, in README order. */
-export const configKeys: readonly KeyDef[] = [
-  def("cartd", "volume_path", "VOLUME_PATH", "./cartd-data", "path", "volumePath", "cart storage"),
-  def("cartd", "transfer_size", "TRANSFER_SIZE", "4 Mb", "size", "transferSize", "read size"),
-  def("cartd", "lru_buffer_time", "LRU_BUFFER_TIME", "0", "seconds", "lruBufferTime", "grace"),
-  def("cartd", "lru_purge", "LRU_PURGE", "on", "boolean", "lruPurge", "evict when short"),
-  def("cartd", "bundle_task", "BUNDLE_TASK", "off", "boolean", "bundleTask", "default bundle"),
-  def("cartd", "poll_interval", "CARTD_POLL_INTERVAL", "1s", "duration", "pollInterval", "poll"),
-  def(
-    "cartd",
-    "poll_max_interval",
-    "CARTD_POLL_MAX_INTERVAL",
-    "60s",
-    "duration",
-    "pollMaxInterval",
-    "poll ceiling",
-  ),
-  def(
-    "cartd",
-    "stage_timeout",
-    "CARTD_STAGE_TIMEOUT",
-    "24h",
-    "duration",
-    "stageTimeout",
-    "tape wait",
-  ),
-  def("cartd", "retry_limit", "CARTD_RETRY_LIMIT", "5", "count", "retryLimit", "tries"),
-  def(
-    "cartd",
-    "retry_interval",
-    "CARTD_RETRY_INTERVAL",
-    "1s",
-    "duration",
-    "retryInterval",
-    "retry delay",
-  ),
-  def("cartd", "lease_time", "CARTD_LEASE_TIME", "60s", "duration", "leaseTime", "claim length"),
-  def("cartd", "workers", "CARTD_WORKERS", "4", "count", "workers", "parallel files"),
-  def(
-    "archiveinterface",
-    "url",
-    "ARCHIVE_INTERFACE_URL",
-    "http://127.0.0.1:8080/",
-    "url",
-    "archiveUrl",
-    "archive",
-  ),
-  def("database", "peewee_url", "PEEWEE_URL", "", "url", "databaseUrl", "database"),
+// field, [section] key, environment variable, default, kind; in README order.
+const keyTable: [keyof Config, string, string, string, Kind][] = [
+  ["volumePath", "cartd.volume_path", "VOLUME_PATH", "./cartd-data", "path"],
+  ["transferSize", "cartd.transfer_size", "TRANSFER_SIZE", "4 Mb", "size"],
+  ["lruBufferTime", "cartd.lru_buffer_time", "LRU_BUFFER_TIME", "0", "seconds"],
+  ["lruPurge", "cartd.lru_purge", "LRU_PURGE", "on", "boolean"],
+  ["bundleTask", "cartd.bundle_task", "BUNDLE_TASK", "off", "boolean"],
+  ["pollInterval", "cartd.poll_interval", "CARTD_POLL_INTERVAL", "1s", "duration"],
+  ["pollMaxInterval", "cartd.poll_max_interval", "CARTD_POLL_MAX_INTERVAL", "60s", "duration"],
+  ["stageTimeout", "cartd.stage_timeout", "CARTD_STAGE_TIMEOUT", "24h", "duration"],
+  ["retryLimit", "cartd.retry_limit", "CARTD_RETRY_LIMIT", "5", "count"],
+  ["retryInterval", "cartd.retry_interval", "CARTD_RETRY_INTERVAL", "1s", "duration"],
+  ["leaseTime", "cartd.lease_time", "CARTD_LEASE_TIME", "60s", "duration"],
+  ["workers", "cartd.workers", "CARTD_WORKERS", "4", "count"],
+  ["archiveUrl", "archiveinterface.url", "ARCHIVE_INTERFACE_URL", "http://127.0.0.1:8080/", "url"],
+  ["databaseUrl", "database.peewee_url", "PEEWEE_URL", "", "url"],
 ];
 
-function def(
-  section: string,
-  key: string,
-  env: string,
-  fallback: string,
-  kind: Kind,
-  field: keyof Config,
-  help: string,
-): KeyDef {
-  return { section, key, env, default: fallback, kind, field, help };
-}
+/** Every key cartd reads. */
+export const configKeys: readonly KeyDef[] = keyTable.map(([field, name, env, fallback, kind]) => {
+  const [section, key] = name.split(".");
+  return { section, key, env, default: fallback, kind, field };
+});
 
 /** Keys of the original that cartd accepts and has no use for (no broker, no connect retries). */
 const ignoredKeys = new Set([

@@ -1,40 +1,28 @@
 /** Tape polling backs off exponentially: a file on tape for 5 s is polled a handful of times. */
-import { startArchiveSimulator } from "../fixtures/archive_server.ts";
 import { backoffDelay } from "../src/cart/backoff.ts";
-import { parseCartRequest } from "../src/cart/request.ts";
 import { assert, assertEquals } from "./support/assert.ts";
-import { makeArchive } from "./support/archive.ts";
-import { openTestCartd } from "./support/cartd.ts";
+import { stageCart, withSimulator } from "./support/cartd.ts";
 
 Deno.test("a file on tape for 5 s is polled a handful of times, not hundreds", async () => {
-  const archive = await makeArchive([{ id: "t", size: 1000 }]);
-  const simulator = await startArchiveSimulator({
-    prefix: archive.dir,
-    mode: "tape",
-    tapeDelayMs: 5000,
-  });
-  const cartd = await openTestCartd(simulator.url, {
-    CARTD_POLL_INTERVAL: "1s",
-    CARTD_POLL_MAX_INTERVAL: "60s",
-  });
-  try {
-    const { cart } = await cartd.service.create(
-      "tape",
-      parseCartRequest(JSON.stringify(archive.request)),
-    );
-    const started = Date.now();
-    assertEquals((await cartd.worker().drainCart(cart.id))?.status, "ready");
-    const polls = simulator.count("status", "t");
-    assert(polls >= 2 && polls <= 8, `polled ${polls} times`);
-    // Polls land at about 0, 1, 2, 5 and 11 s: the backoff may overshoot, but boundedly.
-    assert(Date.now() - started < 20_000, "and still noticed soon after it reached disk");
-    assertEquals(simulator.count("stage", "t"), 1);
-    const [file] = await cartd.service.fileReports(cart);
-    assertEquals(file.polls, polls);
-  } finally {
-    await cartd.close();
-    await simulator.stop();
-  }
+  const options = { mode: "tape" as const, tapeDelayMs: 5000 };
+  const env = { CARTD_POLL_INTERVAL: "1s", CARTD_POLL_MAX_INTERVAL: "60s" };
+  await withSimulator(
+    [{ id: "t", size: 1000 }],
+    options,
+    env,
+    async ({ archive, simulator, cartd }) => {
+      const started = Date.now();
+      const { cart, done } = await stageCart(cartd, "tape", archive.request);
+      assertEquals(done?.status, "ready");
+      const polls = simulator.count("status", "t");
+      assert(polls >= 2 && polls <= 8, `polled ${polls} times`);
+      // Polls land at about 0, 1, 2, 5 and 11 s: the backoff may overshoot, but boundedly.
+      assert(Date.now() - started < 20_000, "and still noticed soon after it reached disk");
+      assertEquals(simulator.count("stage", "t"), 1);
+      const [file] = await cartd.service.fileReports(cart);
+      assertEquals(file.polls, polls);
+    },
+  );
 });
 
 Deno.test("backoff doubles up to its ceiling, with jitter in the upper half", () => {

@@ -1,221 +1,164 @@
 /** The per-file pipeline against the archive simulator: checksums, retries, errors, edge cases. */
-import { startArchiveSimulator } from "../fixtures/archive_server.ts";
 import { tarRootName } from "../src/bundle/tar.ts";
-import { parseCartRequest } from "../src/cart/request.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "./support/assert.ts";
 import { makeArchive } from "./support/archive.ts";
-import { listFiles, openTestCartd } from "./support/cartd.ts";
+import {
+  listFiles,
+  openTestCartd,
+  stageCart,
+  type TestCartd,
+  withSimulator,
+} from "./support/cartd.ts";
 import { listWithPython } from "./support/tar.ts";
 
-async function tarOf(cartd: Awaited<ReturnType<typeof openTestCartd>>, uid: string) {
+async function tarOf(cartd: TestCartd, uid: string) {
   const { cart, layout } = await cartd.service.tarOf(uid, tarRootName("data"));
   return new Uint8Array(await new Response(cartd.service.tarBytes(cart, layout)).arrayBuffer());
 }
 
 Deno.test("a checksum mismatch ends in error with a clear message and the bad file is never in a tar", async () => {
-  const archive = await makeArchive([{ id: "good", size: 5000 }, { id: "bad", size: 7000 }]);
-  archive.request.fileids[1].hashsum = "0".repeat(40);
-  const simulator = await startArchiveSimulator({ prefix: archive.dir });
-  const cartd = await openTestCartd(simulator.url);
-  try {
-    const { cart } = await cartd.service.create(
-      "c",
-      parseCartRequest(JSON.stringify(archive.request)),
-    );
-    const done = await cartd.worker().drainCart(cart.id);
-    assertEquals(done?.status, "error");
-    assertMatch(done!.message, /^Failed to pull file\(bad: File hash does not match provided hash/);
-    assertMatch(done!.message, /expected 0{40}, got [0-9a-f]{40}/);
-    assertEquals(
-      simulator.count("pull", "bad"),
-      2,
-      "a mismatch is pulled once more, then given up",
-    );
+  await withSimulator(
+    [{ id: "good", size: 5000 }, { id: "bad", size: 7000 }],
+    {},
+    {},
+    async ({ archive, simulator, cartd }) => {
+      archive.request.fileids[1].hashsum = "0".repeat(40);
+      const { cart, done } = await stageCart(cartd, "c", archive.request);
+      assertEquals(done?.status, "error");
+      assertMatch(
+        done!.message,
+        /^Failed to pull file\(bad: File hash does not match provided hash/,
+      );
+      assertMatch(done!.message, /expected 0{40}, got [0-9a-f]{40}/);
+      assertEquals(
+        simulator.count("pull", "bad"),
+        2,
+        "a mismatch is pulled once more, then given up",
+      );
 
-    const err = await assertRejects(() => cartd.service.tarOf("c", "data"));
-    assertEquals((err as { status?: number }).status, 500);
-    const files = await listFiles(cartd.volume.cartDir(cart.id));
-    assert(
-      !files.some((f) => f.endsWith("bad") || f.endsWith(".part")),
-      `no bad or partial file: ${files}`,
-    );
+      const err = await assertRejects(() => cartd.service.tarOf("c", "data"));
+      assertEquals((err as { status?: number }).status, 500);
+      const files = await listFiles(cartd.volume.cartDir(cart.id));
+      assert(
+        !files.some((f) => f.endsWith("bad") || f.endsWith(".part")),
+        `no bad or partial file: ${files}`,
+      );
 
-    const report = await cartd.service.fileReports(cart);
-    const bad = report.find((f) => f.id === "bad")!;
-    assertEquals(bad.state, "error");
-    assertEquals(bad.verified, false);
-    assertEquals(bad.attempts, 2);
-  } finally {
-    await cartd.close();
-    await simulator.stop();
-  }
+      const bad = (await cartd.service.fileReports(cart)).find((f) => f.id === "bad")!;
+      assertEquals([bad.state, bad.verified, bad.attempts], ["error", false, 2]);
+    },
+  );
 });
 
 Deno.test("a body corrupted once is pulled again and the cart ends ready and correct", async () => {
-  const archive = await makeArchive([{ id: "f", size: 100_000 }]);
-  const simulator = await startArchiveSimulator({
-    prefix: archive.dir,
-    faults: [{ op: "pull", kind: "corrupt", times: 1 }],
-  });
-  const cartd = await openTestCartd(simulator.url);
-  try {
-    const { cart } = await cartd.service.create(
-      "c",
-      parseCartRequest(JSON.stringify(archive.request)),
-    );
-    assertEquals((await cartd.worker().drainCart(cart.id))?.status, "ready");
-    assertEquals(simulator.count("pull", "f"), 2);
-    const members = await listWithPython(await tarOf(cartd, "c"));
-    assertEquals(members.map((m) => [m.name, m.size]), [["data", 0], ["data/f", 100_000]]);
-  } finally {
-    await cartd.close();
-    await simulator.stop();
-  }
+  const faults = [{ op: "pull" as const, kind: "corrupt" as const, times: 1 }];
+  await withSimulator(
+    [{ id: "f", size: 100_000 }],
+    { faults },
+    {},
+    async ({ archive, simulator, cartd }) => {
+      assertEquals((await stageCart(cartd, "c", archive.request)).done?.status, "ready");
+      assertEquals(simulator.count("pull", "f"), 2);
+      const members = await listWithPython(await tarOf(cartd, "c"));
+      assertEquals(members.map((m) => [m.name, m.size]), [["data", 0], ["data/f", 100_000]]);
+    },
+  );
 });
 
 Deno.test("5xx, truncated and dropped bodies are retried with backoff and recover", async () => {
-  const archive = await makeArchive([
-    { id: "a", size: 50_000 },
-    { id: "b", size: 50_000 },
-    { id: "c", size: 50_000 },
-    { id: "d", size: 50_000 },
-  ]);
-  const simulator = await startArchiveSimulator({
-    prefix: archive.dir,
-    faults: [
-      { op: "stage", kind: "500", id: "a", times: 2 },
-      { op: "status", kind: "500", id: "b", times: 2 },
-      { op: "pull", kind: "truncate", id: "c", times: 1 },
-      { op: "pull", kind: "drop", id: "d", times: 2 },
-    ],
-  });
-  const cartd = await openTestCartd(simulator.url);
-  try {
-    const { cart } = await cartd.service.create(
-      "c",
-      parseCartRequest(JSON.stringify(archive.request)),
-    );
-    const done = await cartd.worker().drainCart(cart.id);
+  const files = ["a", "b", "c", "d"].map((id) => ({ id, size: 50_000 }));
+  const faults = [
+    { op: "stage" as const, kind: "500" as const, id: "a", times: 2 },
+    { op: "status" as const, kind: "500" as const, id: "b", times: 2 },
+    { op: "pull" as const, kind: "truncate" as const, id: "c", times: 1 },
+    { op: "pull" as const, kind: "drop" as const, id: "d", times: 2 },
+  ];
+  await withSimulator(files, { faults }, {}, async ({ archive, simulator, cartd }) => {
+    const { done } = await stageCart(cartd, "c", archive.request);
     assertEquals(done?.status, "ready", done?.message);
     assertEquals(simulator.count("stage", "a"), 3);
     assertEquals(simulator.count("status", "b"), 3);
     assertEquals(simulator.count("pull", "c"), 2);
     assertEquals(simulator.count("pull", "d"), 3);
-  } finally {
-    await cartd.close();
-    await simulator.stop();
-  }
+  });
 });
 
 Deno.test("an archive that keeps failing ends the cart in error naming the archive, without its traceback", async () => {
-  const archive = await makeArchive([{ id: "a", size: 10 }]);
-  const simulator = await startArchiveSimulator({
-    prefix: archive.dir,
-    faults: [{ op: "pull", kind: "500" }],
-  });
-  const cartd = await openTestCartd(simulator.url, { CARTD_RETRY_LIMIT: "3" });
-  try {
-    const { cart } = await cartd.service.create(
-      "c",
-      parseCartRequest(JSON.stringify(archive.request)),
-    );
-    const done = await cartd.worker().drainCart(cart.id);
-    assertEquals(done?.status, "error");
-    assertEquals(simulator.count("pull", "a"), 3, "bounded by retry_limit");
-    assert(done!.message.includes(simulator.url), done!.message);
-    assertMatch(
-      done!.message,
-      /500 Internal Server Error to pull file a: simulated pull failure \(gave up after 3 tries\)/,
-    );
-    assert(!done!.message.includes("Traceback"), done!.message);
-  } finally {
-    await cartd.close();
-    await simulator.stop();
-  }
+  const faults = [{ op: "pull" as const, kind: "500" as const }];
+  await withSimulator(
+    [{ id: "a", size: 10 }],
+    { faults },
+    { CARTD_RETRY_LIMIT: "3" },
+    async ({ archive, simulator, cartd }) => {
+      const { done } = await stageCart(cartd, "c", archive.request);
+      assertEquals(done?.status, "error");
+      assertEquals(simulator.count("pull", "a"), 3, "bounded by retry_limit");
+      assert(done!.message.includes(simulator.url), done!.message);
+      assertMatch(
+        done!.message,
+        /500 Internal Server Error to pull file a: simulated pull failure \(gave up after 3 tries\)/,
+      );
+      assert(!done!.message.includes("Traceback"), done!.message);
+    },
+  );
 });
 
 Deno.test("a file the archive does not have is a clear per-file error, not a checksum failure", async () => {
-  const archive = await makeArchive([{ id: "present", size: 10 }]);
-  const request = {
-    fileids: [...archive.request.fileids, {
-      id: "absent",
-      path: "absent",
-      hashtype: "md5",
-      hashsum: "",
-    }],
-  };
-  const simulator = await startArchiveSimulator({
-    prefix: archive.dir,
-    faults: [{ op: "stage", kind: "404", id: "absent" }],
-  });
-  const cartd = await openTestCartd(simulator.url);
-  try {
-    const { cart } = await cartd.service.create("c", parseCartRequest(JSON.stringify(request)));
-    const done = await cartd.worker().drainCart(cart.id);
-    assertEquals(done?.status, "error");
-    assertMatch(done!.message, /has no file absent \(404 on stage\)/);
-    assertEquals(simulator.count("pull", "absent"), 0);
-  } finally {
-    await cartd.close();
-    await simulator.stop();
-  }
+  const faults = [{ op: "stage" as const, kind: "404" as const, id: "absent" }];
+  await withSimulator(
+    [{ id: "present", size: 10 }],
+    { faults },
+    {},
+    async ({ archive, simulator, cartd }) => {
+      const absent = { id: "absent", path: "absent", hashtype: "md5", hashsum: "" };
+      const { done } = await stageCart(cartd, "c", {
+        fileids: [...archive.request.fileids, absent],
+      });
+      assertEquals(done?.status, "error");
+      assertMatch(done!.message, /has no file absent \(404 on stage\)/);
+      assertEquals(simulator.count("pull", "absent"), 0);
+    },
+  );
 });
 
 Deno.test("status headers: HTTP-date Last-Modified and missing informational headers are accepted", async () => {
-  const archive = await makeArchive([{ id: "a", size: 10, mtime: 1_500_000_000 }, {
-    id: "b",
-    size: 20,
-  }]);
-  const simulator = await startArchiveSimulator({
-    prefix: archive.dir,
-    faults: [
-      { op: "status", kind: "http-date", id: "a" },
-      { op: "status", kind: "missing-header", id: "b", header: "X-Pacifica-Messsage" },
-    ],
+  const faults = [
+    { op: "status" as const, kind: "http-date" as const, id: "a" },
+    {
+      op: "status" as const,
+      kind: "missing-header" as const,
+      id: "b",
+      header: "X-Pacifica-Messsage",
+    },
+  ];
+  const files = [{ id: "a", size: 10, mtime: 1_500_000_000 }, { id: "b", size: 20 }];
+  await withSimulator(files, { faults }, {}, async ({ archive, cartd }) => {
+    const { cart, done } = await stageCart(cartd, "c", archive.request);
+    assertEquals(done?.status, "ready");
+    assertEquals(Number((await cartd.store.cartFiles(cart.id))[0].mtime), 1_500_000_000);
   });
-  const cartd = await openTestCartd(simulator.url);
-  try {
-    const { cart } = await cartd.service.create(
-      "c",
-      parseCartRequest(JSON.stringify(archive.request)),
-    );
-    assertEquals((await cartd.worker().drainCart(cart.id))?.status, "ready");
-    const files = await cartd.store.cartFiles(cart.id);
-    assertEquals(Number(files[0].mtime), 1_500_000_000);
-  } finally {
-    await cartd.close();
-    await simulator.stop();
-  }
 });
 
 Deno.test("a status answer without the storage media header is an error after bounded retries", async () => {
-  const archive = await makeArchive([{ id: "a", size: 10 }]);
-  const simulator = await startArchiveSimulator({
-    prefix: archive.dir,
-    faults: [{ op: "status", kind: "missing-header" }],
-  });
-  const cartd = await openTestCartd(simulator.url, { CARTD_RETRY_LIMIT: "2" });
-  try {
-    const { cart } = await cartd.service.create(
-      "c",
-      parseCartRequest(JSON.stringify(archive.request)),
-    );
-    const done = await cartd.worker().drainCart(cart.id);
-    assertEquals(done?.status, "error");
-    assertMatch(done!.message, /no X-Pacifica-File-Storage-Media header/);
-  } finally {
-    await cartd.close();
-    await simulator.stop();
-  }
+  const faults = [{ op: "status" as const, kind: "missing-header" as const }];
+  await withSimulator(
+    [{ id: "a", size: 10 }],
+    { faults },
+    { CARTD_RETRY_LIMIT: "2" },
+    async ({ archive, cartd }) => {
+      const { done } = await stageCart(cartd, "c", archive.request);
+      assertEquals(done?.status, "error");
+      assertMatch(done!.message, /no X-Pacifica-File-Storage-Media header/);
+    },
+  );
 });
 
 Deno.test("an empty fileids list gives a ready, empty cart", async () => {
   const cartd = await openTestCartd("http://127.0.0.1:9/");
   try {
-    const { cart } = await cartd.service.create("empty", parseCartRequest('{"fileids": []}'));
+    const { cart } = await stageCart(cartd, "empty", { fileids: [] });
     assertEquals(cart.status, "ready");
-    const members = await listWithPython(await tarOf(cartd, "empty"));
-    assertEquals(members.map((m) => m.name), ["data"]);
+    assertEquals((await listWithPython(await tarOf(cartd, "empty"))).map((m) => m.name), ["data"]);
   } finally {
     await cartd.close();
   }
@@ -226,14 +169,10 @@ Deno.test("an empty hashsum is accepted and the file is marked unverified", asyn
   archive.request.fileids[0].hashsum = "";
   const cartd = await openTestCartd(`file://${archive.dir}`);
   try {
-    const { cart } = await cartd.service.create(
-      "c",
-      parseCartRequest(JSON.stringify(archive.request)),
-    );
-    assertEquals((await cartd.worker().drainCart(cart.id))?.status, "ready");
+    const { cart, done } = await stageCart(cartd, "c", archive.request);
+    assertEquals(done?.status, "ready");
     const [file] = await cartd.service.fileReports(cart);
-    assertEquals(file.state, "ready");
-    assertEquals(file.verified, false);
+    assertEquals([file.state, file.verified], ["ready", false]);
   } finally {
     await cartd.close();
   }
@@ -243,23 +182,12 @@ Deno.test("creating a uid again: the same request changes nothing, another repla
   const archive = await makeArchive([{ id: "a", size: 10 }, { id: "b", size: 10 }]);
   const cartd = await openTestCartd(`file://${archive.dir}`);
   try {
-    const first = await cartd.service.create(
-      "u",
-      parseCartRequest(JSON.stringify(archive.request)),
-    );
-    await cartd.worker().drainCart(first.cart.id);
-    const again = await cartd.service.create(
-      "u",
-      parseCartRequest(JSON.stringify(archive.request)),
-    );
-    assertEquals(again.created, false);
+    const first = await stageCart(cartd, "u", archive.request);
+    const again = await stageCart(cartd, "u", archive.request);
     assertEquals(again.cart.id, first.cart.id);
     assertEquals(again.cart.status, "ready");
 
-    const other = { fileids: archive.request.fileids.slice(0, 1) };
-    const replaced = await cartd.service.create("u", parseCartRequest(JSON.stringify(other)));
-    assertEquals(replaced.created, true);
-    assertEquals(replaced.replaced, true);
+    const replaced = await stageCart(cartd, "u", { fileids: archive.request.fileids.slice(0, 1) });
     assert(replaced.cart.id !== first.cart.id);
     assertEquals(await Deno.stat(cartd.volume.cartDir(first.cart.id)).catch(() => "gone"), "gone");
     assertEquals((await cartd.service.report("u")).files.total, 1);
@@ -281,8 +209,7 @@ Deno.test("the file:// archive refuses ids that lead outside its directory, syml
   };
   const cartd = await openTestCartd(`file://${archive.dir}`);
   try {
-    const { cart } = await cartd.service.create("c", parseCartRequest(JSON.stringify(request)));
-    const done = await cartd.worker().drainCart(cart.id);
+    const { cart, done } = await stageCart(cartd, "c", request);
     assertEquals(done?.status, "error");
     const files = await cartd.service.fileReports(cart);
     assertMatch(files[0].error, /is not a path inside/);

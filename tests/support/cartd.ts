@@ -1,10 +1,17 @@
 /** An in-process cartd on a fresh volume and SQLite file, for tests that drive the service. */
+import {
+  type ArchiveSimulator,
+  type SimulatorOptions,
+  startArchiveSimulator,
+} from "../../fixtures/archive_server.ts";
 import { openArchive } from "../../src/archive/mod.ts";
+import { parseCartRequest } from "../../src/cart/request.ts";
 import { CartService } from "../../src/cart/service.ts";
 import { Worker } from "../../src/cart/worker.ts";
 import { type Config, loadConfig } from "../../src/config.ts";
 import { Store } from "../../src/store/store.ts";
 import { Volume } from "../../src/volume/volume.ts";
+import { type FileSpec, makeArchive, type TestArchive } from "./archive.ts";
 
 export interface TestCartd {
   dir: string;
@@ -55,4 +62,38 @@ export async function listFiles(dir: string, prefix = ""): Promise<string[]> {
     else out.push(rel);
   }
   return out.sort();
+}
+
+/** Creates a cart from a request object and works on it until it ends; returns both states. */
+export async function stageCart(cartd: TestCartd, uid: string, request: unknown) {
+  const { cart } = await cartd.service.create(uid, parseCartRequest(JSON.stringify(request)));
+  const done = await cartd.worker().drainCart(cart.id);
+  return { cart, done };
+}
+
+export interface SimulatedSetup {
+  archive: TestArchive;
+  simulator: ArchiveSimulator;
+  cartd: TestCartd;
+}
+
+/**
+ * Runs `body` with `files` in an archive served by the simulator and an in-process cartd pointed
+ * at it; stops both afterwards.
+ */
+export async function withSimulator(
+  files: FileSpec[],
+  options: Omit<SimulatorOptions, "prefix">,
+  env: Record<string, string>,
+  body: (setup: SimulatedSetup) => Promise<void>,
+): Promise<void> {
+  const archive = await makeArchive(files);
+  const simulator = await startArchiveSimulator({ prefix: archive.dir, ...options });
+  const cartd = await openTestCartd(simulator.url, env);
+  try {
+    await body({ archive, simulator, cartd });
+  } finally {
+    await cartd.close();
+    await simulator.stop();
+  }
 }
