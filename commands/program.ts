@@ -10,10 +10,12 @@ import { createCommand } from "./create.ts";
 import { dbCommand } from "./db.ts";
 import { deleteCommand } from "./delete.ts";
 import { getCommand } from "./get.ts";
+import { serveCommand } from "./serve.ts";
 import { statusCommand } from "./status.ts";
 import type { GlobalOptions } from "./context.ts";
 
-export const version = "0.1.0";
+export { version } from "../src/version.ts";
+import { version } from "../src/version.ts";
 
 export function buildProgram(): Command {
   const program = new Command("cartd")
@@ -41,6 +43,7 @@ Exit codes: 0 ok, 1 failure, 2 usage or invalid request, 3 no such cart,
       getCommand(globals),
       deleteCommand(globals),
       dbCommand(globals),
+      serveCommand(globals),
     ]
   ) {
     program.addCommand(sub as unknown as Command);

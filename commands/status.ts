@@ -10,10 +10,8 @@ export function statusCommand(globals: () => GlobalOptions) {
     .option("--json", "print the cart and each file's state, size, progress and errors as JSON")
     .action(async (uid, options) => {
       await withContext(globals(), async ({ service }) => {
-        const report = await service.report(uid);
-        if (!options.json) return console.log(statusLine(report));
-        const files = await service.fileReports(await service.find(uid));
-        console.log(JSON.stringify({ ...report, fileList: files }, null, 2));
+        if (!options.json) return console.log(statusLine(await service.report(uid)));
+        console.log(JSON.stringify(await service.detailedReport(uid), null, 2));
       });
     });
 }

@@ -39,6 +39,10 @@ export interface Config {
   leaseTime: number;
   /** Files a worker stages and pulls at once. */
   workers: number;
+  /** `cartd serve`: how long (ms) running downloads may take to finish on shutdown. */
+  shutdownTimeout: number;
+  /** `cartd serve`: the largest cart request body accepted, in bytes. */
+  maxRequestSize: number;
 }
 
 type Kind = "path" | "url" | "size" | "duration" | "seconds" | "boolean" | "count";
@@ -66,6 +70,8 @@ const keyTable: [keyof Config, string, string, string, Kind][] = [
   ["retryInterval", "cartd.retry_interval", "CARTD_RETRY_INTERVAL", "1s", "duration"],
   ["leaseTime", "cartd.lease_time", "CARTD_LEASE_TIME", "60s", "duration"],
   ["workers", "cartd.workers", "CARTD_WORKERS", "4", "count"],
+  ["shutdownTimeout", "cartd.shutdown_timeout", "CARTD_SHUTDOWN_TIMEOUT", "30s", "duration"],
+  ["maxRequestSize", "cartd.max_request_size", "CARTD_MAX_REQUEST_SIZE", "64 MiB", "size"],
   ["archiveUrl", "archiveinterface.url", "ARCHIVE_INTERFACE_URL", "http://127.0.0.1:8080/", "url"],
   ["databaseUrl", "database.peewee_url", "PEEWEE_URL", "", "url"],
 ];

@@ -117,7 +117,8 @@ Deno.test("download names: the root drops .tar and cannot carry separators, dot-
   assertEquals(tarRootName("data"), "data");
   assertEquals(tarRootName("foo.tar"), "foo");
   assertEquals(tarRootName("my.tarball.tar"), "my.tarball");
-  assertEquals(tarRootName("../../etc"), ".._.._etc");
+  assertEquals(tarRootName("../../etc"), "_.._etc");
+  assertEquals(tarRootName(".hidden.tar"), "hidden");
   assertEquals(tarRootName(".."), "data");
   assertEquals(tarRootName("a\r\nb/c"), "ab_c");
   assertEquals(tarRootName(""), "data");

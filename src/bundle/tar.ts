@@ -180,8 +180,9 @@ function firstEntryFrom(entries: TarEntry[], position: number): number {
 export function tarRootName(filename: string): string {
   // deno-lint-ignore no-control-regex
   let name = filename.replace(/[\u0000-\u001f\u007f-\u009f]/g, "").replace(/[/\\]/g, "_");
-  name = name.replace(/\.tar$/i, "").trim();
-  if (name === "" || /^\.+$/.test(name)) name = "data";
+  // Leading dots would make a hidden (or `..`) folder.
+  name = name.replace(/\.tar$/i, "").replace(/^\.+/, "").trim();
+  if (name === "") name = "data";
   return name.slice(0, 200);
 }
 

@@ -87,6 +87,14 @@ export class CartService {
     return toReport(cart, await this.store.progress(cart.id));
   }
 
+  /** The report with every file's detail: `cartd status --json` and `GET /-/carts/<uid>`. */
+  async detailedReport(uid: string): Promise<CartReport & { fileList: FileReport[] }> {
+    const cart = await this.find(uid);
+    await this.store.touchCart(cart.id, Date.now());
+    const report = toReport(cart, await this.store.progress(cart.id));
+    return { ...report, fileList: await this.fileReports(cart) };
+  }
+
   /** Every file of the cart, in request order. */
   async fileReports(cart: Cart): Promise<FileReport[]> {
     const files = await this.store.cartFiles(cart.id);

@@ -5,7 +5,6 @@
  * leases; a worker that dies loses nothing but the lease, and verified files are never pulled
  * again.
  */
-import { hostname } from "node:os";
 import { type Archive, ArchiveError } from "../archive/mod.ts";
 import type { Config } from "../config.ts";
 import { describe } from "../errors.ts";
@@ -13,6 +12,7 @@ import { log } from "../log.ts";
 import type { Cart, CartFile, Store } from "../store/store.ts";
 import type { Volume } from "../volume/volume.ts";
 import { backoffDelay, sleep } from "./backoff.ts";
+import { isDeadLocalOwner, newOwnerName } from "./owner.ts";
 import { ChecksumMismatch, pullFile } from "./pull.ts";
 
 /** Called whenever a file changes state or makes progress, for progress displays. */
@@ -29,7 +29,7 @@ const progressWriteMs = 1000;
 const idlePollMs = 1000;
 
 export class Worker {
-  readonly owner = `${hostname()}:${Deno.pid}:${crypto.randomUUID().slice(0, 8)}`;
+  readonly owner = newOwnerName();
 
   constructor(
     private readonly store: Store,
@@ -44,6 +44,7 @@ export class Worker {
    * time, and returns the cart as it ends (undefined if it was deleted).
    */
   async drainCart(cartId: number, signal?: AbortSignal): Promise<Cart | undefined> {
+    await this.reclaimCrashedWork();
     await this.store.settleCart(cartId, Date.now());
     const loops = Array.from({ length: this.config.workers }, () => this.loop(signal, cartId));
     await Promise.all(loops);
@@ -53,8 +54,15 @@ export class Worker {
 
   /** Works on every cart until `signal` aborts (the server's workers). */
   async run(signal: AbortSignal): Promise<void> {
+    await this.reclaimCrashedWork();
     const loops = Array.from({ length: this.config.workers }, () => this.loop(signal));
     await Promise.all(loops);
+  }
+
+  /** Frees leases left by crashed cartd processes of this host. */
+  async reclaimCrashedWork(): Promise<void> {
+    const freed = await this.store.reapLeases(isDeadLocalOwner);
+    if (freed > 0) log.info(`took back ${freed} file(s) left by a cartd process that has exited`);
   }
 
   /** Hands back every lease this worker holds. */

@@ -293,6 +293,20 @@ export class Store {
       .where("owner", "=", owner).execute();
   }
 
+  /** Frees the leases of owners `isDead` says are gone; returns how many files were freed. */
+  async reapLeases(isDead: (owner: string) => boolean): Promise<number> {
+    const owners = await this.db.selectFrom("files").select("owner").distinct()
+      .where("owner", "is not", null).execute();
+    let freed = 0;
+    for (const { owner } of owners) {
+      if (owner === null || !isDead(owner)) continue;
+      const result = await this.db.updateTable("files").set({ owner: null, lease_until: null })
+        .where("owner", "=", owner).executeTakeFirst();
+      freed += Number(result.numUpdatedRows);
+    }
+    return freed;
+  }
+
   /** The earliest time a pending file of the cart may be claimed, or undefined if none is left. */
   async nextDue(cartId: number): Promise<number | undefined> {
     const files = await this.db.selectFrom("files").select(["next_try_at", "lease_until"])

@@ -39,3 +39,26 @@ print(json.dumps(out))
   }
   return JSON.parse(new TextDecoder().decode(out.stdout));
 }
+
+/** Extracts a tar read as a stream (`r|`), as the Pacifica downloader does; returns the directory. */
+export async function extractWithPython(tar: Uint8Array): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "cartd-extract-" });
+  const script = `
+import sys, tarfile
+with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as t:
+    t.extractall(sys.argv[1])
+`;
+  const child = new Deno.Command("python3", {
+    args: ["-c", script, dir],
+    stdin: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(tar);
+  await writer.close();
+  const out = await child.output();
+  if (!out.success) {
+    throw new Error(`python tarfile failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return dir;
+}

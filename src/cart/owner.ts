@@ -1,0 +1,25 @@
+/**
+ * Names of lease owners: `<host>:<pid>:<nonce>`. A process that finds leases held by a process of
+ * its own host that is no longer running takes them back at once, instead of waiting for them to
+ * run out (a `cartd bundle` or `cartd serve` restarted after a crash carries straight on).
+ */
+import { hostname } from "node:os";
+import process from "node:process";
+
+export function newOwnerName(): string {
+  return `${hostname()}:${Deno.pid}:${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/** True when `owner` names a process of this host that has exited. */
+export function isDeadLocalOwner(owner: string): boolean {
+  const [host, pidText] = owner.split(":");
+  const pid = Number(pidText);
+  if (host !== hostname() || !Number.isInteger(pid) || pid <= 0 || pid === Deno.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    // EPERM: the process exists but belongs to someone else.
+    return (err as { code?: string }).code !== "EPERM";
+  }
+}
