@@ -1,7 +1,6 @@
 /** `cartd bundle <uid>`: stages, pulls and verifies a cart's files in the foreground. */
 import { Command } from "@commander-js/extra-typings";
-import { cartFailed } from "../src/errors.ts";
-import { ExitCode } from "../src/errors.ts";
+import { CartdError, cartFailed, ExitCode } from "../src/errors.ts";
 import { type Context, type GlobalOptions, withContext } from "./context.ts";
 import { statusLine } from "./format.ts";
 import { progressDisplay } from "./progress.ts";
@@ -19,8 +18,9 @@ export async function bundleInForeground(context: Context, uid: string): Promise
     Deno.addSignalListener("SIGINT", interrupt);
     Deno.addSignalListener("SIGTERM", interrupt);
     const worker = context.worker((file, event) => display.onEvent(file, event));
+    let finished;
     try {
-      await worker.drainCart(cart.id, stop.signal);
+      finished = await worker.drainCart(cart.id, stop.signal);
     } finally {
       display.stop();
       Deno.removeSignalListener("SIGINT", interrupt);
@@ -30,6 +30,13 @@ export async function bundleInForeground(context: Context, uid: string): Promise
     if (stop.signal.aborted) {
       console.error(`cartd: interrupted; run "cartd bundle ${uid}" again to carry on`);
       return 130;
+    }
+    if (!finished) {
+      throw new CartdError(
+        `cart ${uid} was deleted, replaced or evicted while it was being staged`,
+        404,
+        ExitCode.notFound,
+      );
     }
   }
   const report = await context.service.report(uid);

@@ -41,7 +41,7 @@ export function resolveConfig(options: GlobalOptions): Config {
 
 /** Opens the database without migrating it (for `cartd db`). */
 export function openStore(config: Config): Store {
-  return Store.open(config.databaseUrl);
+  return Store.open(config.databaseUrl, { cartLifetime: config.cartLifetime });
 }
 
 export async function openContext(options: GlobalOptions): Promise<Context> {

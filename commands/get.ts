@@ -14,7 +14,7 @@ export function getCommand(globals: () => GlobalOptions) {
       const root = tarRootName(name);
       await withContext(globals(), async ({ service }) => {
         const { cart, layout } = await service.tarOf(uid, root);
-        const body = service.tarBytes(cart, layout);
+        const body = await service.tarBytes(cart, layout);
         const output = options.output ?? `${root}.tar`;
         if (output === "-") {
           try {

@@ -9,7 +9,9 @@ import { bundleCommand } from "./bundle.ts";
 import { createCommand } from "./create.ts";
 import { dbCommand } from "./db.ts";
 import { deleteCommand } from "./delete.ts";
+import { gcCommand, purgeCommand } from "./gc.ts";
 import { getCommand } from "./get.ts";
+import { listCommand } from "./list.ts";
 import { serveCommand } from "./serve.ts";
 import { statusCommand } from "./status.ts";
 import type { GlobalOptions } from "./context.ts";
@@ -42,6 +44,9 @@ Exit codes: 0 ok, 1 failure, 2 usage or invalid request, 3 no such cart,
       statusCommand(globals),
       getCommand(globals),
       deleteCommand(globals),
+      listCommand(globals),
+      gcCommand(globals),
+      purgeCommand(globals),
       dbCommand(globals),
       serveCommand(globals),
     ]

@@ -43,9 +43,43 @@ export interface Config {
   shutdownTimeout: number;
   /** `cartd serve`: the largest cart request body accepted, in bytes. */
   maxRequestSize: number;
+  /** Cap (bytes) on what cartd's carts may take on the volume; 0 means only the disk limits. */
+  volumeSizeLimit: number;
+  /** Free space (bytes or a share of the file system) that pulls must leave untouched. */
+  volumeReserve: SpaceAmount;
+  /** How long (ms) a file waits for space before its cart fails. */
+  spaceWait: number;
+  /** A ready or failed cart expires this long (ms) after it finished; 0 means never. */
+  cartLifetime: number;
 }
 
-type Kind = "path" | "url" | "size" | "duration" | "seconds" | "boolean" | "count";
+/** An amount of disk space: a byte count or a percentage of the file system. */
+export type SpaceAmount = { bytes: number } | { percent: number };
+
+/** The bytes `amount` stands for on a file system of `totalBytes`. */
+export function spaceBytes(amount: SpaceAmount, totalBytes: number): number {
+  return "bytes" in amount ? amount.bytes : Math.ceil(totalBytes * amount.percent / 100);
+}
+
+/** `20%` or a size such as `50 GB`; undefined when it is neither. */
+export function parseSpaceAmount(text: string): SpaceAmount | undefined {
+  const percent = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(text);
+  if (percent) return Number(percent[1]) <= 100 ? { percent: Number(percent[1]) } : undefined;
+  const bytes = parseSize(text);
+  return bytes === undefined ? undefined : { bytes };
+}
+
+type Kind =
+  | "path"
+  | "url"
+  | "size"
+  | "duration"
+  | "seconds"
+  | "boolean"
+  | "count"
+  | "optional-size"
+  | "optional-duration"
+  | "space";
 
 interface KeyDef {
   section: string;
@@ -72,6 +106,10 @@ const keyTable: [keyof Config, string, string, string, Kind][] = [
   ["workers", "cartd.workers", "CARTD_WORKERS", "4", "count"],
   ["shutdownTimeout", "cartd.shutdown_timeout", "CARTD_SHUTDOWN_TIMEOUT", "30s", "duration"],
   ["maxRequestSize", "cartd.max_request_size", "CARTD_MAX_REQUEST_SIZE", "64 MiB", "size"],
+  ["volumeSizeLimit", "cartd.volume_size_limit", "CARTD_VOLUME_SIZE_LIMIT", "", "optional-size"],
+  ["volumeReserve", "cartd.volume_reserve", "CARTD_VOLUME_RESERVE", "100 MB", "space"],
+  ["spaceWait", "cartd.space_wait", "CARTD_SPACE_WAIT", "10m", "duration"],
+  ["cartLifetime", "cartd.cart_lifetime", "CARTD_CART_LIFETIME", "", "optional-duration"],
   ["archiveUrl", "archiveinterface.url", "ARCHIVE_INTERFACE_URL", "http://127.0.0.1:8080/", "url"],
   ["databaseUrl", "database.peewee_url", "PEEWEE_URL", "", "url"],
 ];
@@ -186,7 +224,18 @@ function convert(k: KeyDef, value: string, from: string): unknown {
     case "count":
       return positive(/^\s*\d+\s*$/.test(value) ? Number(value) : undefined) ??
         fail("a whole number above 0");
+    case "optional-size":
+      return unset(value) ? 0 : parseSize(value) ?? fail('a size such as "500 GB", or empty');
+    case "optional-duration":
+      return unset(value) ? 0 : parseDuration(value) ?? fail('a duration such as "7d", or empty');
+    case "space":
+      return parseSpaceAmount(value) ?? fail('a size such as "1 GB" or a share such as "5%"');
   }
+}
+
+/** Optional keys are off when empty, `0`, `none` or `off`. */
+function unset(value: string): boolean {
+  return ["", "0", "none", "off"].includes(value.trim().toLowerCase());
 }
 
 function positive(n: number | undefined): number | undefined {

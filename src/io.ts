@@ -39,3 +39,35 @@ export function fileStream(
     },
   }, { highWaterMark: 0 });
 }
+
+/** Passes `stream` through, calling `onEnd` once when it finishes, fails or is cancelled. */
+export function whenStreamEnds<T>(
+  stream: ReadableStream<T>,
+  onEnd: () => void | Promise<void>,
+): ReadableStream<T> {
+  const reader = stream.getReader();
+  let ended = false;
+  const end = async () => {
+    if (ended) return;
+    ended = true;
+    await onEnd();
+  };
+  return new ReadableStream<T>({
+    async pull(controller) {
+      try {
+        const { value, done } = await reader.read();
+        if (done) {
+          await end();
+          controller.close();
+        } else controller.enqueue(value);
+      } catch (err) {
+        await end();
+        controller.error(err);
+      }
+    },
+    async cancel(reason) {
+      await reader.cancel(reason).catch(() => {});
+      await end();
+    },
+  }, { highWaterMark: 0 });
+}

@@ -13,7 +13,9 @@ import { listWithPython } from "./support/tar.ts";
 
 async function tarOf(cartd: TestCartd, uid: string) {
   const { cart, layout } = await cartd.service.tarOf(uid, tarRootName("data"));
-  return new Uint8Array(await new Response(cartd.service.tarBytes(cart, layout)).arrayBuffer());
+  return new Uint8Array(
+    await new Response(await cartd.service.tarBytes(cart, layout)).arrayBuffer(),
+  );
 }
 
 Deno.test("a checksum mismatch ends in error with a clear message and the bad file is never in a tar", async () => {

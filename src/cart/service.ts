@@ -7,7 +7,12 @@ import type { Config } from "../config.ts";
 import { cartFailed, cartNotFound, cartNotReady } from "../errors.ts";
 import { type TarLayout, tarLayout, type TarSource, tarStream } from "../bundle/tar.ts";
 import type { Cart, CartFile, CartProgress, Store } from "../store/store.ts";
+import { describe } from "../errors.ts";
+import { whenStreamEnds } from "../io.ts";
+import { log } from "../log.ts";
+import { removeDeletedCarts } from "../volume/space.ts";
 import type { Volume } from "../volume/volume.ts";
+import { newOwnerName } from "./owner.ts";
 import { type CartRequest, fingerprint, validateUid } from "./request.ts";
 
 /** The fine-grained phase, shown beside the Pacifica status (which stays `staging` until the end). */
@@ -46,7 +51,19 @@ export interface CreateOutcome {
   replaced: boolean;
 }
 
+export interface CartListing {
+  uid: string;
+  status: Cart["status"];
+  files: number;
+  bytes: number;
+  created: string;
+  lastUsed: string;
+}
+
 export class CartService {
+  /** Names this process's downloads in the database. */
+  private readonly owner = newOwnerName();
+
   constructor(
     readonly store: Store,
     readonly volume: Volume,
@@ -69,7 +86,7 @@ export class CartService {
         hash_sum: f.hashsum,
       })),
     }, Date.now());
-    if (result.replaced) await this.volume.removeCart(result.replaced.id);
+    if (result.replaced) await removeDeletedCarts(this.store, this.volume);
     return { cart: result.cart, created: result.created, replaced: result.replaced !== undefined };
   }
 
@@ -112,12 +129,28 @@ export class CartService {
     }));
   }
 
-  /** Deletes the live cart of `uid` and its files on the volume. */
+  /**
+   * Deletes the live cart of `uid`: it is gone for every new request at once, and its files leave
+   * the volume as soon as no download of it is running.
+   */
   async delete(uid: string): Promise<Cart> {
     const cart = await this.store.deleteCart(uid, Date.now());
     if (!cart) throw cartNotFound(uid);
-    await this.volume.removeCart(cart.id);
+    await removeDeletedCarts(this.store, this.volume);
     return cart;
+  }
+
+  /** Every live cart with its size, least recently used first (`cartd list`). */
+  async list(): Promise<CartListing[]> {
+    const carts = await this.store.sizedCarts(Date.now());
+    return carts.map((c) => ({
+      uid: c.uid,
+      status: c.status,
+      files: c.file_count,
+      bytes: c.bytes,
+      created: iso(c.created_at)!,
+      lastUsed: iso(c.used_at)!,
+    }));
   }
 
   /**
@@ -144,8 +177,37 @@ export class CartService {
     return { cart, layout: tarLayout(root, sources) };
   }
 
-  /** Streams (part of) a ready cart's tar, refusing files that changed or moved on disk. */
-  tarBytes(
+  /**
+   * Streams (part of) a ready cart's tar, refusing files that changed or moved on disk. The
+   * download is registered until the stream ends, so deleting or evicting the cart meanwhile
+   * does not pull its files away.
+   */
+  async tarBytes(
+    cart: Cart,
+    layout: TarLayout,
+    start?: number,
+    end?: number,
+  ): Promise<ReadableStream<Uint8Array>> {
+    const lease = this.config.leaseTime;
+    const download = await this.store.startDownload(cart.id, this.owner, Date.now() + lease);
+    const heartbeat = setInterval(() => {
+      this.store.renewDownload(download, Date.now() + lease).catch((err) =>
+        log.warn(`cannot renew download of cart ${cart.uid}: ${describe(err)}`)
+      );
+    }, Math.max(lease / 3, 50));
+    const finished = async () => {
+      clearInterval(heartbeat);
+      try {
+        await this.store.endDownload(download);
+        await removeDeletedCarts(this.store, this.volume);
+      } catch (err) {
+        log.warn(`cannot close download of cart ${cart.uid}: ${describe(err)}`);
+      }
+    };
+    return whenStreamEnds(this.tarStreamOf(cart, layout, start, end), finished);
+  }
+
+  private tarStreamOf(
     cart: Cart,
     layout: TarLayout,
     start?: number,

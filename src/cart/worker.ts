@@ -10,6 +10,7 @@ import type { Config } from "../config.ts";
 import { describe } from "../errors.ts";
 import { log } from "../log.ts";
 import type { Cart, CartFile, Store } from "../store/store.ts";
+import { SpaceManager } from "../volume/space.ts";
 import type { Volume } from "../volume/volume.ts";
 import { backoffDelay, sleep } from "./backoff.ts";
 import { isDeadLocalOwner, newOwnerName } from "./owner.ts";
@@ -30,6 +31,7 @@ const idlePollMs = 1000;
 
 export class Worker {
   readonly owner = newOwnerName();
+  private readonly space: SpaceManager;
 
   constructor(
     private readonly store: Store,
@@ -37,7 +39,9 @@ export class Worker {
     private readonly volume: Volume,
     private readonly config: Config,
     private readonly onEvent?: WorkerEvent,
-  ) {}
+  ) {
+    this.space = new SpaceManager(store, volume, config);
+  }
 
   /**
    * Works on one cart until it is ready, in error or deleted, with `config.workers` files at a
@@ -46,7 +50,12 @@ export class Worker {
   async drainCart(cartId: number, signal?: AbortSignal): Promise<Cart | undefined> {
     await this.reclaimCrashedWork();
     await this.store.settleCart(cartId, Date.now());
-    const loops = Array.from({ length: this.config.workers }, () => this.loop(signal, cartId));
+    // The first loop to see the cart finished wakes the others from their idle sleep.
+    const finished = new AbortController();
+    const loops = Array.from({ length: this.config.workers }, async () => {
+      await this.loop(signal, cartId, finished.signal);
+      finished.abort();
+    });
     await Promise.all(loops);
     const cart = await this.store.cartById(cartId);
     return cart?.deleted_at === null ? cart : undefined;
@@ -70,8 +79,9 @@ export class Worker {
     return this.store.releaseLeases(this.owner);
   }
 
-  private async loop(signal?: AbortSignal, cartId?: number): Promise<void> {
-    while (!signal?.aborted) {
+  private async loop(signal?: AbortSignal, cartId?: number, finished?: AbortSignal): Promise<void> {
+    const wake = finished ? (signal ? AbortSignal.any([signal, finished]) : finished) : signal;
+    while (!signal?.aborted && !finished?.aborted) {
       let wait: number | "done";
       try {
         wait = await this.step(signal, cartId);
@@ -81,7 +91,7 @@ export class Worker {
         wait = idlePollMs;
       }
       if (wait === "done") return;
-      if (wait > 0) await sleep(wait, signal);
+      if (wait > 0) await sleep(wait, wake);
     }
   }
 
@@ -178,13 +188,11 @@ export class Worker {
   private async pull(job: Job, signal: AbortSignal): Promise<void> {
     const file = job.file;
     const size = Number(file.size);
-    const free = this.volume.freeBytes();
-    if (size > free) {
-      await this.markError(
-        job,
-        `Not enough space to download file (needs ${size} bytes, ${free} free on the volume)`,
-      );
-      return;
+    // No byte is pulled without a reservation; a released file holds none.
+    if (Number(file.reserved) < size) {
+      const space = await this.space.reserve(file, this.owner);
+      if (!space.ok) return await this.waitForSpace(job, space.message);
+      job.file = { ...job.file, reserved: size, space_wait_since: null };
     }
     const target = await this.volume.prepareDirectories(file.cart_id, file.path);
     await this.save(job, { state: "pulling", attempts: file.attempts + 1, bytes_pulled: 0 }, false);
@@ -224,7 +232,25 @@ export class Worker {
         result.verified ? "verified" : "unverified (no hashsum)"
       }`,
     );
+    await this.store.touchCart(file.cart_id, Date.now());
     await this.store.settleCart(file.cart_id, Date.now());
+  }
+
+  /** No room for the file yet: wait with backoff, up to `space_wait`, then fail its cart. */
+  private async waitForSpace(job: Job, message: string): Promise<void> {
+    const now = Date.now();
+    const since = Number(job.file.space_wait_since ?? now);
+    if (now - since >= this.config.spaceWait) return await this.markError(job, message);
+    log.info(`file ${job.file.archive_id}: ${message}; waiting for space`);
+    const delay = Math.min(
+      Math.max((now - since) / 2, this.config.retryInterval),
+      this.config.pollMaxInterval,
+    );
+    await this.save(job, {
+      state: "staged",
+      space_wait_since: since,
+      next_try_at: now + Math.round(delay * (0.5 + Math.random() * 0.5)),
+    }, true);
   }
 
   /** Records a failed step: transient failures are tried again with backoff, up to the limit. */

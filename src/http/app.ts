@@ -178,12 +178,12 @@ async function download(req: Request, uid: string, deps: AppDeps): Promise<Respo
     throw err;
   }
   const { cart, layout } = tar;
-  return downloadResponse(req, {
+  return await downloadResponse(req, {
     cart,
     layout,
     filename: safeFilename(filename, root),
-    body: (start, end) =>
-      deps.downloads.track(cart.id, deps.service.tarBytes(cart, layout, start, end)),
+    body: async (start, end) =>
+      deps.downloads.track(cart.id, await deps.service.tarBytes(cart, layout, start, end)),
   });
 }
 

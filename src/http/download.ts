@@ -33,10 +33,10 @@ export interface TarDownload {
   /** The download name for the Content-Disposition header. */
   filename: string;
   /** Streams the tar's bytes [start, end). */
-  body(start: number, end: number): ReadableStream<Uint8Array>;
+  body(start: number, end: number): Promise<ReadableStream<Uint8Array>>;
 }
 
-export function downloadResponse(req: Request, download: TarDownload): Response {
+export async function downloadResponse(req: Request, download: TarDownload): Promise<Response> {
   const { cart, layout } = download;
   const size = layout.size;
   const etag = tarEtag(cart, layout);
@@ -64,9 +64,9 @@ export function downloadResponse(req: Request, download: TarDownload): Response 
       const { start, end } = ranges[0];
       headers.set("content-range", `bytes ${start}-${end}/${size}`);
       headers.set("content-length", String(end - start + 1));
-      return new Response(download.body(start, end + 1), { status: 206, headers });
+      return new Response(await download.body(start, end + 1), { status: 206, headers });
     }
   }
   headers.set("content-length", String(size));
-  return new Response(download.body(0, size), { status: 200, headers });
+  return new Response(await download.body(0, size), { status: 200, headers });
 }

@@ -73,9 +73,60 @@ function initial(dialect: Dialect): Migration {
   };
 }
 
+/** Space accounting: reservations, deferred removal of deleted carts, running downloads. */
+function space(dialect: Dialect): Migration {
+  const id = dialect === "postgres" ? "bigserial" : "integer";
+  const big = dialect === "postgres" ? "bigint" : "integer";
+  return {
+    async up(db: Kysely<unknown>) {
+      // When the cart became ready or failed (its lifetime counts from there).
+      await db.schema.alterTable("carts").addColumn("finished_at", sql.raw(big)).execute();
+      // When its files left the volume; a deleted cart keeps them while downloads run.
+      await db.schema.alterTable("carts").addColumn("removed_at", sql.raw(big)).execute();
+      await db.schema.alterTable("carts").addColumn("delete_reason", "text").execute();
+      await sql`update carts set finished_at = coalesce(ready_at, used_at) where status != 'staging'`
+        .execute(db);
+      await sql`update carts set removed_at = deleted_at where deleted_at is not null`.execute(db);
+      // Bytes this file holds reserved on the volume while it is pulled.
+      await db.schema.alterTable("files")
+        .addColumn("reserved", sql.raw(big), (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema.alterTable("files").addColumn("space_wait_since", sql.raw(big)).execute();
+      await db.schema.createTable("downloads")
+        .addColumn("id", sql.raw(id), (c) => {
+          const key = c.primaryKey();
+          return dialect === "sqlite" ? key.autoIncrement() : key;
+        })
+        .addColumn(
+          "cart_id",
+          sql.raw(big),
+          (c) => c.notNull().references("carts.id").onDelete("cascade"),
+        )
+        .addColumn("owner", "text", (c) => c.notNull())
+        .addColumn("lease_until", sql.raw(big), (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("downloads_cart").on("downloads").column("cart_id").execute();
+      await db.schema.createIndex("carts_used").on("carts").columns(["deleted_at", "used_at"])
+        .execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable("downloads").execute();
+      for (const column of ["reserved", "space_wait_since"]) {
+        await db.schema.alterTable("files").dropColumn(column).execute();
+      }
+      for (const column of ["finished_at", "removed_at", "delete_reason"]) {
+        await db.schema.alterTable("carts").dropColumn(column).execute();
+      }
+    },
+  };
+}
+
 /** Kysely's migration provider over the static list. */
 export function migrationProvider(dialect: Dialect): MigrationProvider {
   return {
-    getMigrations: () => Promise.resolve({ "0001_initial": initial(dialect) }),
+    getMigrations: () =>
+      Promise.resolve({
+        "0001_initial": initial(dialect),
+        "0002_space": space(dialect),
+      }),
   };
 }

@@ -24,6 +24,11 @@ export interface CartTable {
   used_at: number;
   ready_at: number | null;
   deleted_at: number | null;
+  /** When the cart became ready or failed; its lifetime counts from here. */
+  finished_at: number | null;
+  /** When its files left the volume (a deleted cart keeps them while downloads of it run). */
+  removed_at: number | null;
+  delete_reason: string | null;
 }
 
 export interface FileTable {
@@ -52,11 +57,24 @@ export interface FileTable {
   next_try_at: number;
   stage_requested_at: number | null;
   updated_at: number;
+  /** Bytes held reserved on the volume while the file is pulled. */
+  reserved: number;
+  /** Since when the file has been waiting for space, if it is. */
+  space_wait_since: number | null;
+}
+
+/** A download in progress, so its cart's files stay until it ends. */
+export interface DownloadTable {
+  id: Generated<number>;
+  cart_id: number;
+  owner: string;
+  lease_until: number;
 }
 
 export interface Database {
   carts: CartTable;
   files: FileTable;
+  downloads: DownloadTable;
 }
 
 export type Cart = Selectable<CartTable>;

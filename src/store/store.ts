@@ -3,7 +3,7 @@
  * rows, so any number of workers, in one process or many, share it without a broker, and a killed
  * worker's files are picked up again once its lease runs out.
  */
-import { Kysely, type Transaction } from "kysely";
+import { type ExpressionBuilder, Kysely, sql, type Transaction } from "kysely";
 import { Migrator } from "kysely/migration";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
@@ -48,11 +48,33 @@ export interface CreateCartResult {
 
 const insertBatch = 1000;
 
+/** Options that shape what counts as a live cart. */
+export interface StoreOptions {
+  /** A ready or failed cart expires this long (ms) after it finished; 0 means never. */
+  cartLifetime?: number;
+}
+
+/** A cart with the bytes its verified files take on the volume. */
+export type SizedCart = Cart & { bytes: number };
+
+/** The volume's accounting at the moment a reservation was tried. */
+export interface SpaceCheck {
+  fits: boolean;
+  /** Bytes held by other pulls in progress and not yet on disk. */
+  reserved: number;
+  /** What cartd's carts and reservations take, for `volume_size_limit`. */
+  used: number;
+}
+
 export class Store {
-  private constructor(readonly db: Kysely<Database>, readonly dialect: Dialect) {}
+  private constructor(
+    readonly db: Kysely<Database>,
+    readonly dialect: Dialect,
+    private readonly cartLifetime: number,
+  ) {}
 
   /** Opens the database a URL names, creating a SQLite file (and its folder) when needed. */
-  static open(url: string): Store {
+  static open(url: string, options: StoreOptions = {}): Store {
     const target = parseDatabaseUrl(url);
     if (target.kind === "postgres") {
       throw configError("PostgreSQL is not supported by this build yet; use a SQLite database");
@@ -63,7 +85,7 @@ export class Store {
       throw configError(`cannot create the database folder for ${target.file}: ${err}`);
     }
     const db = new Kysely<Database>({ dialect: sqliteDialect(target.file) });
-    return new Store(db, "sqlite");
+    return new Store(db, "sqlite", options.cartLifetime ?? 0);
   }
 
   private migrator() {
@@ -95,9 +117,25 @@ export class Store {
 
   // ---- carts ----------------------------------------------------------------------------------
 
-  liveCart(uid: string): Promise<Cart | undefined> {
+  /** Not deleted and not expired. */
+  private isLive(now: number) {
+    return (eb: ExpressionBuilder<Database, "carts">) => {
+      const notDeleted = eb("carts.deleted_at", "is", null);
+      if (this.cartLifetime <= 0) return notDeleted;
+      return eb.and([
+        notDeleted,
+        eb.or([
+          eb("carts.finished_at", "is", null),
+          eb("carts.finished_at", ">", now - this.cartLifetime),
+        ]),
+      ]);
+    };
+  }
+
+  /** The cart a uid names now: not deleted, not expired. */
+  liveCart(uid: string, now = Date.now()): Promise<Cart | undefined> {
     return this.db.selectFrom("carts").selectAll()
-      .where("uid", "=", uid).where("deleted_at", "is", null)
+      .where("uid", "=", uid).where(this.isLive(now))
       .executeTakeFirst();
   }
 
@@ -110,12 +148,15 @@ export class Store {
       const existing = await tx.selectFrom("carts").selectAll()
         .where("uid", "=", input.uid).where("deleted_at", "is", null)
         .executeTakeFirst();
-      if (existing && existing.fingerprint === input.fingerprint) {
+      const expired = existing !== undefined && !(await tx.selectFrom("carts").select("id")
+        .where("id", "=", existing.id).where(this.isLive(now)).executeTakeFirst());
+      if (existing && !expired && existing.fingerprint === input.fingerprint) {
         return { cart: existing, created: false };
       }
       if (existing) {
-        await tx.updateTable("carts").set({ deleted_at: now }).where("id", "=", existing.id)
-          .execute();
+        await tx.updateTable("carts")
+          .set({ deleted_at: now, delete_reason: expired ? "expired" : "replaced" })
+          .where("id", "=", existing.id).execute();
       }
       const empty = input.files.length === 0;
       const cart = await tx.insertInto("carts").values({
@@ -129,6 +170,9 @@ export class Store {
         used_at: now,
         ready_at: empty ? now : null,
         deleted_at: null,
+        finished_at: empty ? now : null,
+        removed_at: null,
+        delete_reason: null,
       }).returningAll().executeTakeFirstOrThrow();
       await insertFiles(tx, cart.id, input.files, now);
       return { cart, created: true, replaced: existing };
@@ -137,9 +181,83 @@ export class Store {
 
   /** Marks the live cart of `uid` deleted; returns it, or undefined when there was none. */
   async deleteCart(uid: string, now: number): Promise<Cart | undefined> {
-    return await this.db.updateTable("carts").set({ deleted_at: now })
-      .where("uid", "=", uid).where("deleted_at", "is", null)
+    return await this.db.updateTable("carts").set({ deleted_at: now, delete_reason: "deleted" })
+      .where("uid", "=", uid).where(this.isLive(now))
       .returningAll().executeTakeFirst();
+  }
+
+  /** Marks one cart deleted (evicted, expired, ...); false when it already was. */
+  async markDeleted(cartId: number, now: number, reason: string): Promise<boolean> {
+    const result = await this.db.updateTable("carts").set({
+      deleted_at: now,
+      delete_reason: reason,
+    })
+      .where("id", "=", cartId).where("deleted_at", "is", null).executeTakeFirst();
+    return result.numUpdatedRows > 0n;
+  }
+
+  /** Deleted carts whose files are still on the volume and that no download holds. */
+  removableCarts(now: number): Promise<Cart[]> {
+    return this.db.selectFrom("carts").selectAll()
+      .where("deleted_at", "is not", null).where("removed_at", "is", null)
+      .where(({ not, exists, selectFrom }) =>
+        not(exists(
+          selectFrom("downloads").select("downloads.id")
+            .whereRef("downloads.cart_id", "=", "carts.id")
+            .where("downloads.lease_until", ">", now),
+        ))
+      )
+      .execute();
+  }
+
+  async markRemoved(cartId: number, now: number): Promise<void> {
+    await this.db.updateTable("carts").set({ removed_at: now }).where("id", "=", cartId).execute();
+  }
+
+  /** Ids of every cart whose files may be on the volume (not yet removed). */
+  async cartIdsOnVolume(): Promise<Set<number>> {
+    const rows = await this.db.selectFrom("carts").select("id").where("removed_at", "is", null)
+      .execute();
+    return new Set(rows.map((r) => Number(r.id)));
+  }
+
+  /**
+   * Live carts with their size on the volume, least recently used first. `evictable` keeps only
+   * those eviction may take: finished (ready or failed), not being downloaded, and unused since
+   * `unusedSince`.
+   */
+  async sizedCarts(
+    now: number,
+    filter: { evictable?: boolean; unusedSince?: number; excludeCart?: number } = {},
+  ): Promise<SizedCart[]> {
+    let query = this.db.selectFrom("carts").selectAll("carts")
+      .select(cartBytes)
+      .where(this.isLive(now))
+      .orderBy("used_at").orderBy("id");
+    if (filter.unusedSince !== undefined) query = query.where("used_at", "<", filter.unusedSince);
+    if (filter.excludeCart !== undefined) query = query.where("id", "!=", filter.excludeCart);
+    if (filter.evictable) {
+      query = query.where("status", "in", ["ready", "error"])
+        .where(({ not, exists, selectFrom }) =>
+          not(exists(
+            selectFrom("downloads").select("downloads.id")
+              .whereRef("downloads.cart_id", "=", "carts.id")
+              .where("downloads.lease_until", ">", now),
+          ))
+        );
+    }
+    const rows = await query.execute();
+    return rows.map((r) => ({ ...r, bytes: Number(r.bytes ?? 0) }));
+  }
+
+  /** Carts that are not deleted but whose lifetime has run out. */
+  async expiredCarts(now: number): Promise<SizedCart[]> {
+    if (this.cartLifetime <= 0) return [];
+    const rows = await this.db.selectFrom("carts").selectAll("carts")
+      .select(cartBytes)
+      .where("deleted_at", "is", null).where("finished_at", "<=", now - this.cartLifetime)
+      .orderBy("finished_at").execute();
+    return rows.map((r) => ({ ...r, bytes: Number(r.bytes ?? 0) }));
   }
 
   cartFiles(cartId: number): Promise<CartFile[]> {
@@ -212,13 +330,15 @@ export class Store {
           status: "error",
           message: `Failed to pull file(${failed.path}: ${failed.error})`,
           used_at: now,
+          finished_at: now,
         }).where("id", "=", cartId).returningAll().executeTakeFirst();
       }
       const unfinished = await tx.selectFrom("files").select("id")
         .where("cart_id", "=", cartId).where("state", "!=", "ready")
         .limit(1).executeTakeFirst();
       if (unfinished) return cart;
-      return await tx.updateTable("carts").set({ status: "ready", ready_at: now, used_at: now })
+      return await tx.updateTable("carts")
+        .set({ status: "ready", ready_at: now, used_at: now, finished_at: now })
         .where("id", "=", cartId).returningAll().executeTakeFirst();
     });
   }
@@ -280,7 +400,8 @@ export class Store {
       .set({
         ...changes,
         updated_at: now,
-        ...(release ? { owner: null, lease_until: null } : {}),
+        // A file that is let go holds no claim and no space.
+        ...(release ? { owner: null, lease_until: null, reserved: 0 } : {}),
       })
       .where("id", "=", fileId).where("owner", "=", owner)
       .executeTakeFirst();
@@ -289,22 +410,88 @@ export class Store {
 
   /** Hands back every lease `owner` holds (on shutdown), so others need not wait them out. */
   async releaseLeases(owner: string): Promise<void> {
-    await this.db.updateTable("files").set({ owner: null, lease_until: null })
+    await this.db.updateTable("files").set({ owner: null, lease_until: null, reserved: 0 })
       .where("owner", "=", owner).execute();
+    await this.db.deleteFrom("downloads").where("owner", "=", owner).execute();
   }
 
   /** Frees the leases of owners `isDead` says are gone; returns how many files were freed. */
   async reapLeases(isDead: (owner: string) => boolean): Promise<number> {
     const owners = await this.db.selectFrom("files").select("owner").distinct()
-      .where("owner", "is not", null).execute();
+      .where("owner", "is not", null)
+      .union(this.db.selectFrom("downloads").select("owner").distinct())
+      .execute();
     let freed = 0;
     for (const { owner } of owners) {
       if (owner === null || !isDead(owner)) continue;
-      const result = await this.db.updateTable("files").set({ owner: null, lease_until: null })
+      const result = await this.db.updateTable("files")
+        .set({ owner: null, lease_until: null, reserved: 0 })
         .where("owner", "=", owner).executeTakeFirst();
+      await this.db.deleteFrom("downloads").where("owner", "=", owner).execute();
       freed += Number(result.numUpdatedRows);
     }
     return freed;
+  }
+
+  // ---- space ----------------------------------------------------------------------------------
+
+  /**
+   * Reserves `bytes` for a file this worker holds, if they fit: in what the volume has free
+   * (`freeBytes`, read inside the transaction) less what other pulls hold and have not written yet,
+   * and, when `limit` > 0, in cartd's own cap. Reservations of every process count, and one
+   * expires with its file's lease, so a crashed worker's space comes back.
+   */
+  async reserveSpace(
+    fileId: number,
+    owner: string,
+    bytes: number,
+    freeBytes: () => number,
+    limit: number,
+    now: number,
+  ): Promise<SpaceCheck> {
+    return await this.db.transaction().execute(async (tx) => {
+      if (this.dialect === "postgres") {
+        await sql`select pg_advisory_xact_lock(7347001)`.execute(tx);
+      }
+      const held = await tx.selectFrom("files")
+        .select((eb) => [
+          eb.fn.coalesce(eb.fn.sum<number>("reserved"), eb.lit(0)).as("reserved"),
+          eb.fn.coalesce(eb.fn.sum<number>(sql<number>`max(reserved - bytes_pulled, 0)`), eb.lit(0))
+            .as("unwritten"),
+        ])
+        .where("reserved", ">", 0).where("lease_until", ">", now).where("id", "!=", fileId)
+        .executeTakeFirstOrThrow();
+      const stored = await tx.selectFrom("files")
+        .innerJoin("carts", "carts.id", "files.cart_id")
+        .select((eb) => eb.fn.coalesce(eb.fn.sum<number>("files.size"), eb.lit(0)).as("bytes"))
+        .where("files.state", "=", "ready").where("carts.removed_at", "is", null)
+        .executeTakeFirstOrThrow();
+      const reserved = Number(held.unwritten);
+      const used = Number(stored.bytes) + Number(held.reserved);
+      const fits = bytes <= freeBytes() - reserved && (limit <= 0 || used + bytes <= limit);
+      if (fits) {
+        await tx.updateTable("files").set({ reserved: bytes, space_wait_since: null })
+          .where("id", "=", fileId).where("owner", "=", owner).execute();
+      }
+      return { fits, reserved, used };
+    });
+  }
+
+  /** Registers a download of a cart, so its files stay while it runs. */
+  async startDownload(cartId: number, owner: string, until: number): Promise<number> {
+    const row = await this.db.insertInto("downloads")
+      .values({ cart_id: cartId, owner, lease_until: until })
+      .returning("id").executeTakeFirstOrThrow();
+    return Number(row.id);
+  }
+
+  async renewDownload(id: number, until: number): Promise<void> {
+    await this.db.updateTable("downloads").set({ lease_until: until }).where("id", "=", id)
+      .execute();
+  }
+
+  async endDownload(id: number): Promise<void> {
+    await this.db.deleteFrom("downloads").where("id", "=", id).execute();
   }
 
   /** The earliest time a pending file of the cart may be claimed, or undefined if none is left. */
@@ -316,6 +503,14 @@ export class Store {
       ...files.map((f) => Math.max(Number(f.next_try_at), Number(f.lease_until ?? 0))),
     );
   }
+}
+
+/** The bytes a cart's verified files take on the volume, as a `bytes` column. */
+function cartBytes(eb: ExpressionBuilder<Database, "carts">) {
+  return eb.selectFrom("files")
+    .select((fb) => fb.fn.coalesce(fb.fn.sum<number>("files.size"), fb.lit(0)).as("b"))
+    .whereRef("files.cart_id", "=", "carts.id").where("files.state", "=", "ready")
+    .as("bytes");
 }
 
 async function insertFiles(
@@ -342,6 +537,8 @@ async function insertFiles(
       next_try_at: 0,
       stage_requested_at: null,
       updated_at: now,
+      reserved: 0,
+      space_wait_since: null,
     }));
     await tx.insertInto("files").values(rows).execute();
   }

@@ -6,6 +6,7 @@
  */
 import { statfsSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
+import { type SpaceAmount, spaceBytes } from "../config.ts";
 import { CartdError } from "../errors.ts";
 
 export class Volume {
@@ -66,9 +67,31 @@ export class Volume {
     });
   }
 
-  /** Bytes free for an unprivileged writer on the volume's file system. */
-  freeBytes(): number {
+  /** Bytes free for an unprivileged writer on the volume's file system, less `reserve`. */
+  availableBytes(reserve: SpaceAmount = { bytes: 0 }): number {
+    Deno.mkdirSync(this.root, { recursive: true });
     const stats = statfsSync(this.root);
-    return Number(stats.bavail) * Number(stats.bsize);
+    const free = Number(stats.bavail) * Number(stats.bsize);
+    return free - spaceBytes(reserve, Number(stats.blocks) * Number(stats.bsize));
+  }
+
+  /** Size of the volume's file system in bytes. */
+  totalBytes(): number {
+    Deno.mkdirSync(this.root, { recursive: true });
+    const stats = statfsSync(this.root);
+    return Number(stats.blocks) * Number(stats.bsize);
+  }
+
+  /** Ids of the cart directories on the volume. */
+  async cartDirectories(): Promise<number[]> {
+    const ids: number[] = [];
+    try {
+      for await (const entry of Deno.readDir(join(this.root, "carts"))) {
+        if (entry.isDirectory && /^\d+$/.test(entry.name)) ids.push(Number(entry.name));
+      }
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+    return ids;
   }
 }

@@ -38,7 +38,7 @@ export async function openTestCartd(
       ...env,
     },
   });
-  const store = Store.open(config.databaseUrl);
+  const store = Store.open(config.databaseUrl, { cartLifetime: config.cartLifetime });
   await store.migrate();
   const volume = new Volume(config.volumePath);
   const archive = openArchive(config.archiveUrl, config.transferSize);

@@ -1,0 +1,103 @@
+/**
+ * `cartd gc` (from cron): expired carts, carts unused for too long, then least-recently-used ones
+ * until a free-space target is met. `cartd purge --time-ago "N days ago"` is the original's
+ * admin command, kept as an alias for `gc --older-than`.
+ */
+import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
+import { parseSpaceAmount } from "../src/config.ts";
+import { parseDuration } from "../src/units.ts";
+import { collectGarbage, type GcOptions, type GcReport, parseTimeAgo } from "../src/volume/gc.ts";
+import { formatBytes } from "../src/units.ts";
+import { type GlobalOptions, withContext } from "./context.ts";
+
+function duration(value: string): number {
+  const ms = parseDuration(value);
+  if (ms === undefined) {
+    throw new InvalidArgumentError('expected a duration such as "30d" or "12h"');
+  }
+  return ms;
+}
+
+function space(value: string) {
+  const amount = parseSpaceAmount(value);
+  if (!amount) {
+    throw new InvalidArgumentError('expected a share such as "20%" or a size such as "50 GB"');
+  }
+  return amount;
+}
+
+function timeAgo(value: string): number {
+  const ms = parseTimeAgo(value);
+  if (ms === undefined) {
+    throw new InvalidArgumentError('expected "N unit ago", e.g. "180 days ago"');
+  }
+  return ms;
+}
+
+async function runGc(globals: GlobalOptions, options: GcOptions, json: boolean) {
+  await withContext(globals, async ({ store, volume, config }) => {
+    const report = await collectGarbage(store, volume, config, options);
+    console.log(json ? JSON.stringify(report, null, 2) : describeReport(report));
+  });
+}
+
+function describeReport(report: GcReport): string {
+  const verb = report.dryRun ? "would remove" : "removed";
+  const lines = report.removed.map((r) =>
+    `${verb} ${r.uid} (${formatBytes(r.bytes)}): ${r.reason}`
+  );
+  if (report.strayDirectories > 0) {
+    lines.push(
+      `${verb} ${report.strayDirectories} cart director${
+        report.strayDirectories === 1 ? "y" : "ies"
+      } no cart owns`,
+    );
+  }
+  if (lines.length === 0) return `nothing to do; ${formatBytes(report.freeBefore)} free`;
+  const freed = report.removed.reduce((sum, r) => sum + r.bytes, 0);
+  lines.push(
+    `${report.removed.length} cart(s), ${formatBytes(freed)}; ${
+      formatBytes(report.freeAfter)
+    } free` +
+      (report.dryRun ? " afterwards" : ""),
+  );
+  return lines.join("\n");
+}
+
+export function gcCommand(globals: () => GlobalOptions) {
+  return new Command("gc")
+    .description(
+      "remove expired carts, carts unused for --older-than, then least-recently-used carts " +
+        "until --free is met; safe to run from cron beside cartd serve",
+    )
+    .option("--dry-run", "report what would be removed, remove nothing")
+    .option("--json", "print the report as JSON")
+    .option("--older-than <duration>", "remove carts not used for this long (e.g. 30d)", duration)
+    .option("--free <target>", "evict until this much is free (e.g. 20% or 50 GB)", space)
+    .action(async (options) => {
+      await runGc(globals(), {
+        dryRun: options.dryRun ?? false,
+        olderThan: options.olderThan,
+        free: options.free,
+      }, options.json ?? false);
+    });
+}
+
+export function purgeCommand(globals: () => GlobalOptions) {
+  return new Command("purge")
+    .description('remove carts not used since --time-ago (the original\'s purge; "180 days ago")')
+    .option(
+      "--time-ago <when>",
+      '"N unit ago", with days, hours, minutes, seconds or weeks',
+      timeAgo,
+    )
+    .option("--dry-run", "report what would be removed, remove nothing")
+    .option("--json", "print the report as JSON")
+    .action(async (options) => {
+      await runGc(globals(), {
+        dryRun: options.dryRun ?? false,
+        olderThan: options.timeAgo ?? 180 * 86_400_000,
+        skipExpired: true,
+      }, options.json ?? false);
+    });
+}

@@ -1,0 +1,320 @@
+/** Disk space: reservations, least-recently-used eviction, lifetimes, deferred removal, gc. */
+import { join } from "node:path";
+import { tarRootName } from "../src/bundle/tar.ts";
+import { createApp } from "../src/http/app.ts";
+import { Downloads } from "../src/http/downloads.ts";
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { makeArchive } from "./support/archive.ts";
+import { openTestCartd, stageCart, type TestCartd, withSimulator } from "./support/cartd.ts";
+import { cartdEnv, cliCommand, runCli } from "./support/cli.ts";
+import { startServer, waitWhileStaging } from "./support/server.ts";
+
+const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
+
+/** A one-file cart request for a file of `size` bytes in `archive`. */
+function requestFor(archive: Awaited<ReturnType<typeof makeArchive>>, id: string) {
+  return { fileids: archive.request.fileids.filter((f) => f.id === id) };
+}
+
+async function isLive(cartd: TestCartd, uid: string) {
+  return await cartd.store.liveCart(uid) !== undefined;
+}
+
+Deno.test("with a small volume_size_limit, carts are evicted least recently used first, never one being downloaded", async () => {
+  const archive = await makeArchive([
+    { id: "A", size: 30_000 },
+    { id: "B", size: 30_000 },
+    { id: "C", size: 30_000 },
+    { id: "D", size: 40_000 },
+    { id: "E", size: 50_000 },
+  ]);
+  const cartd = await openTestCartd(`file://${archive.dir}`, {
+    CARTD_VOLUME_SIZE_LIMIT: "100000",
+    CARTD_VOLUME_RESERVE: "0",
+  });
+  try {
+    for (const id of ["A", "B", "C"]) {
+      assertEquals((await stageCart(cartd, id, requestFor(archive, id))).done?.status, "ready");
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await cartd.service.report("A"); // A is now the most recently used.
+
+    // A download of B is running: B must not be evicted, although it is the least recently used.
+    const { cart: b, layout } = await cartd.service.tarOf("B", tarRootName("b"));
+    await cartd.store.touchCart(b.id, 0); // make B the oldest beyond doubt
+    const download = await cartd.service.tarBytes(b, layout);
+
+    const d = await stageCart(cartd, "D", requestFor(archive, "D"));
+    assertEquals(d.done?.status, "ready", d.done?.message);
+    assertEquals(await isLive(cartd, "C"), false, "C, least recently used and idle, was evicted");
+    assertEquals(await isLive(cartd, "B"), true, "B is being downloaded");
+    assertEquals(await isLive(cartd, "A"), true);
+    assertEquals(await exists(cartd.volume.cartDir(d.cart.id - 1)), false, "C's files are gone");
+    const bytes = new Uint8Array(await new Response(download).arrayBuffer());
+    assertEquals(bytes.length, layout.size, "B's download was not cut");
+
+    // Now B (oldest) goes first, then A, to make room for E.
+    const e = await stageCart(cartd, "E", requestFor(archive, "E"));
+    assertEquals(e.done?.status, "ready", e.done?.message);
+    assertEquals([await isLive(cartd, "B"), await isLive(cartd, "A"), await isLive(cartd, "D")], [
+      false,
+      false,
+      true,
+    ]);
+    const reasons = await cartd.store.db.selectFrom("carts").select(["uid", "delete_reason"])
+      .where("deleted_at", "is not", null).orderBy("deleted_at").orderBy("id").execute();
+    assertEquals(reasons.map((r) => `${r.uid}:${r.delete_reason}`), [
+      "C:evicted",
+      "B:evicted",
+      "A:evicted",
+    ]);
+  } finally {
+    await cartd.close();
+  }
+});
+
+Deno.test("a cart used within lru_buffer_time is not evicted, and a file that does not fit is never pulled", async () => {
+  const files = [{ id: "old", size: 30_000 }, { id: "new", size: 30_000 }];
+  const env = {
+    CARTD_VOLUME_SIZE_LIMIT: "50000",
+    CARTD_VOLUME_RESERVE: "0",
+    LRU_BUFFER_TIME: "3600",
+    CARTD_SPACE_WAIT: "1s",
+  };
+  await withSimulator(files, {}, env, async ({ archive, simulator, cartd }) => {
+    assertEquals((await stageCart(cartd, "old", requestFor(archive, "old"))).done?.status, "ready");
+    const { done } = await stageCart(cartd, "new", requestFor(archive, "new"));
+    assertEquals(done?.status, "error");
+    assertMatch(
+      done!.message,
+      /Not enough space to download file \(needs 29\.3 KiB; .* free on the volume after its reserve; 0 B held by pulls in progress; cartd uses 29\.3 KiB of its 48\.8 KiB limit\)/,
+    );
+    assertEquals(await isLive(cartd, "old"), true, "protected by lru_buffer_time");
+    assertEquals(simulator.count("pull", "new"), 0, "no pull without a reservation");
+    assertEquals(simulator.count("status", "new"), 1, "its size was asked, nothing more");
+  });
+});
+
+Deno.test("with lru_purge off nothing is evicted", async () => {
+  const files = [{ id: "a", size: 30_000 }, { id: "b", size: 30_000 }];
+  const env = {
+    CARTD_VOLUME_SIZE_LIMIT: "50000",
+    CARTD_VOLUME_RESERVE: "0",
+    LRU_PURGE: "off",
+    CARTD_SPACE_WAIT: "200ms",
+  };
+  await withSimulator(files, {}, env, async ({ archive, cartd }) => {
+    await stageCart(cartd, "a", requestFor(archive, "a"));
+    assertEquals((await stageCart(cartd, "b", requestFor(archive, "b"))).done?.status, "error");
+    assertEquals(await isLive(cartd, "a"), true);
+  });
+});
+
+Deno.test("two workers whose reservations together exceed the space do not both pull", async () => {
+  const files = [{ id: "one", size: 100_000 }, { id: "two", size: 100_000 }];
+  const faults = [{ op: "pull" as const, kind: "slow" as const, bytesPerSecond: 200_000 }];
+  await withSimulator(files, { faults }, {}, async ({ archive, simulator }) => {
+    const volume = await Deno.makeTempDir();
+    const env = cartdEnv(volume, simulator.url, {
+      CARTD_VOLUME_SIZE_LIMIT: "150000",
+      CARTD_VOLUME_RESERVE: "0",
+      // The first cart may be evicted for the second once it has been idle this long.
+      LRU_BUFFER_TIME: "1",
+    });
+    for (const id of ["one", "two"]) {
+      const created = await runCli(["create", id, "-"], {
+        env,
+        stdin: JSON.stringify(requestFor(archive, id)),
+      });
+      assertEquals(created.code, 0, created.stderr);
+    }
+    // Two separate processes, one per cart, started together.
+    const runs = ["one", "two"].map((id) => cliCommand(["bundle", id], { env }).output());
+    const results = await Promise.all(runs);
+    assertEquals(simulator.maxConcurrentPulls, 1, "never two pulls at once");
+    assertEquals(simulator.count("pull", "one") + simulator.count("pull", "two"), 2);
+    // The second cart made room by evicting the first once that one was ready and idle.
+    const codes = results.map((r) => r.code).sort();
+    assertEquals(codes, [0, 0], results.map((r) => new TextDecoder().decode(r.stderr)).join("\n"));
+    const list = JSON.parse((await runCli(["list", "--json"], { env })).stdout);
+    assertEquals(list.length, 1);
+  });
+});
+
+Deno.test("gc --dry-run removes nothing and reports what gc removes; a second gc removes nothing", async () => {
+  const archive = await makeArchive([{ id: "x", size: 1000 }, { id: "y", size: 2000 }, {
+    id: "z",
+    size: 3000,
+  }]);
+  const volume = await Deno.makeTempDir();
+  const env = cartdEnv(volume, `file://${archive.dir}`);
+  for (const id of ["x", "y", "z"]) {
+    await runCli(["create", id, "-", "--wait"], {
+      env,
+      stdin: JSON.stringify(requestFor(archive, id)),
+    });
+  }
+  // x and y were last used a day ago; z just now.
+  const cartd = await openTestCartd("file:///nowhere", { VOLUME_PATH: volume });
+  await cartd.store.db.updateTable("carts").set({ used_at: Date.now() - 86_400_000 })
+    .where("uid", "in", ["x", "y"]).execute();
+  await cartd.close();
+  // A stray directory no cart owns.
+  await Deno.mkdir(join(volume, "carts", "999", "data"), { recursive: true });
+
+  const dry = await runCli(["gc", "--dry-run", "--json", "--older-than", "1h"], { env });
+  assertEquals(dry.code, 0, dry.stderr);
+  const planned = JSON.parse(dry.stdout);
+  assertEquals(planned.dryRun, true);
+  assertEquals(planned.removed.map((r: { uid: string }) => r.uid), ["x", "y"]);
+  assertEquals(planned.removed.map((r: { bytes: number }) => r.bytes), [1000, 2000]);
+  assertEquals(planned.strayDirectories, 1);
+  assertEquals(
+    JSON.parse((await runCli(["list", "--json"], { env })).stdout).length,
+    3,
+    "nothing removed",
+  );
+  assert(await exists(join(volume, "carts", "999")));
+
+  const real = await runCli(["gc", "--json", "--older-than", "1h"], { env });
+  const done = JSON.parse(real.stdout);
+  assertEquals(done.removed.map((r: { uid: string }) => r.uid), ["x", "y"]);
+  assertEquals(done.strayDirectories, 1);
+  assertEquals((await runCli(["status", "x"], { env })).code, 3);
+  assertEquals(await exists(join(volume, "carts", "999")), false);
+
+  const again = await runCli(["gc", "--older-than", "1h"], { env });
+  assertEquals(again.code, 0);
+  assertMatch(again.stdout, /^nothing to do/);
+
+  const text = await runCli(["purge", "--time-ago", "0 seconds ago", "--dry-run"], { env });
+  assertMatch(text.stdout, /^would remove z \(2\.9 KiB\): unused since/);
+});
+
+Deno.test("gc --free evicts least-recently-used carts until the target would be met", async () => {
+  const archive = await makeArchive([{ id: "p", size: 1000 }, { id: "q", size: 1000 }]);
+  const volume = await Deno.makeTempDir();
+  const env = cartdEnv(volume, `file://${archive.dir}`);
+  for (const id of ["p", "q"]) {
+    await runCli(["create", id, "-", "--wait"], {
+      env,
+      stdin: JSON.stringify(requestFor(archive, id)),
+    });
+  }
+  const some = JSON.parse(
+    (await runCli(["gc", "--dry-run", "--json", "--free", "1%"], { env })).stdout,
+  );
+  assertEquals(some.removed, [], "1% is already free on the test machine");
+  const all = JSON.parse(
+    (await runCli(["gc", "--dry-run", "--json", "--free", "100%"], { env })).stdout,
+  );
+  assertEquals(all.removed.map((r: { uid: string; cause: string }) => `${r.uid}:${r.cause}`), [
+    "p:evicted",
+    "q:evicted",
+  ]);
+});
+
+Deno.test("gc and DELETE while a download streams do not cut it; the files go when it ends", async () => {
+  const archive = await makeArchive([{ id: "big", size: 4_000_000 }]);
+  const volume = await Deno.makeTempDir();
+  const env = cartdEnv(volume, `file://${archive.dir}`);
+  const server = await startServer(env);
+  try {
+    const post = (uid: string) =>
+      fetch(`${server.url}${uid}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(archive.request),
+      });
+    await (await post("g")).body?.cancel();
+    await (await post("h")).body?.cancel();
+    await waitWhileStaging(`${server.url}g`, 50);
+    await waitWhileStaging(`${server.url}h`, 50);
+
+    for (
+      const [uid, remove] of [
+        [
+          "g",
+          () =>
+            runCli(["gc", "--older-than", "0s"], { env }).then((r) =>
+              assertEquals(r.code, 0, r.stderr)
+            ),
+        ],
+        ["h", () => fetch(`${server.url}h`, { method: "DELETE" }).then((r) => r.body?.cancel())],
+      ] as const
+    ) {
+      const response = await fetch(`${server.url}${uid}?filename=${uid}`);
+      const expected = Number(response.headers.get("content-length"));
+      const reader = response.body!.getReader();
+      let received = (await reader.read()).value!.length;
+      await remove();
+      const head = await fetch(`${server.url}${uid}`, { method: "HEAD" });
+      assertEquals(head.status, 404, "new requests see it gone at once");
+      while (true) {
+        await new Promise((r) => setTimeout(r, 2));
+        const { value, done } = await reader.read();
+        if (done) break;
+        received += value.length;
+      }
+      assertEquals(received, expected, `${uid}: the running download finished whole`);
+    }
+    // The files leave once the downloads have ended.
+    for (
+      let i = 0;
+      i < 100 &&
+      (await exists(join(volume, "carts", "1")) || await exists(join(volume, "carts", "2")));
+      i++
+    ) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assertEquals(await exists(join(volume, "carts", "1")), false);
+    assertEquals(await exists(join(volume, "carts", "2")), false);
+  } finally {
+    server.child.kill("SIGTERM");
+    await server.exited;
+  }
+});
+
+Deno.test("an expired cart answers 404 over HTTP and not found on the CLI, and gc reclaims it", async () => {
+  const archive = await makeArchive([{ id: "e", size: 1000 }]);
+  const volume = await Deno.makeTempDir();
+  const env = cartdEnv(volume, `file://${archive.dir}`, { CARTD_CART_LIFETIME: "3s" });
+  const created = await runCli(["create", "exp", "-", "--wait"], {
+    env,
+    stdin: JSON.stringify(archive.request),
+  });
+  assertEquals(created.code, 0, created.stderr);
+  assertEquals((await runCli(["status", "exp"], { env })).code, 0);
+  await new Promise((r) => setTimeout(r, 3200));
+
+  const status = await runCli(["status", "exp"], { env });
+  assertEquals(status.code, 3);
+  assertMatch(status.stderr, /No cart with uid exp found/);
+
+  const cartd = await openTestCartd(`file://${archive.dir}`, {
+    VOLUME_PATH: volume,
+    CARTD_CART_LIFETIME: "1s",
+  });
+  try {
+    const app = createApp({ ...cartd, downloads: new Downloads() });
+    const head = await app(new Request("http://x/exp", { method: "HEAD" }));
+    assertEquals(head.status, 404);
+    assertEquals(head.headers.get("x-pacifica-message"), "No cart with uid exp found");
+    assertEquals((await app(new Request("http://x/exp"))).status, 404);
+  } finally {
+    await cartd.close();
+  }
+
+  const gc = JSON.parse((await runCli(["gc", "--json"], { env })).stdout);
+  assertEquals(gc.removed.map((r: { uid: string; cause: string }) => `${r.uid}:${r.cause}`), [
+    "exp:expired",
+  ]);
+  assertEquals(await exists(join(volume, "carts", "1")), false);
+
+  // The uid can be used again.
+  const again = await runCli(["create", "exp", "-"], {
+    env,
+    stdin: JSON.stringify(archive.request),
+  });
+  assertEquals(again.code, 0, again.stderr);
+});
