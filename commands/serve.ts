@@ -8,6 +8,7 @@ import { describe } from "../src/errors.ts";
 import { createApp } from "../src/http/app.ts";
 import { Downloads } from "../src/http/downloads.ts";
 import { log } from "../src/log.ts";
+import { removeDeletedCarts } from "../src/volume/space.ts";
 import { type GlobalOptions, openContext } from "./context.ts";
 
 function count(what: string) {
@@ -44,6 +45,13 @@ export function serveCommand(globals: () => GlobalOptions) {
         },
       }, handler);
 
+      // Files of deleted carts whose downloads ended without saying so (a crashed process).
+      const sweeper = setInterval(() => {
+        removeDeletedCarts(context.store, context.volume).catch((err) =>
+          log.warn(`cannot remove deleted carts: ${describe(err)}`)
+        );
+      }, 60_000);
+
       const stopWorkers = new AbortController();
       const worker = context.worker();
       const working = worker.run(stopWorkers.signal).catch((err) => {
@@ -64,6 +72,7 @@ export function serveCommand(globals: () => GlobalOptions) {
       });
 
       stopWorkers.abort();
+      clearInterval(sweeper);
       const deadline = setTimeout(() => {
         if (downloads.size > 0) log.warn(`ending ${downloads.size} unfinished download(s)`);
         downloads.abortAll("server shutting down");
