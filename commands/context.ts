@@ -41,7 +41,10 @@ export function resolveConfig(options: GlobalOptions): Config {
 
 /** Opens the database without migrating it (for `cartd db`). */
 export function openStore(config: Config): Store {
-  return Store.open(config.databaseUrl, { cartLifetime: config.cartLifetime });
+  return Store.open(config.databaseUrl, {
+    cartLifetime: config.cartLifetime,
+    busyTimeout: config.databaseBusyTimeout,
+  });
 }
 
 export async function openContext(options: GlobalOptions): Promise<Context> {
@@ -55,7 +58,7 @@ export async function openContext(options: GlobalOptions): Promise<Context> {
     store,
     volume,
     service: new CartService(store, volume, config),
-    archive: () => archive ??= openArchive(config.archiveUrl, config.transferSize),
+    archive: () => archive ??= openArchive(config.archiveUrl, config),
     worker: (onEvent) => new Worker(store, context.archive(), volume, config, onEvent),
     close: () => store.close(),
   };

@@ -3,7 +3,7 @@
  * into messages and exit codes (no stack trace reaches a user).
  */
 import { Command, CommanderError, type CommandUnknownOpts } from "@commander-js/extra-typings";
-import { CartdError, describe, ExitCode } from "../src/errors.ts";
+import { backendFailure, CartdError, describe, ExitCode } from "../src/errors.ts";
 import { log } from "../src/log.ts";
 import { bundleCommand } from "./bundle.ts";
 import { createCommand } from "./create.ts";
@@ -72,9 +72,11 @@ export async function run(args: string[]): Promise<number> {
       }
       return err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
     }
-    if (err instanceof CartdError) {
-      console.error(`cartd: ${err.message}`);
-      return err.exitCode;
+    const known = err instanceof CartdError ? err : backendFailure(err);
+    if (known) {
+      if (!(err instanceof CartdError)) log.debug(describe(err));
+      console.error(`cartd: ${known.message}`);
+      return known.exitCode;
     }
     log.error(`unexpected failure: ${describe(err)}`);
     if (err instanceof Error && err.stack) log.debug(err.stack);

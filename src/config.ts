@@ -51,6 +51,10 @@ export interface Config {
   spaceWait: number;
   /** A ready or failed cart expires this long (ms) after it finished; 0 means never. */
   cartLifetime: number;
+  /** How long (ms) to wait for a database another process has locked. */
+  databaseBusyTimeout: number;
+  /** How long (ms) an archive request may go without an answer or a byte of its body. */
+  transferTimeout: number;
 }
 
 /** An amount of disk space: a byte count or a percentage of the file system. */
@@ -112,6 +116,8 @@ const keyTable: [keyof Config, string, string, string, Kind][] = [
   ["cartLifetime", "cartd.cart_lifetime", "CARTD_CART_LIFETIME", "", "optional-duration"],
   ["archiveUrl", "archiveinterface.url", "ARCHIVE_INTERFACE_URL", "http://127.0.0.1:8080/", "url"],
   ["databaseUrl", "database.peewee_url", "PEEWEE_URL", "", "url"],
+  ["databaseBusyTimeout", "database.busy_timeout", "CARTD_DB_BUSY_TIMEOUT", "30s", "duration"],
+  ["transferTimeout", "archiveinterface.timeout", "CARTD_ARCHIVE_TIMEOUT", "60s", "duration"],
 ];
 
 /** Every key cartd reads. */

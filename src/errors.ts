@@ -50,3 +50,22 @@ export function describe(err: unknown): string {
   if (err instanceof Error) return err.message || err.name;
   return String(err);
 }
+
+/**
+ * A user-facing error for a known backend failure (a busy or full database), or undefined when
+ * `err` is something else. The detail stays in the logs.
+ */
+export function backendFailure(err: unknown): CartdError | undefined {
+  const text = describe(err);
+  if (/database is locked|SQLITE_BUSY|database table is locked/i.test(text)) {
+    return new CartdError(
+      "The database is busy (locked by another process); try again shortly",
+      503,
+      ExitCode.failure,
+    );
+  }
+  if (/database or disk is full|SQLITE_FULL/i.test(text)) {
+    return new CartdError("The database's disk is full", 503, ExitCode.failure);
+  }
+  return undefined;
+}

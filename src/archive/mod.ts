@@ -8,16 +8,26 @@ import { PacificaArchive } from "./pacifica.ts";
 export type { Archive, FileStatus } from "./archive.ts";
 export { ArchiveError } from "./archive.ts";
 
-/** The archive at `url`; `readSize` is how much a mounted directory is read at a time. */
-export function openArchive(url: string, readSize = 1 << 20): Archive {
+/** Tuning: how much a mounted directory is read at a time, how long a request may stall. */
+export interface ArchiveOptions {
+  transferSize?: number;
+  transferTimeout?: number;
+}
+
+/** The archive at `url`. */
+export function openArchive(url: string, options: ArchiveOptions = {}): Archive {
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
     throw configError(`bad value for [archiveinterface] url: ${JSON.stringify(url)} is not a URL`);
   }
-  if (parsed.protocol === "http:" || parsed.protocol === "https:") return new PacificaArchive(url);
-  if (parsed.protocol === "file:") return new DirectoryArchive(fileURLToPath(parsed), readSize);
+  if (parsed.protocol === "http:" || parsed.protocol === "https:") {
+    return new PacificaArchive(url, options.transferTimeout);
+  }
+  if (parsed.protocol === "file:") {
+    return new DirectoryArchive(fileURLToPath(parsed), options.transferSize);
+  }
   throw configError(
     `bad value for [archiveinterface] url: ${
       JSON.stringify(url)

@@ -5,13 +5,12 @@
  */
 import { type Archive, ArchiveError, type FileStatus } from "./archive.ts";
 
-const requestTimeoutMs = 60_000;
-
 export class PacificaArchive implements Archive {
   readonly name: string;
   private readonly base: string;
 
-  constructor(url: string) {
+  /** `timeoutMs`: longest wait for an answer's headers. */
+  constructor(url: string, private readonly timeoutMs = 60_000) {
     this.base = url.endsWith("/") ? url : `${url}/`;
     this.name = this.base;
   }
@@ -44,7 +43,7 @@ export class PacificaArchive implements Archive {
     signal?: AbortSignal,
     timeBody = true,
   ): Promise<Response> {
-    const timeout = AbortSignal.timeout(requestTimeoutMs);
+    const timeout = AbortSignal.timeout(this.timeoutMs);
     const signals = signal ? [signal, timeout] : [timeout];
     let response: Response;
     try {
@@ -127,7 +126,10 @@ async function errorDetail(response: Response): Promise<string> {
 }
 
 function networkReason(err: unknown): string {
-  const text = err instanceof Error ? err.message : String(err);
+  // fetch says only "fetch failed"; the reason is in its cause.
+  const cause = (err as { cause?: unknown })?.cause;
+  const text = [err, cause].filter((e) => e !== undefined)
+    .map((e) => e instanceof Error ? e.message : String(e)).join(": ");
   if (/connection refused/i.test(text)) return "connection refused";
   if (/timed? ?out|TimeoutError/i.test(text) || (err as Error)?.name === "TimeoutError") {
     return "no answer in time";

@@ -48,7 +48,10 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
   const stall = new AbortController();
   const signal = AbortSignal.any([spec.signal, stall.signal]);
   let bytes = 0;
-  const out = await Deno.open(spec.partial, { write: true, create: true, truncate: true });
+  // A fresh file, never an existing one: whatever is in the way (a leftover, or a planted
+  // symlink) is removed, and `createNew` (O_EXCL) does not follow a symlink put there since.
+  await Deno.remove(spec.partial).catch(() => {});
+  const out = await Deno.open(spec.partial, { write: true, createNew: true });
   const writer = new BlockWriter(out, spec.transferSize);
   try {
     const body = await spec.archive.open(spec.id, signal);

@@ -147,6 +147,20 @@ export class Worker {
     } finally {
       clearInterval(heartbeat);
     }
+    await this.removeIfCartGone(claimed.cart_id);
+  }
+
+  /**
+   * A cart deleted while this worker was on one of its files may have had its folder removed
+   * just before the worker created it again: remove it once more, so nothing is left behind.
+   */
+  private async removeIfCartGone(cartId: number): Promise<void> {
+    try {
+      const cart = await this.store.cartById(cartId);
+      if (cart?.removed_at !== null) await this.volume.removeCart(cartId);
+    } catch (err) {
+      log.warn(`cart ${cartId}: cannot tidy up after deletion: ${describe(err)}`);
+    }
   }
 
   private async stage(job: Job, signal: AbortSignal): Promise<void> {
@@ -208,7 +222,7 @@ export class Worker {
       target,
       signal,
       transferSize: this.config.transferSize,
-      idleTimeoutMs: Math.max(this.config.leaseTime, 30_000),
+      idleTimeoutMs: this.config.transferTimeout,
       onProgress: (bytes) => {
         const now = Date.now();
         if (now - lastWrite < progressWriteMs) return;

@@ -7,7 +7,7 @@ import { defaultTarName, tarRootName } from "../bundle/tar.ts";
 import { validateCartRequest, validateUid } from "../cart/request.ts";
 import type { CartService } from "../cart/service.ts";
 import type { Config } from "../config.ts";
-import { CartdError, describe, invalidInput } from "../errors.ts";
+import { backendFailure, CartdError, describe, invalidInput } from "../errors.ts";
 import { log } from "../log.ts";
 import type { Store } from "../store/store.ts";
 import { downloadResponse } from "./download.ts";
@@ -31,6 +31,11 @@ export function createApp(deps: AppDeps): Handler {
       return await route(req, deps);
     } catch (err) {
       if (err instanceof CartdError) return errorResponse(err.status, err.message);
+      const known = backendFailure(err);
+      if (known) {
+        log.warn(`${req.method} ${new URL(req.url).pathname}: ${describe(err)}`);
+        return errorResponse(known.status, known.message, { "retry-after": "5" });
+      }
       log.error(`${req.method} ${new URL(req.url).pathname}: ${describe(err)}`);
       if (err instanceof Error && err.stack) log.debug(err.stack);
       return errorResponse(500, "Internal error; the server log has the details");

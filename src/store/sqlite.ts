@@ -3,6 +3,11 @@
  * and a dialect that opens every transaction with `BEGIN IMMEDIATE`. With Kysely's plain deferred
  * `BEGIN`, two processes doing read-then-write transactions fail with "database is locked" (a
  * snapshot conflict that the busy timeout cannot help); taking the write lock up front avoids it.
+ *
+ * node:sqlite is synchronous, and SQLite's own busy handler sleeps inside the call: a database
+ * locked by another process for seconds would freeze the whole server (downloads included). So
+ * SQLite waits only briefly, and a statement refused as busy (which then has done nothing) is
+ * tried again after an asynchronous pause, until the busy timeout runs out.
  */
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import {
@@ -31,9 +36,39 @@ function adapt(db: DatabaseSync): SqliteDatabase {
   };
 }
 
+/** SQLite's own (blocking) wait for a lock, kept short; the rest of the wait is asynchronous. */
+const blockingWaitMs = 25;
+
+const isBusy = (err: unknown) => /database is locked|database table is locked/i.test(String(err));
+
 class ImmediateSqliteDialect extends SqliteDialect {
+  constructor(
+    config: ConstructorParameters<typeof SqliteDialect>[0],
+    private busyTimeoutMs: number,
+  ) {
+    super(config);
+  }
+
   override createDriver(): Driver {
     const driver = super.createDriver();
+    const busyTimeoutMs = this.busyTimeoutMs;
+    const acquire = driver.acquireConnection.bind(driver);
+    driver.acquireConnection = async () => {
+      const connection = await acquire();
+      const execute = connection.executeQuery.bind(connection);
+      connection.executeQuery = async (query) => {
+        const deadline = Date.now() + busyTimeoutMs;
+        for (let pause = 10;; pause = Math.min(pause * 2, 250)) {
+          try {
+            return await execute(query);
+          } catch (err) {
+            if (!isBusy(err) || Date.now() + pause > deadline) throw err;
+            await new Promise((resolve) => setTimeout(resolve, pause));
+          }
+        }
+      };
+      return connection;
+    };
     driver.beginTransaction = async (connection: DatabaseConnection) => {
       await connection.executeQuery(CompiledQuery.raw("begin immediate"));
     };
@@ -41,13 +76,13 @@ class ImmediateSqliteDialect extends SqliteDialect {
   }
 }
 
-/** A Kysely dialect for the SQLite file at `file`, in WAL mode with a generous busy timeout. */
+/** A Kysely dialect for the SQLite file at `file`, in WAL mode, waiting `busyTimeoutMs` for locks. */
 export function sqliteDialect(file: string, busyTimeoutMs = 30_000): SqliteDialect {
   return new ImmediateSqliteDialect({
     database: () => {
-      const raw = new DatabaseSync(file, { timeout: busyTimeoutMs });
+      const raw = new DatabaseSync(file, { timeout: blockingWaitMs });
       raw.exec("pragma journal_mode=WAL; pragma synchronous=NORMAL; pragma foreign_keys=ON");
       return Promise.resolve(adapt(raw));
     },
-  });
+  }, busyTimeoutMs);
 }

@@ -52,6 +52,8 @@ const insertBatch = 1000;
 export interface StoreOptions {
   /** A ready or failed cart expires this long (ms) after it finished; 0 means never. */
   cartLifetime?: number;
+  /** How long (ms) to wait for a database another process has locked. */
+  busyTimeout?: number;
 }
 
 /** A cart with the bytes its verified files take on the volume. */
@@ -84,7 +86,9 @@ export class Store {
     } catch (err) {
       throw configError(`cannot create the database folder for ${target.file}: ${err}`);
     }
-    const db = new Kysely<Database>({ dialect: sqliteDialect(target.file) });
+    const db = new Kysely<Database>({
+      dialect: sqliteDialect(target.file, options.busyTimeout ?? 30_000),
+    });
     return new Store(db, "sqlite", options.cartLifetime ?? 0);
   }
 

@@ -48,12 +48,22 @@ export class Volume {
     await Deno.mkdir(parent, { recursive: true });
     await Deno.mkdir(join(this.cartDir(cartId), "partial"), { recursive: true });
     await this.assertInside(cartId, parent);
+    await this.assertInside(cartId, join(this.cartDir(cartId), "partial"), "partial");
     return target;
   }
 
   /** Throws unless `path` (which must exist) resolves inside the cart's data root. */
-  async assertInside(cartId: number, path: string): Promise<void> {
-    const root = await Deno.realPath(this.dataRoot(cartId));
+  /**
+   * Throws unless `path` (which must exist) resolves inside the cart's `data` (or `partial`)
+   * folder, itself where it should be under the volume: a symlink anywhere on the way, the cart's
+   * own folders included, would lead elsewhere and is refused.
+   */
+  async assertInside(
+    cartId: number,
+    path: string,
+    area: "data" | "partial" = "data",
+  ): Promise<void> {
+    const root = join(await Deno.realPath(this.root), "carts", String(cartId), area);
     const real = await Deno.realPath(path);
     if (real !== root && !real.startsWith(root + "/")) {
       throw new CartdError(`refusing ${path}: it leads outside the cart's directory`, 500);

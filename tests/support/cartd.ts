@@ -38,10 +38,13 @@ export async function openTestCartd(
       ...env,
     },
   });
-  const store = Store.open(config.databaseUrl, { cartLifetime: config.cartLifetime });
+  const store = Store.open(config.databaseUrl, {
+    cartLifetime: config.cartLifetime,
+    busyTimeout: config.databaseBusyTimeout,
+  });
   await store.migrate();
   const volume = new Volume(config.volumePath);
-  const archive = openArchive(config.archiveUrl, config.transferSize);
+  const archive = openArchive(config.archiveUrl, config);
   return {
     dir,
     config,

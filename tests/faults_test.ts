@@ -1,0 +1,292 @@
+/**
+ * Faults: archive outages, a full disk, a locked database. Each scenario ends with every cart
+ * ready or in error with a clear message, nothing stuck, and no partial file in any tar. The
+ * figures each one sees are printed for the record.
+ */
+import { join } from "node:path";
+import { createApp } from "../src/http/app.ts";
+import { Downloads } from "../src/http/downloads.ts";
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { makeArchive } from "./support/archive.ts";
+import { listFiles, openTestCartd, stageCart, withSimulator } from "./support/cartd.ts";
+import { cartdEnv, runCli } from "./support/cli.ts";
+import { startServer } from "./support/server.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const retryEnv = { CARTD_RETRY_INTERVAL: "200ms", CARTD_RETRY_LIMIT: "6" };
+
+Deno.test("an archive outage shorter than the retry budget during staging: the cart waits and recovers", async () => {
+  const files = ["a", "b", "c"].map((id) => ({ id, size: 100_000 }));
+  await withSimulator(files, {}, retryEnv, async ({ archive, simulator, cartd }) => {
+    await simulator.stop();
+    const { cart } = await cartd.service.create(
+      "c",
+      (await import("../src/cart/request.ts")).parseCartRequest(JSON.stringify(archive.request)),
+    );
+    const draining = cartd.worker().drainCart(cart.id);
+    await sleep(1000);
+    const restarted = Date.now();
+    await simulator.start();
+    const done = await draining;
+    assertEquals(done?.status, "ready", done?.message);
+    console.log(
+      `outage of 1 s before staging: recovered ${
+        Date.now() - restarted
+      } ms after the archive came back`,
+    );
+  });
+});
+
+Deno.test("an archive outage in the middle of pulls: cut bodies are pulled again once it is back", async () => {
+  const files = ["a", "b"].map((id) => ({ id, size: 400_000 }));
+  const faults = [{ op: "pull" as const, kind: "slow" as const, bytesPerSecond: 400_000 }];
+  await withSimulator(files, { faults }, retryEnv, async ({ archive, simulator, cartd }) => {
+    const { parseCartRequest } = await import("../src/cart/request.ts");
+    const { cart } = await cartd.service.create(
+      "c",
+      parseCartRequest(JSON.stringify(archive.request)),
+    );
+    const draining = cartd.worker().drainCart(cart.id);
+    while (simulator.activePulls < 2) await sleep(20);
+    await sleep(300);
+    await simulator.stop();
+    await sleep(800);
+    simulator.faults = [];
+    const restarted = Date.now();
+    await simulator.start();
+    const done = await draining;
+    assertEquals(done?.status, "ready", done?.message);
+    console.log(
+      `outage of 0.8 s during 2 pulls: recovered ${Date.now() - restarted} ms after, pulls a=${
+        simulator.count("pull", "a")
+      } b=${simulator.count("pull", "b")}`,
+    );
+    const { layout } = await cartd.service.tarOf("c", "c");
+    const tar = new Uint8Array(
+      await new Response(await cartd.service.tarBytes(cart, layout)).arrayBuffer(),
+    );
+    assertEquals(tar.length, layout.size);
+    assertEquals(
+      await listFiles(join(cartd.volume.cartDir(cart.id), "partial")),
+      [],
+      "no partial file left",
+    );
+  });
+});
+
+Deno.test("an archive outage longer than the retry budget ends the cart in error naming the archive", async () => {
+  await withSimulator(
+    [{ id: "a", size: 10 }],
+    {},
+    retryEnv,
+    async ({ archive, simulator, cartd }) => {
+      await simulator.stop();
+      const started = Date.now();
+      const { done } = await stageCart(cartd, "c", archive.request);
+      assertEquals(done?.status, "error");
+      assertMatch(
+        done!.message,
+        new RegExp(
+          `cannot reach archive ${
+            simulator.url.replaceAll(".", "\\.")
+          } to stage file a: connection refused \\(gave up after 6 tries\\)`,
+        ),
+      );
+      console.log(
+        `archive down for good: cart in error after ${Date.now() - started} ms (6 tries)`,
+      );
+    },
+  );
+});
+
+Deno.test("the database locked by another process: requests wait, or fail with a clear 503, and nothing is corrupted", async () => {
+  const archive = await makeArchive([{ id: "a", size: 1000 }]);
+  const cartd = await openTestCartd(`file://${archive.dir}`, { CARTD_DB_BUSY_TIMEOUT: "1s" });
+  const app = createApp({ ...cartd, downloads: new Downloads() });
+  const database = cartd.config.databaseUrl;
+  const lock = (seconds: number) =>
+    new Deno.Command("python3", {
+      args: [
+        "-c",
+        `import sqlite3,sys,time
+c=sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(${seconds}); c.execute('COMMIT')`,
+        database,
+      ],
+      stdout: "piped",
+    }).spawn();
+  const locked = async (child: Deno.ChildProcess) => {
+    const reader = child.stdout.getReader();
+    await reader.read();
+    reader.releaseLock();
+  };
+  const post = () =>
+    app(
+      new Request("http://x/c", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(archive.request),
+      }),
+    );
+  try {
+    // Shorter than the busy timeout: the request waits and succeeds.
+    const short = lock(0.5);
+    await locked(short);
+    const started = Date.now();
+    const created = await post();
+    assertEquals(created.status, 201);
+    const waited = Date.now() - started;
+    assert(waited >= 300, `waited ${waited} ms`);
+    await short.status;
+
+    // Longer: a clear 503 with Retry-After, and the server answers others meanwhile.
+    const long = lock(2.5);
+    await locked(long);
+    const refused = await app(new Request("http://x/c", { method: "DELETE" }));
+    assertEquals(refused.status, 503);
+    assertEquals(refused.headers.get("retry-after"), "5");
+    const body = await refused.json();
+    assertEquals(
+      body.message,
+      "The database is busy (locked by another process); try again shortly",
+    );
+    assertEquals((await app(new Request("http://x/"))).status, 200, "the server still answers");
+    await long.status;
+    console.log(
+      `locked database: a request waited ${waited} ms for a 0.5 s lock; a 2.5 s lock gave 503 after the 1 s busy timeout`,
+    );
+
+    const after = await app(new Request("http://x/c", { method: "HEAD" }));
+    assertEquals(after.status, 204);
+    const check = await new Deno.Command("python3", {
+      args: [
+        "-c",
+        "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('pragma integrity_check').fetchone()[0])",
+        database,
+      ],
+      stdout: "piped",
+    }).output();
+    assertEquals(new TextDecoder().decode(check.stdout).trim(), "ok");
+  } finally {
+    await cartd.close();
+  }
+});
+
+Deno.test("the volume runs out of space during a pull: no partial file, the reservation is released, the cart says so", async () => {
+  // A 2 MiB tmpfs as the volume, in a private mount namespace (no root needed); the database
+  // lives elsewhere, as the volume is what runs out.
+  const archive = await makeArchive([
+    { id: "big", size: 1_200_000 },
+    { id: "small", size: 900_000 },
+  ]);
+  const simulator = await (await import("../fixtures/archive_server.ts")).startArchiveSimulator({
+    prefix: archive.dir,
+    faults: [{ op: "pull", kind: "slow", id: "big", bytesPerSecond: 1_000_000 }],
+  });
+  const work = await Deno.makeTempDir();
+  const volume = join(work, "volume");
+  await Deno.mkdir(volume);
+  await Deno.writeTextFile(
+    join(work, "big.json"),
+    JSON.stringify({ fileids: archive.request.fileids.slice(0, 1) }),
+  );
+  await Deno.writeTextFile(
+    join(work, "small.json"),
+    JSON.stringify({ fileids: archive.request.fileids.slice(1) }),
+  );
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  const cartd = `${Deno.execPath()} run -A --quiet ${main}`;
+  const script = `
+set -u
+mount -t tmpfs -o size=2m tmpfs "$VOLUME_PATH"
+${cartd} create big "$WORK/big.json" >/dev/null
+${cartd} bundle big > "$WORK/bundle.out" 2>&1 &
+bundle=$!
+# Fill the disk while the big file is being pulled.
+sleep 0.6
+dd if=/dev/zero of="$VOLUME_PATH/filler" bs=64k count=100 2>/dev/null
+wait $bundle; echo "bundle exit $?" >> "$WORK/bundle.out"
+${cartd} status big --json > "$WORK/status.json"
+find "$VOLUME_PATH/carts" -type f > "$WORK/files.txt"
+rm -f "$VOLUME_PATH/filler"
+# The reservation was released: a file that needs most of the disk still gets one.
+${cartd} create small "$WORK/small.json" --wait > "$WORK/small.out" 2>&1; echo "small exit $?" >> "$WORK/small.out"
+`;
+  try {
+    const env = cartdEnv(volume, simulator.url, {
+      WORK: work,
+      PEEWEE_URL: join(work, "cartd.sqlite3"),
+      CARTD_VOLUME_RESERVE: "0",
+      NO_COLOR: "1",
+      CARTD_SPACE_WAIT: "2s",
+    });
+    const out = await new Deno.Command("unshare", {
+      args: ["-rm", "sh", "-c", script],
+      env,
+      stderr: "piped",
+    }).output();
+    assert(out.success, new TextDecoder().decode(out.stderr));
+    const bundled = await Deno.readTextFile(join(work, "bundle.out"));
+    assertMatch(bundled, /bundle exit 5/);
+    const status = JSON.parse(await Deno.readTextFile(join(work, "status.json")));
+    assertEquals(status.status, "error");
+    assertMatch(status.message, /Not enough space to download file \(volume full\)/);
+    assertEquals(
+      (await Deno.readTextFile(join(work, "files.txt"))).trim(),
+      "",
+      "no partial file left",
+    );
+    const small = await Deno.readTextFile(join(work, "small.out"));
+    assertMatch(small, /small: ready, 1\/1 files ready/);
+    assertMatch(small, /small exit 0/);
+    console.log(
+      `disk full during a pull: cart failed with "${status.message}"; a 900 kB file fitted afterwards`,
+    );
+  } finally {
+    await simulator.stop();
+  }
+});
+
+Deno.test("cartd serve answers a locked database without freezing: downloads keep streaming", async () => {
+  const archive = await makeArchive([{ id: "a", size: 3_000_000 }]);
+  const volume = await Deno.makeTempDir();
+  const env = cartdEnv(volume, `file://${archive.dir}`);
+  const created = await runCli(["create", "d", "-", "--wait"], {
+    env,
+    stdin: JSON.stringify(archive.request),
+  });
+  assertEquals(created.code, 0, created.stderr);
+  const server = await startServer(env);
+  try {
+    const response = await fetch(`${server.url}d?filename=d`);
+    const reader = response.body!.getReader();
+    let received = (await reader.read()).value!.length;
+    const locker = new Deno.Command("python3", {
+      args: [
+        "-c",
+        `import sqlite3,sys,time
+c=sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(2); c.execute('COMMIT')`,
+        join(volume, "cartd.sqlite3"),
+      ],
+      stdout: "piped",
+    }).spawn();
+    const lockReader = locker.stdout.getReader();
+    await lockReader.read();
+    const lockedAt = Date.now();
+    const head = fetch(`${server.url}d`, { method: "HEAD" });
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      received += value.length;
+    }
+    assertEquals(received, Number(response.headers.get("content-length")));
+    assert(Date.now() - lockedAt < 1500, "the download finished while the database was locked");
+    assertEquals((await head).status, 204, "the HEAD waited for the lock and then answered");
+    lockReader.releaseLock();
+    await locker.status;
+  } finally {
+    server.child.kill("SIGTERM");
+    await server.exited;
+  }
+});
