@@ -8,6 +8,7 @@ import { describe } from "../src/errors.ts";
 import { createApp } from "../src/http/app.ts";
 import { Downloads } from "../src/http/downloads.ts";
 import { log } from "../src/log.ts";
+import { staleDraftAge } from "../src/volume/gc.ts";
 import { removeDeletedCarts } from "../src/volume/space.ts";
 import { type GlobalOptions, openContext } from "./context.ts";
 
@@ -45,11 +46,15 @@ export function serveCommand(globals: () => GlobalOptions) {
         },
       }, handler);
 
-      // Files of deleted carts whose downloads ended without saying so (a crashed process).
-      const sweeper = setInterval(() => {
-        removeDeletedCarts(context.store, context.volume).catch((err) =>
-          log.warn(`cannot remove deleted carts: ${describe(err)}`)
-        );
+      // Files of deleted carts whose downloads ended without saying so (a crashed process), and
+      // drafts of carts whose creation a crash cut short.
+      const sweeper = setInterval(async () => {
+        try {
+          await removeDeletedCarts(context.store, context.volume);
+          await context.store.deleteStaleDrafts(Date.now() - staleDraftAge);
+        } catch (err) {
+          log.warn(`cannot remove deleted carts: ${describe(err)}`);
+        }
       }, 60_000);
 
       const stopWorkers = new AbortController();

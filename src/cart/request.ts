@@ -122,8 +122,8 @@ function validateId(id: unknown, where: string): string {
  */
 export function normalisePath(path: unknown, where = "path"): string {
   if (typeof path !== "string") throw invalidInput(`${where} must be a string`);
-  const show = JSON.stringify(path.length > 200 ? `${path.slice(0, 200)}…` : path);
   const refuse = (why: string): never => {
+    const show = JSON.stringify(path.length > 200 ? `${path.slice(0, 200)}…` : path);
     throw invalidInput(`${where} ${show} ${why}`);
   };
   if (controlChars.test(path)) refuse("contains a NUL or control character");
@@ -134,11 +134,15 @@ export function normalisePath(path: unknown, where = "path"): string {
   if (segments.length === 0) refuse("names no file");
   for (const segment of segments) {
     if (segment === "..") refuse('has a ".." segment');
-    const folded = segment.normalize("NFKC");
-    if (folded.includes("/") || folded.includes("\\") || folded === "." || folded === "..") {
-      refuse("contains a character that reads as a path separator or dot");
+    // Plain ASCII is its own NFKC form; only other text can hide a "/" or "." look-alike.
+    if (!/^[\x20-\x7e]*$/.test(segment)) {
+      const folded = segment.normalize("NFKC");
+      if (folded.includes("/") || folded.includes("\\") || folded === "." || folded === "..") {
+        refuse("contains a character that reads as a path separator or dot");
+      }
     }
-    if (encoder.encode(segment).length > maxSegmentBytes) {
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: only long names need measuring.
+    if (segment.length * 3 > maxSegmentBytes && encoder.encode(segment).length > maxSegmentBytes) {
       refuse(`has a name longer than ${maxSegmentBytes} bytes`);
     }
   }
@@ -181,9 +185,8 @@ function checkPathsDistinct(files: RequestedFile[]) {
     seen.set(f.path, i);
   });
   files.forEach((f, i) => {
-    const parts = f.path.split("/");
-    for (let n = 1; n < parts.length; n++) {
-      const parent = parts.slice(0, n).join("/");
+    for (let slash = f.path.indexOf("/"); slash !== -1; slash = f.path.indexOf("/", slash + 1)) {
+      const parent = f.path.slice(0, slash);
       const clash = seen.get(parent);
       if (clash !== undefined) {
         throw invalidInput(

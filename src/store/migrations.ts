@@ -120,6 +120,22 @@ function space(dialect: Dialect): Migration {
   };
 }
 
+/** Drafts (carts still receiving their files) do not hold their uid. */
+function drafts(): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      await sql`drop index carts_live_uid`.execute(db);
+      await sql`create unique index carts_live_uid on carts (uid)
+        where deleted_at is null and status != 'creating'`.execute(db);
+    },
+    async down(db: Kysely<unknown>) {
+      await sql`drop index carts_live_uid`.execute(db);
+      await sql`create unique index carts_live_uid on carts (uid) where deleted_at is null`
+        .execute(db);
+    },
+  };
+}
+
 /** Kysely's migration provider over the static list. */
 export function migrationProvider(dialect: Dialect): MigrationProvider {
   return {
@@ -127,6 +143,7 @@ export function migrationProvider(dialect: Dialect): MigrationProvider {
       Promise.resolve({
         "0001_initial": initial(dialect),
         "0002_space": space(dialect),
+        "0003_drafts": drafts(),
       }),
   };
 }

@@ -4,8 +4,11 @@
  */
 import type { Generated, Selectable } from "kysely";
 
-/** A cart's own state; per-file detail lives in `files`. Deleted carts keep their row. */
-export type CartStatus = "staging" | "ready" | "error";
+/**
+ * A cart's own state; per-file detail lives in `files`. Deleted carts keep their row. `creating`
+ * is a draft still receiving its files, invisible to everyone.
+ */
+export type CartStatus = "creating" | "staging" | "ready" | "error";
 
 /** A file's place in the pipeline: waiting → staging → staged → pulling → ready | error. */
 export type FileState = "waiting" | "staging" | "staged" | "pulling" | "ready" | "error";

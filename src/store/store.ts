@@ -3,7 +3,7 @@
  * rows, so any number of workers, in one process or many, share it without a broker, and a killed
  * worker's files are picked up again once its lease runs out.
  */
-import { type ExpressionBuilder, Kysely, sql, type Transaction } from "kysely";
+import { type ExpressionBuilder, Kysely, sql } from "kysely";
 import { Migrator } from "kysely/migration";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
@@ -124,7 +124,10 @@ export class Store {
   /** Not deleted and not expired. */
   private isLive(now: number) {
     return (eb: ExpressionBuilder<Database, "carts">) => {
-      const notDeleted = eb("carts.deleted_at", "is", null);
+      const notDeleted = eb.and([
+        eb("carts.deleted_at", "is", null),
+        eb("carts.status", "!=", "creating"),
+      ]);
       if (this.cartLifetime <= 0) return notDeleted;
       return eb.and([
         notDeleted,
@@ -146,41 +149,65 @@ export class Store {
   /**
    * Registers a cart. The same uid with the same fingerprint is left as it is; with another
    * fingerprint the old cart is marked deleted and the new one takes the uid.
+   *
+   * The files go in first, a batch per transaction under a draft cart row no one else sees
+   * (status `creating`), so a cart of 100 000 files never holds the database for long; the uid
+   * then moves to the new cart in one short transaction. A draft left by a crash is only a
+   * leftover for `deleteStaleDrafts`.
    */
   async createCart(input: CreateCartInput, now: number): Promise<CreateCartResult> {
-    return await this.db.transaction().execute(async (tx) => {
-      const existing = await tx.selectFrom("carts").selectAll()
+    const existing = await this.liveCart(input.uid, now);
+    if (existing?.fingerprint === input.fingerprint) return { cart: existing, created: false };
+
+    const draft = await this.db.insertInto("carts").values({
+      uid: input.uid,
+      fingerprint: input.fingerprint,
+      bundle: input.bundle ? 1 : 0,
+      status: "creating",
+      message: "",
+      file_count: input.files.length,
+      created_at: now,
+      used_at: now,
+      ready_at: null,
+      deleted_at: null,
+      finished_at: null,
+      removed_at: null,
+      delete_reason: null,
+    }).returning("id").executeTakeFirstOrThrow();
+    await insertFiles(this.db, draft.id, input.files, now);
+
+    const result = await this.db.transaction().execute(async (tx) => {
+      const current = await tx.selectFrom("carts").selectAll()
         .where("uid", "=", input.uid).where("deleted_at", "is", null)
-        .executeTakeFirst();
-      const expired = existing !== undefined && !(await tx.selectFrom("carts").select("id")
-        .where("id", "=", existing.id).where(this.isLive(now)).executeTakeFirst());
-      if (existing && !expired && existing.fingerprint === input.fingerprint) {
-        return { cart: existing, created: false };
+        .where("status", "!=", "creating").executeTakeFirst();
+      const live = current !== undefined && (await tx.selectFrom("carts").select("id")
+            .where("id", "=", current.id).where(this.isLive(now)).executeTakeFirst()) !== undefined;
+      // Someone created the same cart meanwhile: theirs stands.
+      if (current && live && current.fingerprint === input.fingerprint) {
+        return { cart: current, created: false };
       }
-      if (existing) {
+      if (current) {
         await tx.updateTable("carts")
-          .set({ deleted_at: now, delete_reason: expired ? "expired" : "replaced" })
-          .where("id", "=", existing.id).execute();
+          .set({ deleted_at: now, delete_reason: live ? "replaced" : "expired" })
+          .where("id", "=", current.id).execute();
       }
       const empty = input.files.length === 0;
-      const cart = await tx.insertInto("carts").values({
-        uid: input.uid,
-        fingerprint: input.fingerprint,
-        bundle: input.bundle ? 1 : 0,
+      const cart = await tx.updateTable("carts").set({
         status: empty ? "ready" : "staging",
-        message: "",
-        file_count: input.files.length,
-        created_at: now,
-        used_at: now,
         ready_at: empty ? now : null,
-        deleted_at: null,
         finished_at: empty ? now : null,
-        removed_at: null,
-        delete_reason: null,
-      }).returningAll().executeTakeFirstOrThrow();
-      await insertFiles(tx, cart.id, input.files, now);
-      return { cart, created: true, replaced: existing };
+      }).where("id", "=", draft.id).returningAll().executeTakeFirstOrThrow();
+      return { cart, created: true, replaced: current };
     });
+    if (!result.created) await this.db.deleteFrom("carts").where("id", "=", draft.id).execute();
+    return result;
+  }
+
+  /** Removes drafts of carts whose creation stopped (a crash) before `before`. */
+  async deleteStaleDrafts(before: number): Promise<number> {
+    const result = await this.db.deleteFrom("carts")
+      .where("status", "=", "creating").where("created_at", "<", before).executeTakeFirst();
+    return Number(result.numDeletedRows);
   }
 
   /** Marks the live cart of `uid` deleted; returns it, or undefined when there was none. */
@@ -259,7 +286,8 @@ export class Store {
     if (this.cartLifetime <= 0) return [];
     const rows = await this.db.selectFrom("carts").selectAll("carts")
       .select(cartBytes)
-      .where("deleted_at", "is", null).where("finished_at", "<=", now - this.cartLifetime)
+      .where("deleted_at", "is", null).where("status", "!=", "creating")
+      .where("finished_at", "<=", now - this.cartLifetime)
       .orderBy("finished_at").execute();
     return rows.map((r) => ({ ...r, bytes: Number(r.bytes ?? 0) }));
   }
@@ -518,7 +546,7 @@ function cartBytes(eb: ExpressionBuilder<Database, "carts">) {
 }
 
 async function insertFiles(
-  tx: Transaction<Database>,
+  db: Kysely<Database>,
   cartId: number,
   files: NewFile[],
   now: number,
@@ -544,6 +572,8 @@ async function insertFiles(
       reserved: 0,
       space_wait_since: null,
     }));
-    await tx.insertInto("files").values(rows).execute();
+    await db.insertInto("files").values(rows).execute();
+    // node:sqlite is synchronous: let other requests in between batches.
+    if (i + insertBatch < files.length) await new Promise((resolve) => setTimeout(resolve, 0));
   }
 }

@@ -10,6 +10,9 @@ import type { SizedCart, Store } from "../store/store.ts";
 import { removeDeletedCarts } from "./space.ts";
 import type { Volume } from "./volume.ts";
 
+/** A cart still being created after this long was left by a crash. */
+export const staleDraftAge = 3_600_000;
+
 export interface GcOptions {
   /** Report what would be removed, remove nothing. */
   dryRun?: boolean;
@@ -108,6 +111,7 @@ export async function collectGarbage(
     if (await store.markDeleted(removal.cartId, now, removal.cause)) done.push(removal);
   }
   await removeDeletedCarts(store, volume);
+  await store.deleteStaleDrafts(now - staleDraftAge);
   const onVolume = await store.cartIdsOnVolume();
   const stray = (await volume.cartDirectories()).filter((id) => !onVolume.has(id));
   for (const id of stray) await volume.removeCart(id);
