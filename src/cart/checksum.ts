@@ -37,7 +37,7 @@ export const checksumNames: readonly string[] = algorithms.map((a) => a.name);
 
 /** The algorithm a request's `hashtype` names, or undefined when cartd does not know it. */
 export function checksumAlgorithm(hashtype: string): Algorithm | undefined {
-  return byName.get(hashtype.trim().toLowerCase().replaceAll("-", "_"));
+  return byName.get(hashtype.toLowerCase().replaceAll("-", "_"));
 }
 
 /** A running digest over the bytes of a pull. */

@@ -31,6 +31,8 @@ const maxIdLength = 4096;
 const encoder = new TextEncoder();
 // deno-lint-ignore no-control-regex
 const controlChars = /[\u0000-\u001f\u007f-\u009f]/;
+/** Characters drawn like `/`, `\` or `.` that Unicode normalisation does not turn into them. */
+const lookAlikes = /[\u2215\u2044\u29f8\u2571\u29f5\u2216\u29f9\ufe68\u2024\u2025\u2026\ufe52\u0701\u0702\u2e31]/;
 
 /** Throws unless `uid` can name a cart: 1–255 characters, not `-`, `.` or `..`, no `/` or controls. */
 export function validateUid(uid: string): string {
@@ -137,7 +139,10 @@ export function normalisePath(path: unknown, where = "path"): string {
     // Plain ASCII is its own NFKC form; only other text can hide a "/" or "." look-alike.
     if (!/^[\x20-\x7e]*$/.test(segment)) {
       const folded = segment.normalize("NFKC");
-      if (folded.includes("/") || folded.includes("\\") || folded === "." || folded === "..") {
+      if (
+        folded.includes("/") || folded.includes("\\") || folded === "." || folded === ".." ||
+        lookAlikes.test(segment)
+      ) {
         refuse("contains a character that reads as a path separator or dot");
       }
     }

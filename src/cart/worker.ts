@@ -7,7 +7,7 @@
  */
 import { type Archive, ArchiveError } from "../archive/mod.ts";
 import type { Config } from "../config.ts";
-import { describe } from "../errors.ts";
+import { CartdError, describe } from "../errors.ts";
 import { log } from "../log.ts";
 import type { Cart, CartFile, Store } from "../store/store.ts";
 import { SpaceManager } from "../volume/space.ts";
@@ -293,6 +293,8 @@ export class Worker {
         return;
       }
       if (err instanceof ArchiveError) return void await this.markError(job, err.message);
+      // The volume refused a path (a planted symlink) or similar: the file cannot be placed.
+      if (err instanceof CartdError) return void await this.markError(job, err.message);
       const message = diskMessage(err);
       if (message) return void await this.markError(job, message);
       log.error(`file ${file.id} (${file.archive_id}): unexpected failure: ${describe(err)}`);
