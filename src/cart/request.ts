@@ -32,7 +32,8 @@ const encoder = new TextEncoder();
 // deno-lint-ignore no-control-regex
 const controlChars = /[\u0000-\u001f\u007f-\u009f]/;
 /** Characters drawn like `/`, `\` or `.` that Unicode normalisation does not turn into them. */
-const lookAlikes = /[\u2215\u2044\u29f8\u2571\u29f5\u2216\u29f9\ufe68\u2024\u2025\u2026\ufe52\u0701\u0702\u2e31]/;
+const lookAlikes =
+  /[\u2215\u2044\u29f8\u2571\u29f5\u2216\u29f9\ufe68\u2024\u2025\u2026\ufe52\u0701\u0702\u2e31]/;
 
 /** Throws unless `uid` can name a cart: 1–255 characters, not `-`, `.` or `..`, no `/` or controls. */
 export function validateUid(uid: string): string {
