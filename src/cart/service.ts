@@ -51,6 +51,8 @@ export interface CreateOutcome {
   replaced: boolean;
 }
 
+const touchPrecisionMs = 1000;
+
 export interface CartListing {
   uid: string;
   status: Cart["status"];
@@ -63,6 +65,8 @@ export interface CartListing {
 export class CartService {
   /** Names this process's downloads in the database. */
   private readonly owner = newOwnerName();
+  /** When this process last recorded a use of each cart. */
+  private readonly touched = new Map<number, number>();
 
   constructor(
     readonly store: Store,
@@ -100,16 +104,28 @@ export class CartService {
   /** The status report of a cart (a status request counts as a use of the cart). */
   async report(uid: string): Promise<CartReport> {
     const cart = await this.find(uid);
-    await this.store.touchCart(cart.id, Date.now());
+    await this.touch(cart.id);
     return toReport(cart, await this.store.progress(cart.id));
   }
 
   /** The report with every file's detail: `cartd status --json` and `GET /-/carts/<uid>`. */
   async detailedReport(uid: string): Promise<CartReport & { fileList: FileReport[] }> {
     const cart = await this.find(uid);
-    await this.store.touchCart(cart.id, Date.now());
+    await this.touch(cart.id);
     const report = toReport(cart, await this.store.progress(cart.id));
     return { ...report, fileList: await this.fileReports(cart) };
+  }
+
+  /**
+   * Records a use of the cart for least-recently-used eviction. A second by second precision is
+   * plenty, and a client polling in a tight loop then costs the database no writes.
+   */
+  private async touch(cartId: number): Promise<void> {
+    const now = Date.now();
+    if (now - (this.touched.get(cartId) ?? 0) < touchPrecisionMs) return;
+    if (this.touched.size > 10_000) this.touched.clear();
+    this.touched.set(cartId, now);
+    await this.store.touchCart(cartId, now);
   }
 
   /** Every file of the cart, in request order. */
@@ -173,7 +189,7 @@ export class CartService {
       mtime: Number(f.mtime ?? 0),
       file: this.volume.filePath(cart.id, f.path),
     }));
-    await this.store.touchCart(cart.id, Date.now());
+    await this.touch(cart.id);
     return { cart, layout: tarLayout(root, sources) };
   }
 

@@ -53,8 +53,12 @@ class ImmediateSqliteDialect extends SqliteDialect {
     const driver = super.createDriver();
     const busyTimeoutMs = this.busyTimeoutMs;
     const acquire = driver.acquireConnection.bind(driver);
+    // The driver hands out one connection over and over: wrap it once.
+    const wrapped = new WeakSet<DatabaseConnection>();
     driver.acquireConnection = async () => {
       const connection = await acquire();
+      if (wrapped.has(connection)) return connection;
+      wrapped.add(connection);
       const execute = connection.executeQuery.bind(connection);
       connection.executeQuery = async (query) => {
         const deadline = Date.now() + busyTimeoutMs;
