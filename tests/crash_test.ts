@@ -1,156 +1,22 @@
 /**
  * `cartd serve` killed with SIGKILL at random moments under load (creates, pulls, downloads),
  * restarted each time: the database and the volume stay consistent, every cart finishes, and no
- * file is pulled again once it was verified.
+ * file is pulled again once it was verified. A longer run: bench/soak.ts.
  */
-import { join } from "node:path";
-import { startArchiveSimulator } from "../fixtures/archive_server.ts";
-import { Store } from "../src/store/store.ts";
-import { assert, assertEquals } from "./support/assert.ts";
-import { makeArchive } from "./support/archive.ts";
-import { cartdEnv } from "./support/cli.ts";
-import { type RunningServer, startServer, waitWhileStaging } from "./support/server.ts";
-import { extractWithPython } from "./support/tar.ts";
-
-const json = { "content-type": "application/json" };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { runCrashScenario } from "./support/crash_scenario.ts";
 
 Deno.test("serve killed at random moments under load, several times: consistent, every cart finishes", async () => {
   const seed = Number(Deno.env.get("CARTD_CRASH_SEED") ?? Date.now() % 100_000);
-  let x = seed || 1;
-  const random = () => ((x = (x * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-
-  const carts = 24;
-  const filesPerCart = 3;
-  const specs = Array.from({ length: carts * filesPerCart }, (_, i) => ({
-    id: `c${Math.floor(i / filesPerCart)}-f${i % filesPerCart}`,
-    path: `part${i % filesPerCart}/data.bin`,
-    size: 20_000 + ((i * 7919) % 200_000),
-  }));
-  const archive = await makeArchive(specs);
-  const requestOf = (c: number) => ({
-    fileids: archive.request.fileids.slice(c * filesPerCart, (c + 1) * filesPerCart),
-  });
-  const simulator = await startArchiveSimulator({
-    prefix: archive.dir,
-    faults: [{ op: "pull", kind: "slow", bytesPerSecond: 600_000 }],
-  });
-  const volume = await Deno.makeTempDir();
-  // A long lease: work must resume because the dead server's claims are taken back, not because
-  // they run out.
-  const env = cartdEnv(volume, simulator.url, { CARTD_LEASE_TIME: "10m" });
-  let server: RunningServer = await startServer(env);
-  const created = new Set<number>();
-  /** Files seen verified, and when: none may be pulled after that. */
-  const verifiedAt = new Map<string, number>();
-  let requests = 0;
-  let failedRequests = 0;
-  const started = Date.now();
-
-  const create = async (c: number) => {
-    requests++;
-    const response = await fetch(`${server.url}cart-${c}`, {
-      method: "POST",
-      headers: json,
-      body: JSON.stringify(requestOf(c)),
-    }).catch(() => undefined);
-    if (response?.status === 201) created.add(c);
-    else failedRequests++;
-    await response?.body?.cancel();
-  };
-  const snapshot = async () => {
-    for (const c of created) {
-      const detail = await fetch(`${server.url}-/carts/cart-${c}`).then((r) => r.json()).catch(() =>
-        undefined
-      );
-      for (const f of detail?.fileList ?? []) {
-        if (f.state === "ready" && !verifiedAt.has(f.id)) verifiedAt.set(f.id, Date.now());
-      }
-    }
-  };
-  const download = async (c: number) => {
-    requests++;
-    const response = await fetch(`${server.url}cart-${c}?filename=d`).catch(() => undefined);
-    if (!response) return failedRequests++;
-    await response.arrayBuffer().catch(() => failedRequests++);
-  };
-
-  try {
-    let next = 0;
-    const kills = 4;
-    for (let k = 0; k < kills; k++) {
-      // Creates, then downloads of whatever is ready, then a kill at a random moment.
-      const batch = Array.from({ length: 6 }, () => next++).filter((c) => c < carts);
-      await Promise.all(batch.map(create));
-      const load = [...created].slice(0, 4).map(download);
-      await sleep(200 + random() * 800);
-      await snapshot();
-      server.child.kill("SIGKILL");
-      await server.exited;
-      await Promise.allSettled(load);
-      server = await startServer(env);
-    }
-    for (; next < carts; next++) await create(next);
-    // Whatever failed while the server was down is sent again: creating is idempotent.
-    for (let c = 0; c < carts; c++) if (!created.has(c)) await create(c);
-    assertEquals(created.size, carts);
-
-    const restartedAt = Date.now();
-    for (let c = 0; c < carts; c++) {
-      const head = await waitWhileStaging(`${server.url}cart-${c}`, 100, 120_000);
-      assertEquals(
-        head.headers.get("x-pacifica-status"),
-        "ready",
-        `cart-${c}: ${head.headers.get("x-pacifica-message")}`,
-      );
-    }
-    const recovery = Date.now() - restartedAt;
-
-    // Every cart's tar holds exactly the archive's bytes.
-    for (let c = 0; c < carts; c++) {
-      const tar = new Uint8Array(
-        await (await fetch(`${server.url}cart-${c}?filename=t`)).arrayBuffer(),
-      );
-      const dir = await extractWithPython(tar);
-      for (const f of archive.files.slice(c * filesPerCart, (c + 1) * filesPerCart)) {
-        assertEquals(await Deno.readFile(join(dir, "t", f.path)), f.data, `cart-${c} ${f.path}`);
-      }
-    }
-
-    // No verified file was pulled again.
-    for (const [id, at] of verifiedAt) {
-      const later = (simulator.pullStarts.get(id) ?? []).filter((t) => t > at);
-      assertEquals(later, [], `${id} pulled again after it was verified`);
-    }
-
-    // The database and the volume agree, and nothing is left half-done.
-    const store = Store.open(join(volume, "cartd.sqlite3"));
-    try {
-      const files = await store.db.selectFrom("files").select(["state", "reserved", "owner"])
-        .execute();
-      assert(files.every((f) => f.state === "ready"), "every file ready");
-      const held = files.filter((f) => Number(f.reserved) > 0).length;
-      assertEquals(held, 0, "no reservation left");
-      for (let c = 1; c <= carts; c++) {
-        const partial = join(volume, "carts", String(c), "partial");
-        const left = await Array.fromAsync(Deno.readDir(partial)).catch(() => []);
-        assertEquals(left, [], `no partial file in cart ${c}`);
-      }
-    } finally {
-      await store.close();
-    }
-    const pulls = [...simulator.pullStarts.values()].reduce((n, t) => n + t.length, 0);
-    console.log(
-      `crash test (seed ${seed}): ${carts} carts, ${
-        carts * filesPerCart
-      } files, ${kills} SIGKILLs, ` +
-        `${requests} creates/downloads (${failedRequests} cut by a kill), ${pulls} pulls ` +
-        `(${verifiedAt.size} files verified before a kill, none pulled again); all ready ${recovery} ms after the last restart, ` +
-        `${((Date.now() - started) / 1000).toFixed(1)} s in all`,
-    );
-  } finally {
-    server.child.kill("SIGTERM");
-    await server.exited;
-    await simulator.stop();
-  }
+  const scenario = { carts: 24, filesPerCart: 3, kills: 4, seed };
+  const f = await runCrashScenario(scenario);
+  console.log(
+    `crash test (seed ${seed}): ${scenario.carts} carts, ${
+      scenario.carts * scenario.filesPerCart
+    } files, ` +
+      `${scenario.kills} SIGKILLs, ${f.requests} creates/downloads (${f.failedRequests} cut by a kill), ` +
+      `${f.pulls} pulls (${f.verifiedBeforeKill} files verified before a kill, none pulled again); ` +
+      `all ready ${f.recoveryMs} ms after the last restart, ${
+        (f.totalMs / 1000).toFixed(1)
+      } s in all`,
+  );
 });
