@@ -5,11 +5,11 @@
  */
 import { join } from "node:path";
 import { parseCartRequest } from "../src/cart/request.ts";
-import { createApp } from "../src/http/app.ts";
-import { Downloads } from "../src/http/downloads.ts";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { makeArchive } from "./support/archive.ts";
-import { listFiles, openTestCartd, type TestCartd } from "./support/cartd.ts";
+import { listFiles, openTestCartd } from "./support/cartd.ts";
+import { serveApp } from "./support/app.ts";
+import { runWithInput } from "./support/tar.ts";
 
 /** A small seeded generator, so a failing case can be reproduced. */
 function random(seed: number) {
@@ -108,24 +108,6 @@ function corpus(seed: number, count: number): (string | Uint8Array<ArrayBuffer>)
   return bodies;
 }
 
-/** The app on a loopback port, with a worker staging carts behind it. */
-function serve(cartd: TestCartd) {
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    createApp({ ...cartd, downloads: new Downloads() }),
-  );
-  const stop = new AbortController();
-  const working = cartd.worker().run(stop.signal);
-  return {
-    url: `http://127.0.0.1:${server.addr.port}/`,
-    async close() {
-      stop.abort();
-      await server.shutdown();
-      await working;
-    },
-  };
-}
-
 /** Everything under `dir` except the database files, as paths. */
 async function volumeContents(dir: string) {
   return (await listFiles(dir)).filter((f) => !f.startsWith("cartd.sqlite3"));
@@ -137,7 +119,7 @@ Deno.test("a generated corpus of malformed bodies always gets a 4xx JSON answer,
   const cartd = await openTestCartd(`file://${archive.dir}`, {
     VOLUME_PATH: join(parent, "volume"),
   });
-  const { url, close } = serve(cartd);
+  const { url, close } = serveApp(cartd);
   const bodies = corpus(20261128, 400);
   const statuses = new Map<number, number>();
   try {
@@ -172,13 +154,12 @@ Deno.test("a generated corpus of malformed bodies always gets a 4xx JSON answer,
     );
   } finally {
     await close();
-    await cartd.close();
   }
 });
 
 Deno.test("bodies over the limit get 413 without being read; a chunked one is cut off at the limit", async () => {
   const cartd = await openTestCartd("http://127.0.0.1:9/", { CARTD_MAX_REQUEST_SIZE: "1 MiB" });
-  const { url, close } = serve(cartd);
+  const { url, close } = serveApp(cartd);
   try {
     const declared = await fetch(`${url}big`, {
       method: "POST",
@@ -209,7 +190,6 @@ Deno.test("bodies over the limit get 413 without being read; a chunked one is cu
     assert(sentWhenAnswered < total / 4, `answered after ${sentWhenAnswered} bytes`);
   } finally {
     await close();
-    await cartd.close();
   }
 });
 
@@ -219,7 +199,7 @@ Deno.test("hostile uids and file names can neither inject headers nor escape the
   const cartd = await openTestCartd(`file://${archive.dir}`, {
     VOLUME_PATH: join(parent, "volume"),
   });
-  const { url, close } = serve(cartd);
+  const { url, close } = serveApp(cartd);
   const request = JSON.stringify(archive.request);
   const post = (uid: string) =>
     fetch(`${url}${uid}`, {
@@ -282,15 +262,7 @@ Deno.test("hostile uids and file names can neither inject headers nor escape the
       assertMatch(disposition, /^attachment; filename="[^"/\\]*"/);
       const tar = new Uint8Array(await response.arrayBuffer());
       // Every member name starts with one safe folder name.
-      const listing = await new Deno.Command("tar", {
-        args: ["-tf", "-"],
-        stdin: "piped",
-        stdout: "piped",
-      }).spawn();
-      const writer = listing.stdin.getWriter();
-      await writer.write(tar);
-      await writer.close();
-      const members = new TextDecoder().decode((await listing.output()).stdout).trim().split("\n");
+      const members = (await runWithInput("tar", ["-tf", "-"], tar)).trim().split("\n");
       const root = members[0];
       assert(
         !root.startsWith("/") && !root.startsWith("..") && root.endsWith("/") &&
@@ -303,7 +275,6 @@ Deno.test("hostile uids and file names can neither inject headers nor escape the
     assertEquals(outside, ["volume"], "nothing written outside the volume");
   } finally {
     await close();
-    await cartd.close();
   }
 });
 

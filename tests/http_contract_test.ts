@@ -3,28 +3,9 @@ import { createApp } from "../src/http/app.ts";
 import { Downloads } from "../src/http/downloads.ts";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { makeArchive } from "./support/archive.ts";
-import { openTestCartd, type TestCartd } from "./support/cartd.ts";
+import { openTestCartd } from "./support/cartd.ts";
+import { serveApp } from "./support/app.ts";
 import { listWithPython } from "./support/tar.ts";
-
-/** Serves the app for `cartd` on a loopback port; its worker stages carts in the background. */
-function serve(cartd: TestCartd) {
-  const downloads = new Downloads();
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    createApp({ ...cartd, downloads }),
-  );
-  const stop = new AbortController();
-  const working = cartd.worker().run(stop.signal);
-  return {
-    url: `http://127.0.0.1:${server.addr.port}/`,
-    async close() {
-      stop.abort();
-      await server.shutdown();
-      await working;
-      await cartd.close();
-    },
-  };
-}
 
 async function setup() {
   const archive = await makeArchive([{ id: "a", path: "dir/a.txt", size: 3000 }, {
@@ -32,7 +13,7 @@ async function setup() {
     size: 10,
   }]);
   const cartd = await openTestCartd(`file://${archive.dir}`);
-  return { archive, cartd, ...serve(cartd) };
+  return { archive, cartd, ...serveApp(cartd) };
 }
 
 const post = (url: string, body: BodyInit | null, type: string | null = "application/json") =>
@@ -200,7 +181,7 @@ Deno.test("HEAD reports staging (never another Pacifica status) while a cart is 
   const archive = await makeArchive([{ id: "a", size: 10 }]);
   // An archive that refuses connections: the cart stays in its retries for a while.
   const cartd = await openTestCartd("http://127.0.0.1:9/", { CARTD_RETRY_INTERVAL: "10s" });
-  const { url, close } = serve(cartd);
+  const { url, close } = serveApp(cartd);
   try {
     await (await post(`${url}s`, JSON.stringify(archive.request))).body?.cancel();
     const head = await fetch(`${url}s`, { method: "HEAD" });

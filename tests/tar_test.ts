@@ -10,7 +10,7 @@ import {
 import { encodeHeader } from "../src/bundle/tar_header.ts";
 import { assert, assertEquals } from "./support/assert.ts";
 import { bytes } from "./support/archive.ts";
-import { listWithPython } from "./support/tar.ts";
+import { listWithPython, runWithInput } from "./support/tar.ts";
 
 async function sources(specs: [string, number][]): Promise<TarSource[]> {
   const dir = await Deno.makeTempDir();
@@ -60,16 +60,8 @@ Deno.test("a size of 8 GiB or more is carried in a PAX header", async () => {
   // Python reads the header from a stream and reports the size without needing the body.
   const script =
     "import sys,tarfile;t=tarfile.open(fileobj=sys.stdin.buffer,mode='r|');m=t.next();print(m.name,m.size)";
-  const child = new Deno.Command("python3", {
-    args: ["-c", script],
-    stdin: "piped",
-    stdout: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(header);
-  await writer.close();
   assertEquals(
-    new TextDecoder().decode((await child.output()).stdout).trim(),
+    (await runWithInput("python3", ["-c", script], header)).trim(),
     `data/huge.bin ${size}`,
   );
 });

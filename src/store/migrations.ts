@@ -2,65 +2,72 @@
  * The schema's history as a static list, so it survives `deno bundle` (no directory to scan).
  * Each migration is written once for both SQLite and PostgreSQL.
  */
-import { type Kysely, sql } from "kysely";
+import { type CreateTableBuilder, type Kysely, sql } from "kysely";
 import type { Migration, MigrationProvider } from "kysely/migration";
 
 export type Dialect = "sqlite" | "postgres";
 
+/** Column types that differ between the two databases. */
+function types(dialect: Dialect) {
+  return {
+    /** Epoch milliseconds and byte counts need 64 bits. */
+    big: sql.raw(dialect === "postgres" ? "bigint" : "integer"),
+    /** An auto-numbered primary key. */
+    id: (table: CreateTableBuilder<string>) =>
+      table.addColumn("id", sql.raw(dialect === "postgres" ? "bigserial" : "integer"), (c) => {
+        const key = c.primaryKey();
+        return dialect === "sqlite" ? key.autoIncrement() : key;
+      }),
+    /** A reference to a cart, removed with it. */
+    cartRef: (table: CreateTableBuilder<string>) =>
+      table.addColumn(
+        "cart_id",
+        sql.raw(dialect === "postgres" ? "bigint" : "integer"),
+        (c) => c.notNull().references("carts.id").onDelete("cascade"),
+      ),
+  };
+}
+
 function initial(dialect: Dialect): Migration {
-  const id = dialect === "postgres" ? "bigserial" : "integer";
-  const big = dialect === "postgres" ? "bigint" : "integer";
+  const { big, id, cartRef } = types(dialect);
   return {
     async up(db: Kysely<unknown>) {
-      await db.schema.createTable("carts")
-        .addColumn("id", sql.raw(id), (c) => {
-          const key = c.primaryKey();
-          return dialect === "sqlite" ? key.autoIncrement() : key;
-        })
+      await id(db.schema.createTable("carts"))
         .addColumn("uid", "text", (c) => c.notNull())
         .addColumn("fingerprint", "text", (c) => c.notNull())
         .addColumn("bundle", "integer", (c) => c.notNull().defaultTo(0))
         .addColumn("status", "text", (c) => c.notNull())
         .addColumn("message", "text", (c) => c.notNull().defaultTo(""))
         .addColumn("file_count", "integer", (c) => c.notNull().defaultTo(0))
-        .addColumn("created_at", sql.raw(big), (c) => c.notNull())
-        .addColumn("used_at", sql.raw(big), (c) => c.notNull())
-        .addColumn("ready_at", sql.raw(big))
-        .addColumn("deleted_at", sql.raw(big))
+        .addColumn("created_at", big, (c) => c.notNull())
+        .addColumn("used_at", big, (c) => c.notNull())
+        .addColumn("ready_at", big)
+        .addColumn("deleted_at", big)
         .execute();
       // One live cart per uid; deleted rows stay for the record.
       await sql`create unique index carts_live_uid on carts (uid) where deleted_at is null`
         .execute(db);
 
-      await db.schema.createTable("files")
-        .addColumn("id", sql.raw(id), (c) => {
-          const key = c.primaryKey();
-          return dialect === "sqlite" ? key.autoIncrement() : key;
-        })
-        .addColumn(
-          "cart_id",
-          sql.raw(big),
-          (c) => c.notNull().references("carts.id").onDelete("cascade"),
-        )
+      await cartRef(id(db.schema.createTable("files")))
         .addColumn("seq", "integer", (c) => c.notNull())
         .addColumn("archive_id", "text", (c) => c.notNull())
         .addColumn("path", "text", (c) => c.notNull())
         .addColumn("hash_type", "text", (c) => c.notNull())
         .addColumn("hash_sum", "text", (c) => c.notNull())
         .addColumn("state", "text", (c) => c.notNull())
-        .addColumn("size", sql.raw(big))
-        .addColumn("mtime", sql.raw(big))
-        .addColumn("bytes_pulled", sql.raw(big), (c) => c.notNull().defaultTo(0))
+        .addColumn("size", big)
+        .addColumn("mtime", big)
+        .addColumn("bytes_pulled", big, (c) => c.notNull().defaultTo(0))
         .addColumn("attempts", "integer", (c) => c.notNull().defaultTo(0))
         .addColumn("polls", "integer", (c) => c.notNull().defaultTo(0))
         .addColumn("failures", "integer", (c) => c.notNull().defaultTo(0))
         .addColumn("error", "text", (c) => c.notNull().defaultTo(""))
         .addColumn("verified", "integer", (c) => c.notNull().defaultTo(0))
         .addColumn("owner", "text")
-        .addColumn("lease_until", sql.raw(big))
-        .addColumn("next_try_at", sql.raw(big), (c) => c.notNull().defaultTo(0))
-        .addColumn("stage_requested_at", sql.raw(big))
-        .addColumn("updated_at", sql.raw(big), (c) => c.notNull())
+        .addColumn("lease_until", big)
+        .addColumn("next_try_at", big, (c) => c.notNull().defaultTo(0))
+        .addColumn("stage_requested_at", big)
+        .addColumn("updated_at", big, (c) => c.notNull())
         .execute();
       await db.schema.createIndex("files_cart").on("files").columns(["cart_id", "seq"]).execute();
       await db.schema.createIndex("files_due").on("files").columns(["state", "next_try_at"])
@@ -75,34 +82,24 @@ function initial(dialect: Dialect): Migration {
 
 /** Space accounting: reservations, deferred removal of deleted carts, running downloads. */
 function space(dialect: Dialect): Migration {
-  const id = dialect === "postgres" ? "bigserial" : "integer";
-  const big = dialect === "postgres" ? "bigint" : "integer";
+  const { big, id, cartRef } = types(dialect);
   return {
     async up(db: Kysely<unknown>) {
       // When the cart became ready or failed (its lifetime counts from there).
-      await db.schema.alterTable("carts").addColumn("finished_at", sql.raw(big)).execute();
+      await db.schema.alterTable("carts").addColumn("finished_at", big).execute();
       // When its files left the volume; a deleted cart keeps them while downloads run.
-      await db.schema.alterTable("carts").addColumn("removed_at", sql.raw(big)).execute();
+      await db.schema.alterTable("carts").addColumn("removed_at", big).execute();
       await db.schema.alterTable("carts").addColumn("delete_reason", "text").execute();
       await sql`update carts set finished_at = coalesce(ready_at, used_at) where status != 'staging'`
         .execute(db);
       await sql`update carts set removed_at = deleted_at where deleted_at is not null`.execute(db);
       // Bytes this file holds reserved on the volume while it is pulled.
       await db.schema.alterTable("files")
-        .addColumn("reserved", sql.raw(big), (c) => c.notNull().defaultTo(0)).execute();
-      await db.schema.alterTable("files").addColumn("space_wait_since", sql.raw(big)).execute();
-      await db.schema.createTable("downloads")
-        .addColumn("id", sql.raw(id), (c) => {
-          const key = c.primaryKey();
-          return dialect === "sqlite" ? key.autoIncrement() : key;
-        })
-        .addColumn(
-          "cart_id",
-          sql.raw(big),
-          (c) => c.notNull().references("carts.id").onDelete("cascade"),
-        )
+        .addColumn("reserved", big, (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema.alterTable("files").addColumn("space_wait_since", big).execute();
+      await cartRef(id(db.schema.createTable("downloads")))
         .addColumn("owner", "text", (c) => c.notNull())
-        .addColumn("lease_until", sql.raw(big), (c) => c.notNull())
+        .addColumn("lease_until", big, (c) => c.notNull())
         .execute();
       await db.schema.createIndex("downloads_cart").on("downloads").column("cart_id").execute();
       await db.schema.createIndex("carts_used").on("carts").columns(["deleted_at", "used_at"])
