@@ -46,22 +46,23 @@ export function serveCommand(globals: () => GlobalOptions) {
         },
       }, handler);
 
-      // Files of deleted carts whose downloads ended without saying so (a crashed process), and
-      // drafts of carts whose creation a crash cut short.
-      const sweeper = setInterval(async () => {
-        try {
-          await removeDeletedCarts(context.store, context.volume);
-          await context.store.deleteStaleDrafts(Date.now() - staleDraftAge);
-        } catch (err) {
-          log.warn(`cannot remove deleted carts: ${describe(err)}`);
-        }
-      }, 60_000);
-
       const stopWorkers = new AbortController();
       const worker = context.worker();
       const working = worker.run(stopWorkers.signal).catch((err) => {
         log.error(`workers stopped: ${describe(err)}`);
       });
+
+      // Every minute, what crashed processes leave: files of deleted carts whose downloads never
+      // said they ended, drafts of carts whose creation was cut short, claims of dead processes.
+      const sweeper = setInterval(async () => {
+        try {
+          await removeDeletedCarts(context.store, context.volume);
+          await context.store.deleteStaleDrafts(Date.now() - staleDraftAge);
+          await worker.reclaimCrashedWork();
+        } catch (err) {
+          log.warn(`housekeeping failed: ${describe(err)}`);
+        }
+      }, 60_000);
 
       await new Promise<void>((resolve) => {
         const stop = (signal: string) => {
