@@ -85,6 +85,44 @@ Deno.test("5xx, truncated and dropped bodies are retried with backoff and recove
   });
 });
 
+Deno.test("a body that stalls is cut after the archive timeout and pulled again", async () => {
+  const faults = [{ op: "pull" as const, kind: "stall" as const, times: 1 }];
+  const env = { CARTD_ARCHIVE_TIMEOUT: "500ms" };
+  await withSimulator(
+    [{ id: "s", size: 300_000 }],
+    { faults },
+    env,
+    async ({ archive, simulator, cartd }) => {
+      const { cart, done } = await stageCart(cartd, "c", archive.request);
+      assertEquals(done?.status, "ready", done?.message);
+      assertEquals(simulator.count("pull", "s"), 2);
+      const [file] = await cartd.service.fileReports(cart);
+      assertEquals([file.attempts, file.verified], [2, true]);
+    },
+  );
+});
+
+Deno.test("a status with a size that is not a number is a clear error, not a stuck cart", async () => {
+  const faults = [{
+    op: "status" as const,
+    kind: "bad-header" as const,
+    header: "X-Content-Length",
+  }];
+  await withSimulator(
+    [{ id: "a", size: 10 }],
+    { faults },
+    { CARTD_RETRY_LIMIT: "2" },
+    async ({ archive, cartd }) => {
+      const { done } = await stageCart(cartd, "c", archive.request);
+      assertEquals(done?.status, "error");
+      assertMatch(
+        done!.message,
+        /X-Content-Length "garbage" is not a byte count \(gave up after 2 tries\)/,
+      );
+    },
+  );
+});
+
 Deno.test("an archive that keeps failing ends the cart in error naming the archive, without its traceback", async () => {
   const faults = [{ op: "pull" as const, kind: "500" as const }];
   await withSimulator(
