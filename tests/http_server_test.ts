@@ -220,3 +220,29 @@ Deno.test("SIGTERM lets an in-flight download finish, then the server exits 0", 
   const refused = await fetch(server.url).then(() => false, () => true);
   assert(refused, "no new connections after shutdown");
 });
+
+Deno.test("past shutdown_timeout a download that does not finish is ended and the server still exits 0", async () => {
+  const archive = await makeArchive([{ id: "a", size: 30_000_000 }]);
+  const env = cartdEnv(await Deno.makeTempDir(), `file://${archive.dir}`, {
+    CARTD_SHUTDOWN_TIMEOUT: "500ms",
+  });
+  const server = await startServer(env);
+  await (await postJson(`${server.url}t`, archive.request)).body?.cancel();
+  await waitWhileStaging(`${server.url}t`, 100);
+  const response = await fetch(`${server.url}t?filename=t`);
+  const reader = response.body!.getReader();
+  await reader.read(); // then stop reading: the server's socket buffers fill up
+  const signalled = Date.now();
+  server.child.kill("SIGTERM");
+  const status = await server.exited;
+  assertEquals(status.code, 0, server.log());
+  const took = Date.now() - signalled;
+  assert(took < 5000, `exited ${took} ms after SIGTERM`);
+  let cut = false;
+  try {
+    while (!(await reader.read()).done);
+  } catch {
+    cut = true;
+  }
+  assert(cut, "the unfinished download was ended, not completed");
+});

@@ -188,7 +188,7 @@ async function download(req: Request, uid: string, deps: AppDeps): Promise<Respo
     layout,
     filename: safeFilename(filename, root),
     body: async (start, end) =>
-      deps.downloads.track(cart.id, await deps.service.tarBytes(cart, layout, start, end)),
+      deps.downloads.track(await deps.service.tarBytes(cart, layout, start, end)),
   });
 }
 

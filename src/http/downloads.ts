@@ -5,7 +5,7 @@
 export class Downloads {
   private readonly live = new Map<
     ReadableStreamDefaultController<Uint8Array>,
-    { cartId: number; reader: ReadableStreamDefaultReader<Uint8Array> }
+    ReadableStreamDefaultReader<Uint8Array>
   >();
 
   /** How many downloads are streaming now. */
@@ -13,22 +13,15 @@ export class Downloads {
     return this.live.size;
   }
 
-  /** How many downloads of cart `cartId` are streaming now. */
-  activeFor(cartId: number): number {
-    let n = 0;
-    for (const entry of this.live.values()) if (entry.cartId === cartId) n++;
-    return n;
-  }
-
   /** Wraps a body so it is counted while it streams. */
-  track(cartId: number, body: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+  track(body: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
     const reader = body.getReader();
     const live = this.live;
     let self: ReadableStreamDefaultController<Uint8Array>;
     return new ReadableStream<Uint8Array>({
       start(controller) {
         self = controller;
-        live.set(controller, { cartId, reader });
+        live.set(controller, reader);
       },
       async pull(controller) {
         try {
@@ -51,7 +44,7 @@ export class Downloads {
 
   /** Ends every download still streaming. */
   abortAll(reason: string): void {
-    for (const [controller, { reader }] of this.live) {
+    for (const [controller, reader] of this.live) {
       try {
         controller.error(new Error(reason));
       } catch { /* already finished */ }
