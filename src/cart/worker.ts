@@ -233,14 +233,18 @@ export class Worker {
           .catch((err) => log.warn(`cannot record progress of file ${file.id}: ${describe(err)}`));
       },
     });
-    await this.save(job, {
-      state: "ready",
+    const done = {
       size: result.bytes,
       bytes_pulled: result.bytes,
       verified: result.verified ? 1 : 0,
       failures: 0,
       error: "",
-    }, true);
+    };
+    if (!(await this.store.completeFile(file, this.owner, done, Date.now()))) {
+      throw new LeaseLost(`lost the lease on file ${file.id}`);
+    }
+    job.file = { ...job.file, ...done, state: "ready", reserved: 0 };
+    this.onEvent?.(job.file, "state");
     log.debug(
       `file ${file.archive_id} → ${file.path}: ${result.bytes} bytes, ${
         result.verified ? "verified" : "unverified (no hashsum)"

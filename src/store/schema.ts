@@ -32,6 +32,8 @@ export interface CartTable {
   /** When its files left the volume (a deleted cart keeps them while downloads of it run). */
   removed_at: number | null;
   delete_reason: string | null;
+  /** Bytes of its verified files on the volume, kept as files become ready. */
+  bytes: number;
 }
 
 export interface FileTable {

@@ -173,6 +173,7 @@ export class Store {
       finished_at: null,
       removed_at: null,
       delete_reason: null,
+      bytes: 0,
     }).returning("id").executeTakeFirstOrThrow();
     await insertFiles(this.db, draft.id, input.files, now);
 
@@ -262,7 +263,6 @@ export class Store {
     filter: { evictable?: boolean; unusedSince?: number; excludeCart?: number } = {},
   ): Promise<SizedCart[]> {
     let query = this.db.selectFrom("carts").selectAll("carts")
-      .select(cartBytes)
       .where(this.isLive(now))
       .orderBy("used_at").orderBy("id");
     if (filter.unusedSince !== undefined) query = query.where("used_at", "<", filter.unusedSince);
@@ -278,18 +278,17 @@ export class Store {
         );
     }
     const rows = await query.execute();
-    return rows.map((r) => ({ ...r, bytes: Number(r.bytes ?? 0) }));
+    return rows.map((r) => ({ ...r, bytes: Number(r.bytes) }));
   }
 
   /** Carts that are not deleted but whose lifetime has run out. */
   async expiredCarts(now: number): Promise<SizedCart[]> {
     if (this.cartLifetime <= 0) return [];
     const rows = await this.db.selectFrom("carts").selectAll("carts")
-      .select(cartBytes)
       .where("deleted_at", "is", null).where("status", "!=", "creating")
       .where("finished_at", "<=", now - this.cartLifetime)
       .orderBy("finished_at").execute();
-    return rows.map((r) => ({ ...r, bytes: Number(r.bytes ?? 0) }));
+    return rows.map((r) => ({ ...r, bytes: Number(r.bytes) }));
   }
 
   cartFiles(cartId: number): Promise<CartFile[]> {
@@ -440,6 +439,35 @@ export class Store {
     return result.numUpdatedRows > 0n;
   }
 
+  /**
+   * Records a verified file (with `changes`) and adds its bytes to its cart's total, in one
+   * transaction; releases the lease. False when the lease was lost meanwhile.
+   */
+  async completeFile(
+    file: { id: number; cart_id: number },
+    owner: string,
+    changes: Partial<Omit<FileTable, "id" | "cart_id">> & { size: number },
+    now: number,
+  ): Promise<boolean> {
+    return await this.db.transaction().execute(async (tx) => {
+      const result = await tx.updateTable("files")
+        .set({
+          ...changes,
+          state: "ready",
+          updated_at: now,
+          owner: null,
+          lease_until: null,
+          reserved: 0,
+        })
+        .where("id", "=", file.id).where("owner", "=", owner).where("state", "!=", "ready")
+        .executeTakeFirst();
+      if (result.numUpdatedRows === 0n) return false;
+      await tx.updateTable("carts").set((eb) => ({ bytes: eb("bytes", "+", changes.size) }))
+        .where("id", "=", file.cart_id).execute();
+      return true;
+    });
+  }
+
   /** Hands back every lease `owner` holds (on shutdown), so others need not wait them out. */
   async releaseLeases(owner: string): Promise<void> {
     await this.db.updateTable("files").set({ owner: null, lease_until: null, reserved: 0 })
@@ -493,10 +521,9 @@ export class Store {
         ])
         .where("reserved", ">", 0).where("lease_until", ">", now).where("id", "!=", fileId)
         .executeTakeFirstOrThrow();
-      const stored = await tx.selectFrom("files")
-        .innerJoin("carts", "carts.id", "files.cart_id")
-        .select((eb) => eb.fn.coalesce(eb.fn.sum<number>("files.size"), eb.lit(0)).as("bytes"))
-        .where("files.state", "=", "ready").where("carts.removed_at", "is", null)
+      const stored = await tx.selectFrom("carts")
+        .select((eb) => eb.fn.coalesce(eb.fn.sum<number>("bytes"), eb.lit(0)).as("bytes"))
+        .where("removed_at", "is", null)
         .executeTakeFirstOrThrow();
       const reserved = Number(held.unwritten);
       const used = Number(stored.bytes) + Number(held.reserved);
@@ -535,14 +562,6 @@ export class Store {
       ...files.map((f) => Math.max(Number(f.next_try_at), Number(f.lease_until ?? 0))),
     );
   }
-}
-
-/** The bytes a cart's verified files take on the volume, as a `bytes` column. */
-function cartBytes(eb: ExpressionBuilder<Database, "carts">) {
-  return eb.selectFrom("files")
-    .select((fb) => fb.fn.coalesce(fb.fn.sum<number>("files.size"), fb.lit(0)).as("b"))
-    .whereRef("files.cart_id", "=", "carts.id").where("files.state", "=", "ready")
-    .as("bytes");
 }
 
 async function insertFiles(
