@@ -273,8 +273,8 @@ Deno.test("extensions: /-/carts/<uid> gives the status JSON, /-/health answers f
     const detail = await fetch(`${url}-/carts/e`);
     assertEquals(detail.status, 200);
     const body = await detail.json();
-    assertEquals([body.uid, body.status, body.fileList.length], ["e", "ready", 2]);
-    assertEquals(Object.keys(body.fileList[0]).sort(), [
+    assertEquals([body.uid, body.status, body.files.length], ["e", "ready", 2]);
+    assertEquals(Object.keys(body.files[0]).sort(), [
       "attempts",
       "bytesPulled",
       "error",

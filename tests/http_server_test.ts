@@ -167,7 +167,7 @@ Deno.test("a server killed while pulling and restarted brings the cart to ready 
     await (await postJson(`${server.url}k`, archive.request)).body?.cancel();
     for (let i = 0;; i++) {
       const detail = await (await fetch(`${server.url}-/carts/k`)).json();
-      const [a, b, slow] = detail.fileList;
+      const [a, b, slow] = detail.files;
       if (a.state === "ready" && b.state === "ready" && slow.bytesPulled > 0) break;
       if (i > 400) throw new Error("never got to the middle of the pull");
       await new Promise((r) => setTimeout(r, 50));

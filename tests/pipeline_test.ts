@@ -230,7 +230,7 @@ Deno.test("creating a uid again: the same request changes nothing, another repla
     const replaced = await stageCart(cartd, "u", { fileids: archive.request.fileids.slice(0, 1) });
     assert(replaced.cart.id !== first.cart.id);
     assertEquals(await Deno.stat(cartd.volume.cartDir(first.cart.id)).catch(() => "gone"), "gone");
-    assertEquals((await cartd.service.report("u")).files.total, 1);
+    assertEquals((await cartd.service.report("u")).progress.filesTotal, 1);
   } finally {
     await cartd.close();
   }

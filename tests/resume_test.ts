@@ -38,7 +38,7 @@ Deno.test("a bundle killed with SIGKILL mid-pull resumes without pulling verifie
     await waitFor("a and b verified, slow part-pulled", async () => {
       const status = await runCli(["status", "k", "--json"], { env });
       if (status.code !== 0) return false;
-      const [a, b, slow] = JSON.parse(status.stdout).fileList;
+      const [a, b, slow] = JSON.parse(status.stdout).files;
       return a.state === "ready" && b.state === "ready" && slow.bytesPulled > 0;
     });
     child.kill("SIGKILL");
@@ -46,7 +46,7 @@ Deno.test("a bundle killed with SIGKILL mid-pull resumes without pulling verifie
 
     const mid = JSON.parse((await runCli(["status", "k", "--json"], { env })).stdout);
     assertEquals(mid.status, "staging");
-    assertEquals(mid.fileList.map((f: { state: string }) => f.state), [
+    assertEquals(mid.files.map((f: { state: string }) => f.state), [
       "ready",
       "ready",
       "pulling",

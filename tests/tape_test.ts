@@ -43,8 +43,13 @@ Deno.test("a cart on tape is staged, pulled, verified and bundled into a faithfu
 
     const status = JSON.parse((await runCli(["status", "tape-cart", "--json"], { env })).stdout);
     assertEquals(status.status, "ready");
-    assertEquals(status.files, { total: 4, ready: 4, error: 0 });
-    assert(status.fileList.every((f: { verified: boolean }) => f.verified));
+    assertEquals(
+      [status.progress.filesReady, status.progress.filesTotal, status.progress.filesFailed],
+      [4, 4, 0],
+    );
+    assertEquals(status.progress.bytesDone, status.progress.bytesTotal);
+    assertEquals(status.files.length, 4);
+    assert(status.files.every((f: { verified: boolean }) => f.verified));
 
     const tar = join(work, "cart.tar");
     const got = await runCli(["get", "tape-cart", "-o", tar, "--filename", "results.tar"], { env });

@@ -27,8 +27,16 @@ export interface CartReport {
   created: string;
   lastUsed: string;
   readyAt: string | null;
-  files: { total: number; ready: number; error: number };
-  bytes: { done: number; total: number; sizesKnown: number };
+  progress: {
+    filesTotal: number;
+    filesReady: number;
+    filesFailed: number;
+    bytesDone: number;
+    /** Sum of the sizes the archive has reported so far. */
+    bytesTotal: number;
+    /** How many files' sizes are known (all of them once staged). */
+    sizesKnown: number;
+  };
 }
 
 export interface FileReport {
@@ -109,11 +117,11 @@ export class CartService {
   }
 
   /** The report with every file's detail: `cartd status --json` and `GET /-/carts/<uid>`. */
-  async detailedReport(uid: string): Promise<CartReport & { fileList: FileReport[] }> {
+  async detailedReport(uid: string): Promise<CartReport & { files: FileReport[] }> {
     const cart = await this.find(uid);
     await this.touch(cart.id);
     const report = toReport(cart, await this.store.progress(cart.id));
-    return { ...report, fileList: await this.fileReports(cart) };
+    return { ...report, files: await this.fileReports(cart) };
   }
 
   /**
@@ -254,8 +262,14 @@ export function toReport(cart: Cart, p: CartProgress): CartReport {
     created: iso(cart.created_at)!,
     lastUsed: iso(cart.used_at)!,
     readyAt: iso(cart.ready_at),
-    files: { total: p.files, ready: p.filesReady, error: p.filesError },
-    bytes: { done: p.bytesDone, total: p.bytesTotal, sizesKnown: p.sizesKnown },
+    progress: {
+      filesTotal: p.files,
+      filesReady: p.filesReady,
+      filesFailed: p.filesError,
+      bytesDone: p.bytesDone,
+      bytesTotal: p.bytesTotal,
+      sizesKnown: p.sizesKnown,
+    },
   };
 }
 

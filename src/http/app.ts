@@ -157,8 +157,8 @@ async function status(uid: string, deps: AppDeps): Promise<Response> {
       "x-pacifica-status": report.status === "ready" || failed ? report.status : "staging",
       "x-pacifica-message": headerValue(report.message),
       "x-cartd-phase": report.phase,
-      "x-cartd-files": `${report.files.ready}/${report.files.total}`,
-      "x-cartd-bytes": `${report.bytes.done}/${report.bytes.total}`,
+      "x-cartd-files": `${report.progress.filesReady}/${report.progress.filesTotal}`,
+      "x-cartd-bytes": `${report.progress.bytesDone}/${report.progress.bytesTotal}`,
     }),
   });
 }

@@ -79,7 +79,7 @@ export async function runCrashScenario(scenario: CrashScenario): Promise<CrashFi
       const detail = await fetch(`${server.url}-/carts/cart-${c}`).then((r) => r.json()).catch(() =>
         undefined
       );
-      for (const f of detail?.fileList ?? []) {
+      for (const f of detail?.files ?? []) {
         if (f.state === "ready" && !verifiedAt.has(f.id)) verifiedAt.set(f.id, Date.now());
       }
     }
