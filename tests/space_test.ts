@@ -278,14 +278,15 @@ Deno.test("gc and DELETE while a download streams do not cut it; the files go wh
 Deno.test("an expired cart answers 404 over HTTP and not found on the CLI, and gc reclaims it", async () => {
   const archive = await makeArchive([{ id: "e", size: 1000 }]);
   const volume = await Deno.makeTempDir();
-  const env = cartdEnv(volume, `file://${archive.dir}`, { CARTD_CART_LIFETIME: "3s" });
+  const env = cartdEnv(volume, `file://${archive.dir}`, { CARTD_CART_LIFETIME: "4s" });
   const created = await runCli(["create", "exp", "-", "--wait"], {
     env,
     stdin: JSON.stringify(archive.request),
   });
   assertEquals(created.code, 0, created.stderr);
-  assertEquals((await runCli(["status", "exp"], { env })).code, 0);
-  await new Promise((r) => setTimeout(r, 3200));
+  const finishedBy = Date.now();
+  assertEquals((await runCli(["status", "exp"], { env })).code, 0, "alive within its lifetime");
+  await new Promise((r) => setTimeout(r, finishedBy + 4200 - Date.now()));
 
   const status = await runCli(["status", "exp"], { env });
   assertEquals(status.code, 3);
