@@ -3,7 +3,7 @@
  * rows, so any number of workers, in one process or many, share it without a broker, and a killed
  * worker's files are picked up again once its lease runs out.
  */
-import { type ExpressionBuilder, Kysely, sql } from "kysely";
+import { type ExpressionBuilder, Kysely, type RawBuilder, sql } from "kysely";
 import { Migrator } from "kysely/migration";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
@@ -364,8 +364,9 @@ export class Store {
           finished_at: now,
         }).where("id", "=", cartId).returningAll().executeTakeFirst();
       }
+      // An IN list over the (cart_id, state) index: a few seeks, not a walk over the cart.
       const unfinished = await tx.selectFrom("files").select("id")
-        .where("cart_id", "=", cartId).where("state", "!=", "ready")
+        .where("cart_id", "=", cartId).where("state", "in", pendingStates)
         .limit(1).executeTakeFirst();
       if (unfinished) return cart;
       return await tx.updateTable("carts")
@@ -516,7 +517,12 @@ export class Store {
       const held = await tx.selectFrom("files")
         .select((eb) => [
           eb.fn.coalesce(eb.fn.sum<number>("reserved"), eb.lit(0)).as("reserved"),
-          eb.fn.coalesce(eb.fn.sum<number>(sql<number>`max(reserved - bytes_pulled, 0)`), eb.lit(0))
+          eb.fn.coalesce(
+            eb.fn.sum<number>(
+              this.larger(sql`reserved - bytes_pulled`, sql`0`) as RawBuilder<number>,
+            ),
+            eb.lit(0),
+          )
             .as("unwritten"),
         ])
         .where("reserved", ">", 0).where("lease_until", ">", now).where("id", "!=", fileId)
@@ -555,12 +561,17 @@ export class Store {
 
   /** The earliest time a pending file of the cart may be claimed, or undefined if none is left. */
   async nextDue(cartId: number): Promise<number | undefined> {
-    const files = await this.db.selectFrom("files").select(["next_try_at", "lease_until"])
-      .where("cart_id", "=", cartId).where("state", "in", pendingStates).execute();
-    if (files.length === 0) return undefined;
-    return Math.min(
-      ...files.map((f) => Math.max(Number(f.next_try_at), Number(f.lease_until ?? 0))),
-    );
+    const due = this.larger(sql.ref("next_try_at"), sql`coalesce(lease_until, 0)`);
+    const row = await this.db.selectFrom("files")
+      .select(sql<number | null>`min(${due})`.as("due"))
+      .where("cart_id", "=", cartId).where("state", "in", pendingStates)
+      .executeTakeFirst();
+    return row?.due === null || row?.due === undefined ? undefined : Number(row.due);
+  }
+
+  /** The larger of two values, in this database's words. */
+  private larger(a: RawBuilder<unknown> | ReturnType<typeof sql.ref>, b: RawBuilder<unknown>) {
+    return this.dialect === "postgres" ? sql`greatest(${a}, ${b})` : sql`max(${a}, ${b})`;
   }
 }
 
