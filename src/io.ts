@@ -8,7 +8,7 @@ export function fileStream(
   path: string,
   options: { offset?: number; length?: number; chunkSize?: number } = {},
 ): ReadableStream<Uint8Array> {
-  const chunkSize = options.chunkSize ?? 1 << 20;
+  let chunkSize = options.chunkSize ?? 1 << 20;
   let remaining = options.length ?? Infinity;
   let file: Deno.FsFile | undefined;
   return new ReadableStream<Uint8Array>({
@@ -16,6 +16,11 @@ export function fileStream(
       if (!file) {
         file = await Deno.open(path);
         if (options.offset) await file.seek(options.offset, Deno.SeekMode.Start);
+        // Small files get small buffers: zeroing megabytes per file would cost more than the read.
+        if (remaining === Infinity) {
+          const size = (await file.stat()).size - (options.offset ?? 0);
+          chunkSize = Math.max(1, Math.min(chunkSize, size + 1));
+        }
       }
       if (remaining <= 0) {
         file.close();

@@ -9,6 +9,7 @@ import { type Archive, ArchiveError, type FileStatus } from "./archive.ts";
 
 export class DirectoryArchive implements Archive {
   readonly name: string;
+  private root?: string;
 
   constructor(private readonly dir: string, private readonly readSize = 1 << 20) {
     this.name = `file://${dir}`;
@@ -44,13 +45,14 @@ export class DirectoryArchive implements Archive {
         false,
       );
     }
-    let root: string;
     let real: string;
     try {
-      root = await Deno.realPath(this.dir);
+      // Resolved once it exists: the mount point is the administrator's choice.
+      this.root ??= await Deno.realPath(this.dir);
     } catch {
       throw new ArchiveError(`archive directory ${this.dir} is not there`, true);
     }
+    const root = this.root;
     try {
       real = await Deno.realPath(join(root, relative));
     } catch (err) {

@@ -52,7 +52,8 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
   // symlink) is removed, and `createNew` (O_EXCL) does not follow a symlink put there since.
   await Deno.remove(spec.partial).catch(() => {});
   const out = await Deno.open(spec.partial, { write: true, createNew: true });
-  const writer = new BlockWriter(out, spec.transferSize);
+  // Room for the whole file at most (plus a byte, to notice a longer body in one read).
+  const writer = new BlockWriter(out, Math.min(spec.transferSize, spec.size + 1));
   try {
     const body = await spec.archive.open(spec.id, signal);
     let timer = setTimeout(() => stall.abort(), spec.idleTimeoutMs);

@@ -9,7 +9,7 @@
  * SQLite waits only briefly, and a statement refused as busy (which then has done nothing) is
  * tried again after an asynchronous pause, until the busy timeout runs out.
  */
-import { DatabaseSync, type SQLInputValue } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import {
   CompiledQuery,
   type DatabaseConnection,
@@ -21,11 +21,24 @@ import {
 const bind = (params: ReadonlyArray<unknown>) =>
   params.map((v) => (typeof v === "boolean" ? (v ? 1 : 0) : v)) as SQLInputValue[];
 
+/** Prepared statements kept per SQL text: Kysely sends the same few queries over and over. */
+const statementCacheSize = 256;
+
 function adapt(db: DatabaseSync): SqliteDatabase {
+  const statements = new Map<string, StatementSync>();
+  const prepare = (query: string) => {
+    let stmt = statements.get(query);
+    if (!stmt) {
+      stmt = db.prepare(query);
+      if (statements.size >= statementCacheSize) statements.delete(statements.keys().next().value!);
+      statements.set(query, stmt);
+    }
+    return stmt;
+  };
   return {
     close: () => db.close(),
     prepare(query) {
-      const stmt = db.prepare(query);
+      const stmt = prepare(query);
       return {
         reader: stmt.columns().length > 0,
         all: (params) => stmt.all(...bind(params)),

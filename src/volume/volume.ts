@@ -11,6 +11,7 @@ import { CartdError } from "../errors.ts";
 
 export class Volume {
   readonly root: string;
+  private realRoot?: string;
 
   constructor(root: string) {
     this.root = resolve(root);
