@@ -290,3 +290,82 @@ c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(2); c.exec
     await server.exited;
   }
 });
+
+Deno.test("a create cut short by a crash leaves only an invisible draft, which gc removes", async () => {
+  const archive = await makeArchive([{ id: "a", size: 10 }]);
+  const volume = await Deno.makeTempDir();
+  const cartd = await openTestCartd(`file://${archive.dir}`, { VOLUME_PATH: volume });
+  try {
+    // What a process killed between its file batches leaves behind: a draft row with files.
+    const hourAgo = Date.now() - 2 * 3_600_000;
+    const draft = await cartd.store.db.insertInto("carts").values({
+      uid: "half",
+      fingerprint: "x",
+      bundle: 0,
+      status: "creating",
+      message: "",
+      file_count: 2,
+      created_at: hourAgo,
+      used_at: hourAgo,
+      ready_at: null,
+      deleted_at: null,
+      finished_at: null,
+      removed_at: null,
+      delete_reason: null,
+      bytes: 0,
+    }).returning("id").executeTakeFirstOrThrow();
+    await cartd.store.db.insertInto("files").values({
+      cart_id: draft.id,
+      seq: 0,
+      archive_id: "a",
+      path: "a",
+      hash_type: "md5",
+      hash_sum: "",
+      state: "waiting",
+      size: null,
+      mtime: null,
+      bytes_pulled: 0,
+      attempts: 0,
+      polls: 0,
+      failures: 0,
+      error: "",
+      verified: 0,
+      owner: null,
+      lease_until: null,
+      next_try_at: 0,
+      stage_requested_at: null,
+      updated_at: hourAgo,
+      reserved: 0,
+      space_wait_since: null,
+    }).execute();
+    assertEquals(
+      await cartd.store.claimFile("w", Date.now(), 1000),
+      undefined,
+      "no work from a draft",
+    );
+  } finally {
+    await cartd.close();
+  }
+  const env = cartdEnv(volume, `file://${archive.dir}`);
+  assertEquals((await runCli(["status", "half"], { env })).code, 3, "invisible");
+  assertEquals(JSON.parse((await runCli(["list", "--json"], { env })).stdout), []);
+  // The uid is free: a new create of it goes through.
+  const created = await runCli(["create", "half", "-", "--wait"], {
+    env,
+    stdin: JSON.stringify(archive.request),
+  });
+  assertEquals(created.code, 0, created.stderr);
+  assertEquals((await runCli(["gc"], { env })).code, 0);
+  const check = await openTestCartd(`file://${archive.dir}`, { VOLUME_PATH: volume });
+  try {
+    const left = await check.store.db.selectFrom("carts").select("status").where("uid", "=", "half")
+      .execute();
+    assertEquals(
+      left.map((c) => c.status),
+      ["ready"],
+      "the stale draft is gone, the new cart stays",
+    );
+  } finally {
+    await check.close();
+  }
+});

@@ -175,7 +175,12 @@ export class Store {
       delete_reason: null,
       bytes: 0,
     }).returning("id").executeTakeFirstOrThrow();
-    await insertFiles(this.db, draft.id, input.files, now);
+    try {
+      await insertFiles(this.db, draft.id, input.files, now);
+    } catch (err) {
+      await this.db.deleteFrom("carts").where("id", "=", draft.id).execute().catch(() => {});
+      throw err;
+    }
 
     const result = await this.db.transaction().execute(async (tx) => {
       const current = await tx.selectFrom("carts").selectAll()
