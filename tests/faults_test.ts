@@ -313,6 +313,7 @@ Deno.test("a create cut short by a crash leaves only an invisible draft, which g
       removed_at: null,
       delete_reason: null,
       bytes: 0,
+      claimed_at: 0,
     }).returning("id").executeTakeFirstOrThrow();
     await cartd.store.db.insertInto("files").values({
       cart_id: draft.id,

@@ -193,6 +193,32 @@ Deno.test("a status answer without the storage media header is an error after bo
   );
 });
 
+Deno.test("carts take turns: a small cart created after a big one is not stuck behind it", async () => {
+  const archive = await makeArchive([{ id: "x", size: 1000 }]);
+  const [file] = archive.request.fileids;
+  const many = (n: number) => ({
+    fileids: Array.from({ length: n }, (_, i) => ({ ...file, path: `f${i}` })),
+  });
+  const cartd = await openTestCartd(`file://${archive.dir}`, { CARTD_WORKERS: "1" });
+  const stop = new AbortController();
+  try {
+    const { parseCartRequest } = await import("../src/cart/request.ts");
+    const big = await cartd.service.create("big", parseCartRequest(JSON.stringify(many(300))));
+    await cartd.service.create("small", parseCartRequest(JSON.stringify(many(3))));
+    const working = cartd.worker().run(stop.signal);
+    while ((await cartd.store.liveCart("small"))?.status !== "ready") {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const progress = await cartd.store.progress(big.cart.id);
+    assert(progress.filesReady < 30, `the big cart had ${progress.filesReady} files ready first`);
+    stop.abort();
+    await working;
+  } finally {
+    stop.abort();
+    await cartd.close();
+  }
+});
+
 Deno.test("an empty fileids list gives a ready, empty cart", async () => {
   const cartd = await openTestCartd("http://127.0.0.1:9/");
   try {

@@ -135,7 +135,8 @@ function drafts(): Migration {
 
 /**
  * A running total of each cart's verified bytes, and an index of the files holding space, so a
- * reservation costs O(carts) rather than a scan of every file.
+ * reservation costs O(carts) rather than a scan of every file; per-cart indexes and a turn
+ * marker so work is claimed fairly and cheaply across carts of any size.
  */
 function accounting(dialect: Dialect): Migration {
   const { big } = types(dialect);
@@ -147,10 +148,15 @@ function accounting(dialect: Dialect): Migration {
         where files.cart_id = carts.id and files.state = 'ready')`.execute(db);
       await sql`create index files_reserved on files (lease_until) where reserved > 0`.execute(db);
       await sql`create index carts_on_volume on carts (id) where removed_at is null`.execute(db);
-      // A cart's files by state: settling a cart of 100 000 files must not walk all of them.
-      await sql`create index files_cart_state on files (cart_id, state, seq)`.execute(db);
+      // A cart's files by state and due time: claiming or settling within a cart of 100 000
+      // files must not walk all of them.
+      await sql`create index files_cart_state on files (cart_id, state, next_try_at)`.execute(db);
+      // When a worker last took work from the cart: carts take turns.
+      await db.schema.alterTable("carts")
+        .addColumn("claimed_at", big, (c) => c.notNull().defaultTo(0)).execute();
     },
     async down(db: Kysely<unknown>) {
+      await db.schema.alterTable("carts").dropColumn("claimed_at").execute();
       await sql`drop index files_cart_state`.execute(db);
       await sql`drop index carts_on_volume`.execute(db);
       await sql`drop index files_reserved`.execute(db);

@@ -34,6 +34,8 @@ export interface CartTable {
   delete_reason: string | null;
   /** Bytes of its verified files on the volume, kept as files become ready. */
   bytes: number;
+  /** When a worker last took one of its files: the cart waiting longest goes next. */
+  claimed_at: number;
 }
 
 export interface FileTable {

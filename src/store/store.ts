@@ -174,6 +174,7 @@ export class Store {
       removed_at: null,
       delete_reason: null,
       bytes: 0,
+      claimed_at: 0,
     }).returning("id").executeTakeFirstOrThrow();
     try {
       await insertFiles(this.db, draft.id, input.files, now);
@@ -383,8 +384,10 @@ export class Store {
   // ---- work -----------------------------------------------------------------------------------
 
   /**
-   * Leases the next file that is due: of a live cart still staging, not leased (or its lease ran
-   * out), and past its `next_try_at`. Limited to one cart when `cartId` is given.
+   * Leases a file that is due: of a live cart still staging, not leased (or its lease ran out),
+   * and past its `next_try_at`. Carts take turns (the one whose work was taken longest ago goes
+   * first), so a small cart is not stuck behind a large one. Limited to one cart when `cartId`
+   * is given. Pulls under way are taken over before new stage requests start.
    */
   async claimFile(
     owner: string,
@@ -393,22 +396,46 @@ export class Store {
     cartId?: number,
   ): Promise<CartFile | undefined> {
     return await this.db.transaction().execute(async (tx) => {
+      const target = cartId ?? await this.cartWithDueWork(tx, now);
+      if (target === undefined) return undefined;
       let query = tx.selectFrom("files").select("id")
+        .where("cart_id", "=", target)
         .where("state", "in", pendingStates)
         .where("next_try_at", "<=", now)
         .where((eb) => eb.or([eb("lease_until", "is", null), eb("lease_until", "<", now)]))
         .where("cart_id", "in", (eb) =>
           eb.selectFrom("carts").select("id")
             .where("status", "=", "staging").where("deleted_at", "is", null))
-        .orderBy("next_try_at").orderBy("id").limit(1);
-      if (cartId !== undefined) query = query.where("cart_id", "=", cartId);
+        .limit(1);
       if (this.dialect === "postgres") query = query.forUpdate().skipLocked();
       const due = await query.executeTakeFirst();
       if (!due) return undefined;
+      if (cartId === undefined) {
+        await tx.updateTable("carts").set({ claimed_at: now }).where("id", "=", target).execute();
+      }
       return await tx.updateTable("files")
         .set({ owner, lease_until: now + leaseMs, updated_at: now })
         .where("id", "=", due.id).returningAll().executeTakeFirst();
     });
+  }
+
+  /** The staging cart with a due, unleased file whose turn it is, if any. */
+  private async cartWithDueWork(tx: Kysely<Database>, now: number): Promise<number | undefined> {
+    const cart = await tx.selectFrom("carts").select("id")
+      .where("status", "=", "staging").where("deleted_at", "is", null)
+      .where(({ exists, selectFrom }) =>
+        exists(
+          selectFrom("files").select("files.id")
+            .whereRef("files.cart_id", "=", "carts.id")
+            .where("files.state", "in", pendingStates)
+            .where("files.next_try_at", "<=", now)
+            .where((eb) =>
+              eb.or([eb("files.lease_until", "is", null), eb("files.lease_until", "<", now)])
+            ),
+        )
+      )
+      .orderBy("claimed_at").orderBy("id").limit(1).executeTakeFirst();
+    return cart === undefined ? undefined : Number(cart.id);
   }
 
   /** Extends a lease; false when the file is no longer ours or its cart is gone. */
