@@ -298,47 +298,12 @@ Deno.test("a create cut short by a crash leaves only an invisible draft, which g
   try {
     // What a process killed between its file batches leaves behind: a draft row with files.
     const hourAgo = Date.now() - 2 * 3_600_000;
-    const draft = await cartd.store.db.insertInto("carts").values({
+    await cartd.store.createDraft({
       uid: "half",
       fingerprint: "x",
-      bundle: 0,
-      status: "creating",
-      message: "",
-      file_count: 2,
-      created_at: hourAgo,
-      used_at: hourAgo,
-      ready_at: null,
-      deleted_at: null,
-      finished_at: null,
-      removed_at: null,
-      delete_reason: null,
-      bytes: 0,
-      claimed_at: 0,
-    }).returning("id").executeTakeFirstOrThrow();
-    await cartd.store.db.insertInto("files").values({
-      cart_id: draft.id,
-      seq: 0,
-      archive_id: "a",
-      path: "a",
-      hash_type: "md5",
-      hash_sum: "",
-      state: "waiting",
-      size: null,
-      mtime: null,
-      bytes_pulled: 0,
-      attempts: 0,
-      polls: 0,
-      failures: 0,
-      error: "",
-      verified: 0,
-      owner: null,
-      lease_until: null,
-      next_try_at: 0,
-      stage_requested_at: null,
-      updated_at: hourAgo,
-      reserved: 0,
-      space_wait_since: null,
-    }).execute();
+      bundle: false,
+      files: [{ seq: 0, archive_id: "a", path: "a", hash_type: "md5", hash_sum: "" }],
+    }, hourAgo);
     assertEquals(
       await cartd.store.claimFile("w", Date.now(), 1000),
       undefined,

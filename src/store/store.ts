@@ -159,29 +159,7 @@ export class Store {
     const existing = await this.liveCart(input.uid, now);
     if (existing?.fingerprint === input.fingerprint) return { cart: existing, created: false };
 
-    const draft = await this.db.insertInto("carts").values({
-      uid: input.uid,
-      fingerprint: input.fingerprint,
-      bundle: input.bundle ? 1 : 0,
-      status: "creating",
-      message: "",
-      file_count: input.files.length,
-      created_at: now,
-      used_at: now,
-      ready_at: null,
-      deleted_at: null,
-      finished_at: null,
-      removed_at: null,
-      delete_reason: null,
-      bytes: 0,
-      claimed_at: 0,
-    }).returning("id").executeTakeFirstOrThrow();
-    try {
-      await insertFiles(this.db, draft.id, input.files, now);
-    } catch (err) {
-      await this.db.deleteFrom("carts").where("id", "=", draft.id).execute().catch(() => {});
-      throw err;
-    }
+    const draft = await this.createDraft(input, now);
 
     const result = await this.db.transaction().execute(async (tx) => {
       const current = await tx.selectFrom("carts").selectAll()
@@ -208,6 +186,37 @@ export class Store {
     });
     if (!result.created) await this.db.deleteFrom("carts").where("id", "=", draft.id).execute();
     return result;
+  }
+
+  /**
+   * The first half of `createCart`: a draft row (status `creating`, seen by no one) with all the
+   * request's files, inserted a batch at a time. A crash from here on leaves only the draft.
+   */
+  async createDraft(input: CreateCartInput, now: number): Promise<{ id: number }> {
+    const draft = await this.db.insertInto("carts").values({
+      uid: input.uid,
+      fingerprint: input.fingerprint,
+      bundle: input.bundle ? 1 : 0,
+      status: "creating",
+      message: "",
+      file_count: input.files.length,
+      created_at: now,
+      used_at: now,
+      ready_at: null,
+      deleted_at: null,
+      finished_at: null,
+      removed_at: null,
+      delete_reason: null,
+      bytes: 0,
+      claimed_at: 0,
+    }).returning("id").executeTakeFirstOrThrow();
+    try {
+      await insertFiles(this.db, draft.id, input.files, now);
+    } catch (err) {
+      await this.db.deleteFrom("carts").where("id", "=", draft.id).execute().catch(() => {});
+      throw err;
+    }
+    return { id: Number(draft.id) };
   }
 
   /** Removes drafts of carts whose creation stopped (a crash) before `before`. */
