@@ -41,7 +41,11 @@ export async function bundleInForeground(context: Context, uid: string): Promise
   }
   const report = await context.service.report(uid);
   console.log(statusLine(report));
-  if (report.status === "error") throw cartFailed(report.message);
+  if (report.status === "error") {
+    throw cartFailed(report.message).withHint(
+      `run "cartd retry ${uid}" to try its failed files again`,
+    );
+  }
   return ExitCode.ok;
 }
 

@@ -21,15 +21,20 @@ export function createCommand(globals: () => GlobalOptions) {
       const request = parseCartRequest(await readRequest(requestFile));
       await withContext(globals(), async (context) => {
         const outcome = await context.service.create(uid, request);
-        if (!outcome.created) console.error(`cartd: cart ${uid} already exists with this request`);
-        else if (outcome.replaced) console.error(`cartd: cart ${uid} replaced`);
+        if (outcome.retried !== undefined) {
+          console.error(
+            `cartd: cart ${uid} had failed; its ${outcome.retried} failed file(s) start again`,
+          );
+        } else if (!outcome.created) {
+          console.error(`cartd: cart ${uid} already exists with this request`);
+        } else if (outcome.replaced) console.error(`cartd: cart ${uid} replaced`);
         if (options.wait) {
           const code = await bundleInForeground(context, uid);
           if (code !== 0) Deno.exitCode = code;
           return;
         }
         console.log(statusLine(await context.service.report(uid)));
-      });
+      }, { create: true });
     });
 }
 

@@ -1,14 +1,14 @@
 /** `cartd db migrate` (alias `dbsync`) and `cartd db check`. */
 import { Command } from "@commander-js/extra-typings";
 import { CartdError, ExitCode } from "../src/errors.ts";
-import { type GlobalOptions, openStore, resolveConfig } from "./context.ts";
+import { type GlobalOptions, MissingDatabase, openStore, resolveConfig } from "./context.ts";
 
 export function dbCommand(globals: () => GlobalOptions) {
   const db = new Command("db").description("database schema: migrate or check");
   db.command("migrate").alias("dbsync")
     .description("create or update the database schema")
     .action(async () => {
-      const store = openStore(resolveConfig(globals()));
+      const store = openStore(resolveConfig(globals()), { create: true });
       try {
         const applied = await store.migrate();
         console.log(applied.length ? `applied: ${applied.join(", ")}` : "schema is up to date");
@@ -19,7 +19,17 @@ export function dbCommand(globals: () => GlobalOptions) {
   db.command("check")
     .description("exit 0 when the schema is up to date, 1 when migrations are pending")
     .action(async () => {
-      const store = openStore(resolveConfig(globals()));
+      let store;
+      try {
+        store = openStore(resolveConfig(globals()));
+      } catch (err) {
+        if (!(err instanceof MissingDatabase)) throw err;
+        throw new CartdError(
+          `${err.message}; "cartd db migrate" creates it`,
+          500,
+          ExitCode.failure,
+        );
+      }
       try {
         const pending = await store.pendingMigrations();
         if (pending.length) {

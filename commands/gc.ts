@@ -5,16 +5,13 @@
  */
 import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
 import { parseSpaceAmount } from "../src/config.ts";
-import { parseDuration } from "../src/units.ts";
+import { durationProblem, formatBytes, parseDuration } from "../src/units.ts";
 import { collectGarbage, type GcOptions, type GcReport, parseTimeAgo } from "../src/volume/gc.ts";
-import { formatBytes } from "../src/units.ts";
-import { type GlobalOptions, withContext } from "./context.ts";
+import { type GlobalOptions, MissingDatabase, withContext } from "./context.ts";
 
 function duration(value: string): number {
   const ms = parseDuration(value);
-  if (ms === undefined) {
-    throw new InvalidArgumentError('expected a duration such as "30d" or "12h"');
-  }
+  if (ms === undefined) throw new InvalidArgumentError(durationProblem(value));
   return ms;
 }
 
@@ -35,10 +32,18 @@ function timeAgo(value: string): number {
 }
 
 async function runGc(globals: GlobalOptions, options: GcOptions, json: boolean) {
-  await withContext(globals, async ({ store, volume, config }) => {
-    const report = await collectGarbage(store, volume, config, options);
-    console.log(json ? JSON.stringify(report, null, 2) : describeReport(report));
-  });
+  try {
+    await withContext(globals, async ({ store, volume, config }) => {
+      const report = await collectGarbage(store, volume, config, options);
+      console.log(json ? JSON.stringify(report, null, 2) : describeReport(report));
+    });
+  } catch (err) {
+    // No database: nothing was ever staged with this configuration, so nothing to collect.
+    if (!(err instanceof MissingDatabase)) throw err;
+    console.error(`cartd: ${err.message}`);
+    const report = { dryRun: options.dryRun ?? false, removed: [], missingDatabase: err.file };
+    console.log(json ? JSON.stringify(report, null, 2) : "nothing to do");
+  }
 }
 
 function describeReport(report: GcReport): string {

@@ -1,6 +1,5 @@
 /** `cartd get <uid> [-o FILE|-] [--filename NAME]`: writes a ready cart's tar. */
 import { Command } from "@commander-js/extra-typings";
-import { defaultTarName, tarRootName } from "../src/bundle/tar.ts";
 import { type GlobalOptions, withContext } from "./context.ts";
 
 export function getCommand(globals: () => GlobalOptions) {
@@ -10,12 +9,10 @@ export function getCommand(globals: () => GlobalOptions) {
     .option("-o, --output <file>", "where to write the tar; - for standard output (default: NAME)")
     .option("--filename <name>", "the download name, as the ?filename= of the HTTP API")
     .action(async (uid, options) => {
-      const name = options.filename ?? defaultTarName();
-      const root = tarRootName(name);
       await withContext(globals(), async ({ service }) => {
-        const { cart, layout } = await service.tarOf(uid, root);
+        const { cart, layout } = await service.tarOf(uid, options.filename);
         const body = await service.tarBytes(cart, layout);
-        const output = options.output ?? `${root}.tar`;
+        const output = options.output ?? `${layout.root}.tar`;
         if (output === "-") {
           try {
             await body.pipeTo(Deno.stdout.writable, { preventClose: true });

@@ -1,7 +1,8 @@
 /** `cartd list [--json]`: every active cart (the original's `dump`). */
 import { Command } from "@commander-js/extra-typings";
+import type { CartListing } from "../src/cart/service.ts";
 import { formatBytes } from "../src/units.ts";
-import { type GlobalOptions, withContext } from "./context.ts";
+import { type GlobalOptions, MissingDatabase, withContext } from "./context.ts";
 
 export function listCommand(globals: () => GlobalOptions) {
   return new Command("list")
@@ -9,23 +10,29 @@ export function listCommand(globals: () => GlobalOptions) {
     .description("list every active cart: status, files, size, created and last used")
     .option("--json", "print the carts as JSON")
     .action(async (options) => {
-      await withContext(globals(), async ({ service }) => {
-        const carts = await service.list();
-        if (options.json) return console.log(JSON.stringify(carts, null, 2));
-        if (carts.length === 0) return console.log("no carts");
-        const rows = carts.map((c) => [
-          c.uid,
-          c.status,
-          String(c.files),
-          formatBytes(c.bytes),
-          c.created,
-          c.lastUsed,
-        ]);
-        const header = ["UID", "STATUS", "FILES", "SIZE", "CREATED", "LAST USED"];
-        const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-        for (const row of [header, ...rows]) {
-          console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
-        }
-      });
+      let carts: CartListing[];
+      try {
+        carts = await withContext(globals(), ({ service }) => service.list());
+      } catch (err) {
+        // No database at all: there are no carts, but say where cartd looked.
+        if (!(err instanceof MissingDatabase)) throw err;
+        console.error(`cartd: ${err.message}`);
+        carts = [];
+      }
+      if (options.json) return console.log(JSON.stringify(carts, null, 2));
+      if (carts.length === 0) return console.log("no carts");
+      const rows = carts.map((c) => [
+        c.uid,
+        c.status,
+        String(c.files),
+        formatBytes(c.bytes),
+        c.created,
+        c.lastUsed,
+      ]);
+      const header = ["UID", "STATUS", "FILES", "SIZE", "CREATED", "LAST USED"];
+      const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+      for (const row of [header, ...rows]) {
+        console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+      }
     });
 }

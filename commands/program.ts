@@ -12,6 +12,7 @@ import { deleteCommand } from "./delete.ts";
 import { gcCommand, purgeCommand } from "./gc.ts";
 import { getCommand } from "./get.ts";
 import { listCommand } from "./list.ts";
+import { retryCommand } from "./retry.ts";
 import { serveCommand } from "./serve.ts";
 import { statusCommand } from "./status.ts";
 import type { GlobalOptions } from "./context.ts";
@@ -41,6 +42,7 @@ Exit codes: 0 ok, 1 failure, 2 usage or invalid request, 3 no such cart,
     const sub of [
       createCommand(globals),
       bundleCommand(globals),
+      retryCommand(globals),
       statusCommand(globals),
       getCommand(globals),
       deleteCommand(globals),
@@ -76,6 +78,7 @@ export async function run(args: string[]): Promise<number> {
     if (known) {
       if (!(err instanceof CartdError)) log.debug(describe(err));
       console.error(`cartd: ${known.message}`);
+      if (known.hint) console.error(`cartd: ${known.hint}`);
       return known.exitCode;
     }
     log.error(`unexpected failure: ${describe(err)}`);

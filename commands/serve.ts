@@ -1,56 +1,96 @@
 /**
  * `cartd serve`: the Pacifica cartd REST contract with `Deno.serve`, and staging workers in the same
  * process. SIGTERM or SIGINT stops new connections, lets running downloads finish (up to
- * `shutdown_timeout`), hands back the workers' claims and exits 0.
+ * `shutdown_timeout`), hands back the workers' claims and exits 0. SIGHUP reads the configuration
+ * again and applies what a running server can change.
  */
 import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
-import { describe } from "../src/errors.ts";
+import { type Config, reloadConfig } from "../src/config.ts";
+import { CartdError, describe, ExitCode } from "../src/errors.ts";
 import { createApp } from "../src/http/app.ts";
 import { Downloads } from "../src/http/downloads.ts";
 import { log } from "../src/log.ts";
 import { staleDraftAge } from "../src/volume/gc.ts";
 import { removeDeletedCarts } from "../src/volume/space.ts";
-import { type GlobalOptions, openContext } from "./context.ts";
+import { configSources, type GlobalOptions, openContext } from "./context.ts";
 
 const sleep = <T>(ms: number, value: T) =>
   new Promise<T>((resolve) => setTimeout(() => resolve(value), ms));
 
-function count(what: string) {
-  return (value: string) => {
-    const n = Number(value);
-    if (!/^\d+$/.test(value) || n > 65535 || (what === "workers" && n === 0)) {
-      throw new InvalidArgumentError(`not a valid ${what} number`);
+function port(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n > 65535) throw new InvalidArgumentError("not a valid port number");
+  return n;
+}
+
+/** `http://host:port/`, with an IPv6 address in brackets. */
+export function listenUrl(hostname: string, port: number): string {
+  return `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}/`;
+}
+
+/** A clear error for an address cartd cannot listen on. */
+function listenError(err: unknown, address: string, port: number): unknown {
+  const where = listenUrl(address, port).replace(/^http:\/\/|\/$/g, "");
+  const why = err instanceof Deno.errors.AddrInUse
+    ? "the address is already in use (is another cartd serve running?)"
+    : err instanceof Deno.errors.AddrNotAvailable
+    ? "this machine has no such address"
+    : err instanceof Deno.errors.PermissionDenied
+    ? "permission denied (ports below 1024 need privileges)"
+    : /lookup address|name or service/i.test(describe(err))
+    ? "the host name does not resolve"
+    : undefined;
+  return why ? new CartdError(`cannot listen on ${where}: ${why}`, 500, ExitCode.failure) : err;
+}
+
+/** Applies a new configuration on SIGHUP, logging what changed and what needs a restart. */
+function reload(config: Config, globals: GlobalOptions, flags: Record<string, string | undefined>) {
+  try {
+    const changes = reloadConfig(config, configSources(globals, flags));
+    if (changes.applied.length) log.info(`SIGHUP: now in effect: ${changes.applied.join(", ")}`);
+    if (changes.needRestart.length) {
+      log.warn(`SIGHUP: restart cartd serve to apply ${changes.needRestart.join(", ")}`);
     }
-    return n;
-  };
+    if (!changes.applied.length && !changes.needRestart.length) {
+      log.info("SIGHUP: configuration read again; nothing changed");
+    }
+  } catch (err) {
+    log.error(`SIGHUP: configuration not reloaded, the running one stays: ${describe(err)}`);
+  }
 }
 
 export function serveCommand(globals: () => GlobalOptions) {
   return new Command("serve")
     .description("serve the Pacifica cartd REST API and stage carts in the background")
-    .option("-p, --port <port>", "port to listen on (0 picks a free one)", count("port"), 8081)
+    .option("-p, --port <port>", "port to listen on (0 picks a free one)", port, 8081)
     .option("-a, --address <address>", "address to listen on", "127.0.0.1")
-    .option("--workers <n>", "files staged and pulled at once ([cartd] workers)", count("workers"))
+    .option("--workers <n>", "files staged and pulled at once ([cartd] workers)")
     .action(async (options) => {
-      const context = await openContext(globals());
-      if (options.workers !== undefined) context.config.workers = options.workers;
+      const flags = { "cartd.workers": options.workers };
+      const context = await openContext(globals(), { create: true, flags });
+      const worker = context.worker();
       const downloads = new Downloads();
       const handler = createApp({ ...context, downloads });
-      const server = Deno.serve({
-        hostname: options.address,
-        port: options.port,
-        onListen: ({ hostname, port }) => {
-          // The first line on stdout, for scripts that pick port 0.
-          console.log(`cartd listening on http://${hostname}:${port}/`);
-        },
-        onError: (err) => {
-          log.error(`request failed: ${describe(err)}`);
-          return new Response("Internal error", { status: 500 });
-        },
-      }, handler);
+      let server: Deno.HttpServer<Deno.NetAddr>;
+      try {
+        server = Deno.serve({
+          hostname: options.address,
+          port: options.port,
+          onListen: ({ hostname, port }) => {
+            // The first line on stdout, for scripts that pick port 0.
+            console.log(`cartd listening on ${listenUrl(hostname, port)}`);
+          },
+          onError: (err) => {
+            log.error(`request failed: ${describe(err)}`);
+            return new Response("Internal error", { status: 500 });
+          },
+        }, handler);
+      } catch (err) {
+        await context.close();
+        throw listenError(err, options.address, options.port);
+      }
 
       const stopWorkers = new AbortController();
-      const worker = context.worker();
       const working = worker.run(stopWorkers.signal).catch((err) => {
         log.error(`workers stopped: ${describe(err)}`);
       });
@@ -67,6 +107,8 @@ export function serveCommand(globals: () => GlobalOptions) {
         }
       }, 60_000);
 
+      const onHup = () => reload(context.config, globals(), flags);
+      Deno.addSignalListener("SIGHUP", onHup);
       await new Promise<void>((resolve) => {
         const stop = (signal: string) => {
           log.info(`${signal}: shutting down; ${downloads.size} download(s) in progress`);
@@ -79,6 +121,7 @@ export function serveCommand(globals: () => GlobalOptions) {
         Deno.addSignalListener("SIGTERM", onTerm);
         Deno.addSignalListener("SIGINT", onInt);
       });
+      Deno.removeSignalListener("SIGHUP", onHup);
 
       stopWorkers.abort();
       clearInterval(sweeper);

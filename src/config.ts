@@ -5,10 +5,12 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { configError } from "./errors.ts";
+import { archiveUrlProblem } from "./archive/mod.ts";
+import { configError, describe } from "./errors.ts";
+import { parseDatabaseUrl } from "./store/database_url.ts";
 import { IniSyntaxError, parseIni } from "./ini.ts";
 import { log } from "./log.ts";
-import { parseDuration, parseSize } from "./units.ts";
+import { durationProblem, parseDuration, parseSize } from "./units.ts";
 
 export interface Config {
   /** Where carts are staged; the SQLite database lives here too unless `databaseUrl` says not. */
@@ -35,6 +37,8 @@ export interface Config {
   retryLimit: number;
   /** First delay (ms) between such tries; doubles each time. */
   retryInterval: number;
+  /** How long (ms) files wait for an archive that is down before their carts fail. */
+  archiveOutageWait: number;
   /** How long (ms) a worker's claim on a file lasts without renewal. */
   leaseTime: number;
   /** Files a worker stages and pulls at once. */
@@ -75,7 +79,8 @@ export function parseSpaceAmount(text: string): SpaceAmount | undefined {
 
 type Kind =
   | "path"
-  | "url"
+  | "archive-url"
+  | "database-url"
   | "size"
   | "duration"
   | "seconds"
@@ -106,6 +111,13 @@ const keyTable: [keyof Config, string, string, string, Kind][] = [
   ["stageTimeout", "cartd.stage_timeout", "CARTD_STAGE_TIMEOUT", "24h", "duration"],
   ["retryLimit", "cartd.retry_limit", "CARTD_RETRY_LIMIT", "5", "count"],
   ["retryInterval", "cartd.retry_interval", "CARTD_RETRY_INTERVAL", "1s", "duration"],
+  [
+    "archiveOutageWait",
+    "cartd.archive_outage_wait",
+    "CARTD_ARCHIVE_OUTAGE_WAIT",
+    "1h",
+    "duration",
+  ],
   ["leaseTime", "cartd.lease_time", "CARTD_LEASE_TIME", "60s", "duration"],
   ["workers", "cartd.workers", "CARTD_WORKERS", "4", "count"],
   ["shutdownTimeout", "cartd.shutdown_timeout", "CARTD_SHUTDOWN_TIMEOUT", "30s", "duration"],
@@ -114,8 +126,14 @@ const keyTable: [keyof Config, string, string, string, Kind][] = [
   ["volumeReserve", "cartd.volume_reserve", "CARTD_VOLUME_RESERVE", "100 MB", "space"],
   ["spaceWait", "cartd.space_wait", "CARTD_SPACE_WAIT", "10m", "duration"],
   ["cartLifetime", "cartd.cart_lifetime", "CARTD_CART_LIFETIME", "", "optional-duration"],
-  ["archiveUrl", "archiveinterface.url", "ARCHIVE_INTERFACE_URL", "http://127.0.0.1:8080/", "url"],
-  ["databaseUrl", "database.peewee_url", "PEEWEE_URL", "", "url"],
+  [
+    "archiveUrl",
+    "archiveinterface.url",
+    "ARCHIVE_INTERFACE_URL",
+    "http://127.0.0.1:8080/",
+    "archive-url",
+  ],
+  ["databaseUrl", "database.peewee_url", "PEEWEE_URL", "", "database-url"],
   ["databaseBusyTimeout", "database.busy_timeout", "CARTD_DB_BUSY_TIMEOUT", "30s", "duration"],
   ["transferTimeout", "archiveinterface.timeout", "CARTD_ARCHIVE_TIMEOUT", "60s", "duration"],
 ];
@@ -175,6 +193,45 @@ export function loadConfig(sources: ConfigSources = {}): Config {
   return result;
 }
 
+/** Keys a running server reads once at start: a new value needs a restart. */
+const readAtStart = new Set<keyof Config>([
+  "volumePath",
+  "databaseUrl",
+  "archiveUrl",
+  "workers",
+  "transferSize",
+  "transferTimeout",
+  "cartLifetime",
+  "databaseBusyTimeout",
+]);
+
+/** What a reload changed: keys now in effect, and keys whose new value waits for a restart. */
+export interface ConfigReload {
+  applied: string[];
+  needRestart: string[];
+}
+
+/**
+ * Reads the configuration again from the same sources and applies, in place, every changed key a
+ * running server reads as it goes (limits, timings, eviction). Throws, changing nothing, when the
+ * new configuration is bad.
+ */
+export function reloadConfig(current: Config, sources: ConfigSources = {}): ConfigReload {
+  const next = loadConfig(sources);
+  const reload: ConfigReload = { applied: [], needRestart: [] };
+  for (const k of configKeys) {
+    if (JSON.stringify(next[k.field]) === JSON.stringify(current[k.field])) continue;
+    const name = `[${k.section}] ${k.key}`;
+    if (readAtStart.has(k.field)) {
+      reload.needRestart.push(name);
+      continue;
+    }
+    (current as unknown as Record<string, unknown>)[k.field] = next[k.field];
+    reload.applied.push(name);
+  }
+  return reload;
+}
+
 function readIni(file: string): Map<string, string> {
   let text: string;
   try {
@@ -205,22 +262,35 @@ function readIni(file: string): Map<string, string> {
 }
 
 function convert(k: KeyDef, value: string, from: string): unknown {
-  const fail = (expected: string): never => {
-    throw configError(
-      `bad value for [${k.section}] ${k.key} (from ${from}): ${
-        JSON.stringify(value)
-      } is not ${expected}`,
-    );
+  const failWith = (problem: string): never => {
+    throw configError(`bad value for [${k.section}] ${k.key} (from ${from}): ${problem}`);
   };
+  const fail = (expected: string) => failWith(`${JSON.stringify(value)} is not ${expected}`);
   switch (k.kind) {
     case "path":
       return value.trim() === "" ? fail("a path") : value.trim();
-    case "url":
+    case "archive-url": {
+      const problem = archiveUrlProblem(value.trim());
+      return problem ? failWith(problem) : value.trim();
+    }
+    case "database-url": {
+      // Empty means the default, a file on the volume.
+      if (value.trim() === "") return "";
+      let target;
+      try {
+        target = parseDatabaseUrl(value.trim());
+      } catch (err) {
+        return failWith(describe(err));
+      }
+      if (target.kind === "postgres") {
+        return failWith("PostgreSQL is not supported by this build yet; use a SQLite database");
+      }
       return value.trim();
+    }
     case "size":
       return positive(parseSize(value)) ?? fail('a size such as "4 Mb" or "500 GB"');
     case "duration":
-      return parseDuration(value) ?? fail('a duration such as "500ms", "30s", "5m" or "7d"');
+      return parseDuration(value) ?? failWith(durationProblem(value));
     case "seconds": {
       const seconds = /^\s*\d+\s*$/.test(value) ? Number(value) : undefined;
       return seconds === undefined ? fail("a whole number of seconds") : seconds * 1000;
@@ -233,7 +303,9 @@ function convert(k: KeyDef, value: string, from: string): unknown {
     case "optional-size":
       return unset(value) ? 0 : parseSize(value) ?? fail('a size such as "500 GB", or empty');
     case "optional-duration":
-      return unset(value) ? 0 : parseDuration(value) ?? fail('a duration such as "7d", or empty');
+      return unset(value)
+        ? 0
+        : parseDuration(value) ?? failWith(`${durationProblem(value)}, or empty`);
     case "space":
       return parseSpaceAmount(value) ?? fail('a size such as "1 GB" or a share such as "5%"');
   }

@@ -20,12 +20,19 @@ export type ExitCode = typeof ExitCode[keyof typeof ExitCode];
 export class CartdError extends Error {
   readonly status: number;
   readonly exitCode: ExitCode;
+  /** What the user can do about it, when there is something; shown after the message. */
+  hint?: string;
 
   constructor(message: string, status = 500, exitCode: ExitCode = ExitCode.failure) {
     super(message);
     this.name = "CartdError";
     this.status = status;
     this.exitCode = exitCode;
+  }
+
+  withHint(hint: string): this {
+    this.hint = hint;
+    return this;
   }
 }
 

@@ -45,13 +45,26 @@ const durationUnits: Record<string, number> = {
   w: 604_800_000,
 };
 
-/** Milliseconds in `text` (`250ms`, `30s`, `5m`, `2h`, `7d`, or plain seconds), else undefined. */
+/**
+ * Milliseconds in `text` (`250ms`, `30s`, `5m`, `2h`, `7d`, `1w`), else undefined. A unit is
+ * required: a bare `30` could mean seconds or days, and guessing wrong deletes carts.
+ */
 export function parseDuration(text: string): number | undefined {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/.exec(text);
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$/.exec(text);
   if (!match) return undefined;
-  const factor = match[2] === "" ? 1000 : durationUnits[match[2]];
+  const factor = durationUnits[match[2]];
   if (factor === undefined) return undefined;
   return Math.round(Number(match[1]) * factor);
+}
+
+/** Why `text` is not a duration, for error messages. */
+export function durationProblem(text: string): string {
+  if (/^\s*\d+(\.\d+)?\s*$/.test(text)) {
+    return `${
+      JSON.stringify(text.trim())
+    } has no unit; say ms, s, m, h, d or w (e.g. "${text.trim()}s")`;
+  }
+  return `${JSON.stringify(text)} is not a duration such as "500ms", "30s", "5m", "2h" or "7d"`;
 }
 
 /** A byte count for people: `1.5 MiB`. */
@@ -64,4 +77,18 @@ export function formatBytes(bytes: number): string {
     unit++;
   }
   return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** A duration for people: `1h`, `90s`, `2d 3h`, `250ms`. */
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  const parts: string[] = [];
+  let rest = Math.round(ms / 1000);
+  for (const [unit, seconds] of [["d", 86_400], ["h", 3600], ["m", 60], ["s", 1]] as const) {
+    if (rest >= seconds) {
+      parts.push(`${Math.floor(rest / seconds)}${unit}`);
+      rest %= seconds;
+    }
+  }
+  return parts.join(" ");
 }

@@ -125,3 +125,93 @@ Deno.test("the deno bundle single file runs a cart end to end from anywhere", as
     "one/x/y",
   ]);
 });
+
+Deno.test("read-only commands never create a database, and name the one they looked for", async () => {
+  const work = await Deno.makeTempDir();
+  const expected = join(work, "cartd-data", "cartd.sqlite3");
+  const env = { ARCHIVE_INTERFACE_URL: "file:///nowhere" };
+  for (const args of [["status", "x"], ["get", "x"], ["delete", "x"], ["bundle", "x"]]) {
+    const result = await runCli(args, { env, cwd: work });
+    assertEquals(result.code, 3, args.join(" "));
+    assertEquals(result.stderr.trim().split("\n").length, 1, result.stderr);
+    assert(result.stderr.includes(`there is no database at ${expected}`), result.stderr);
+  }
+  const list = await runCli(["list"], { env, cwd: work });
+  assertEquals([list.code, list.stdout], [0, "no carts\n"]);
+  assert(list.stderr.includes(expected), list.stderr);
+  assertEquals(JSON.parse((await runCli(["list", "--json"], { env, cwd: work })).stdout), []);
+  const gc = await runCli(["gc", "--dry-run"], { env, cwd: work });
+  assertEquals([gc.code, gc.stdout], [0, "nothing to do\n"]);
+  const check = await runCli(["db", "check"], { env, cwd: work });
+  assertEquals(check.code, 1);
+  assertMatch(check.stderr, /no database at .*; "cartd db migrate" creates it/);
+  assertEquals([...Deno.readDirSync(work)], [], "nothing was written");
+});
+
+Deno.test("durations need a unit: gc --older-than 30 is refused rather than read as 30 seconds", async () => {
+  const volume = await Deno.makeTempDir();
+  const result = await runCli(["gc", "--older-than", "30"], { env: { VOLUME_PATH: volume } });
+  assertEquals(result.code, 2);
+  assertMatch(result.stderr, /"30" has no unit; say ms, s, m, h, d or w \(e\.g\. "30s"\)/);
+  assertEquals(
+    (await runCli(["gc", "--older-than", "30d"], { env: { VOLUME_PATH: volume } })).code,
+    0,
+  );
+});
+
+Deno.test("the one-line status says when ready files were left unverified", async () => {
+  const archive = await makeArchive([{ id: "a", size: 10 }, { id: "b", size: 10 }]);
+  const env = cartdEnv(await Deno.makeTempDir(), `file://${archive.dir}`);
+  const request = structuredClone(archive.request);
+  request.fileids[1].hashsum = "";
+  const created = await runCli(["create", "u", "-", "--wait"], {
+    env,
+    stdin: JSON.stringify(request),
+  });
+  assertEquals(created.code, 0, created.stderr);
+  const status = await runCli(["status", "u"], { env });
+  assertMatch(
+    status.stdout,
+    /^u: ready, 2\/2 files ready, 1 of them unverified \(no checksum given\)/,
+  );
+  const json = JSON.parse((await runCli(["status", "u", "--json"], { env })).stdout);
+  assertEquals(json.progress.filesUnverified, 1);
+});
+
+Deno.test("serve: a taken port names the address, IPv6 prints in brackets, SIGHUP reloads what it can", async () => {
+  const volume = await Deno.makeTempDir();
+  const config = join(volume, "cartd.ini");
+  await Deno.writeTextFile(config, `[cartd]\nvolume_path = ${volume}\nspace_wait = 10m\n`);
+  const env = { CARTD_CONFIG: config, ARCHIVE_INTERFACE_URL: "file:///nowhere", CARTD_LOG: "info" };
+  const { startServer } = await import("./support/server.ts");
+  const server = await startServer(env, ["--address", "::1"]);
+  try {
+    assertMatch(server.url, /^http:\/\/\[::1\]:\d+\/$/);
+    assertEquals((await fetch(server.url)).status, 200);
+
+    const port = new URL(server.url).port;
+    const taken = await runCli(["serve", "--address", "::1", "--port", port], { env });
+    assertEquals(taken.code, 1);
+    assertMatch(
+      taken.stderr,
+      new RegExp(`cannot listen on \\[::1\\]:${port}: the address is already in use`),
+    );
+    assertEquals(taken.stdout, "");
+
+    await Deno.writeTextFile(
+      config,
+      `[cartd]\nvolume_path = ${volume}/elsewhere\nspace_wait = 2m\n`,
+    );
+    server.child.kill("SIGHUP");
+    const deadline = Date.now() + 5000;
+    while (!server.log().includes("SIGHUP: restart") && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assertMatch(server.log(), /SIGHUP: now in effect: \[cartd\] space_wait/);
+    assertMatch(server.log(), /SIGHUP: restart cartd serve to apply \[cartd\] volume_path/);
+    assertEquals((await fetch(server.url)).status, 200, "still serving after SIGHUP");
+  } finally {
+    server.child.kill("SIGTERM");
+    assertEquals((await server.exited).code, 0);
+  }
+});

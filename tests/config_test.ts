@@ -3,9 +3,11 @@ import { join } from "node:path";
 import { loadConfig } from "../src/config.ts";
 import { parseIni } from "../src/ini.ts";
 import { parseDatabaseUrl } from "../src/store/database_url.ts";
-import { parseDuration, parseSize } from "../src/units.ts";
+import { durationProblem, parseDuration, parseSize } from "../src/units.ts";
 import { assertEquals, assertMatch, assertThrows } from "./support/assert.ts";
 import { runCli } from "./support/cli.ts";
+
+const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
 
 async function iniFile(text: string): Promise<string> {
   const file = join(await Deno.makeTempDir(), "cartd.ini");
@@ -92,15 +94,30 @@ Deno.test("a bad value stops start-up with exit code 6, naming the key and where
   assertEquals(missing.code, 6);
   assertMatch(missing.stderr, /cannot read config file \/no\/such\/file\.ini: no such file/);
 
-  const badUrl = await runCli([
-    "bundle",
-    "x",
-    "--archive-url",
-    "ftp://x/",
-    "--volume",
-    await Deno.makeTempDir(),
-  ]);
-  assertEquals(badUrl.code, 3, "an unknown cart is reported before the archive is needed");
+  // Every key is checked before anything starts or is written: a bad archive URL stops even a
+  // command that would never reach the archive, and the server never says it listens.
+  const volume = join(await Deno.makeTempDir(), "volume");
+  for (const args of [["bundle", "x"], ["serve", "--port", "0"]]) {
+    const badUrl = await runCli([...args, "--archive-url", "ftp://x/", "--volume", volume]);
+    assertEquals(badUrl.code, 6, badUrl.stderr);
+    assertMatch(
+      badUrl.stderr,
+      /bad value for \[archiveinterface\] url \(from command line\): "ftp:\/\/x\/" is not an archive URL/,
+    );
+    assertEquals(badUrl.stdout, "", "nothing started");
+  }
+  const badDatabase = await runCli(["serve", "--volume", volume], {
+    env: { PEEWEE_URL: "mysql://cartd:secret@db/cartd" },
+  });
+  assertEquals(badDatabase.code, 6);
+  assertMatch(badDatabase.stderr, /\[database\] peewee_url \(from PEEWEE_URL\)/);
+  assertEquals(badDatabase.stderr.includes("secret"), false, "no password in messages");
+  const bareDuration = await runCli(["serve", "--volume", volume], {
+    env: { CARTD_SPACE_WAIT: "30" },
+  });
+  assertEquals(bareDuration.code, 6);
+  assertMatch(bareDuration.stderr, /space_wait \(from CARTD_SPACE_WAIT\): "30" has no unit/);
+  assertEquals(await exists(volume), false, "nothing was written");
 });
 
 Deno.test("an unknown key warns and the rest of the file still applies", async () => {
@@ -144,7 +161,9 @@ Deno.test("sizes, durations and database URLs", () => {
   assertEquals(parseSize("4 XB"), undefined);
   assertEquals(parseDuration("250ms"), 250);
   assertEquals(parseDuration("7d"), 7 * 86_400_000);
-  assertEquals(parseDuration("30"), 30_000);
+  assertEquals(parseDuration("1.5h"), 5_400_000);
+  assertEquals(parseDuration("30"), undefined, "a bare number is refused: units are required");
+  assertMatch(durationProblem("30"), /"30" has no unit; say ms, s, m, h, d or w \(e\.g\. "30s"\)/);
   assertEquals(parseDuration("soon"), undefined);
   assertEquals(parseDatabaseUrl("sqliteext:///db.sqlite3"), { kind: "sqlite", file: "db.sqlite3" });
   assertEquals(parseDatabaseUrl("sqlite:////srv/db.sqlite3"), {

@@ -10,6 +10,7 @@ import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { makeArchive } from "./support/archive.ts";
 import { listFiles, openTestCartd, stageCart, withSimulator } from "./support/cartd.ts";
 import { cartdEnv, runCli } from "./support/cli.ts";
+import { serveApp } from "./support/app.ts";
 import { startServer } from "./support/server.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -74,11 +75,78 @@ Deno.test("an archive outage in the middle of pulls: cut bodies are pulled again
   });
 });
 
-Deno.test("an archive outage longer than the retry budget ends the cart in error naming the archive", async () => {
+Deno.test("an archive down for longer than the retry budget is waited out: the cart says since when, and recovers", async () => {
+  const files = ["a", "b"].map((id) => ({ id, size: 10_000 }));
+  // The old budget (3 tries, 100 ms apart) would have failed the cart within half a second.
+  const env = { CARTD_RETRY_INTERVAL: "100ms", CARTD_RETRY_LIMIT: "3" };
+  await withSimulator(files, {}, env, async ({ archive, simulator, cartd }) => {
+    const { url, close } = serveApp(cartd);
+    try {
+      await simulator.stop();
+      const created = await fetch(`${url}c`, {
+        method: "POST",
+        body: JSON.stringify(archive.request),
+        headers: { "content-type": "application/json" },
+      });
+      assertEquals(created.status, 201);
+      await sleep(2000);
+      const head = await fetch(`${url}c`, { method: "HEAD" });
+      assertEquals(head.status, 204);
+      assertEquals(head.headers.get("x-pacifica-status"), "staging");
+      const waiting = new RegExp(
+        "^Waiting for the archive since \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z: cannot reach archive " +
+          `${simulator.url.replaceAll(".", "\\.")} to stage file [ab]: connection refused$`,
+      );
+      assertMatch(head.headers.get("x-pacifica-message")!, waiting);
+      const status = await (await fetch(`${url}-/carts/c`)).json();
+      assertMatch(status.message, waiting);
+      assert(status.progress.waitingForArchiveSince !== null);
+      assertEquals(status.files[0].state, "waiting");
+      assertMatch(status.files[0].error, /connection refused/);
+
+      const restarted = Date.now();
+      await simulator.start();
+      let report;
+      while ((report = await cartd.service.report("c")).status === "staging") await sleep(50);
+      assertEquals(report.status, "ready", report.message);
+      assertEquals(report.message, "");
+      console.log(
+        `archive down 2 s (3-try budget): ready ${Date.now() - restarted} ms after it came back`,
+      );
+    } finally {
+      await close();
+    }
+  });
+});
+
+Deno.test("an archive that answers 503 to everything is an outage: one probe at a time, then recovery", async () => {
+  const files = ["a", "b", "c", "d", "e"].map((id) => ({ id, size: 1000 }));
+  const faults = [{ op: "stage" as const, kind: "503" as const }];
+  const env = { CARTD_RETRY_INTERVAL: "100ms", CARTD_RETRY_LIMIT: "2" };
+  await withSimulator(files, { faults }, env, async ({ archive, simulator, cartd }) => {
+    const { cart } = await cartd.service.create(
+      "c",
+      (await import("../src/cart/request.ts")).parseCartRequest(JSON.stringify(archive.request)),
+    );
+    const draining = cartd.worker().drainCart(cart.id);
+    await sleep(2000);
+    const requests = [...simulator.counts.stage.values()].reduce((a, b) => a + b, 0);
+    // Five files failing on their own, each with its backoff, would have made 25 or more.
+    assert(requests <= 12, `${requests} stage requests during 2 s of outage`);
+    assertEquals(simulator.maxConcurrentRequests, 1, "one probe at a time");
+    assertMatch((await cartd.service.report("c")).message, /^Waiting for the archive since .*503/);
+    simulator.faults = [];
+    const done = await draining;
+    assertEquals(done?.status, "ready", done?.message);
+    console.log(`503 on every request for 2 s: ${requests} stage requests, then ready`);
+  });
+});
+
+Deno.test("an archive down for longer than archive_outage_wait ends the cart in error naming the archive", async () => {
   await withSimulator(
     [{ id: "a", size: 10 }],
     {},
-    retryEnv,
+    { ...retryEnv, CARTD_ARCHIVE_OUTAGE_WAIT: "2s" },
     async ({ archive, simulator, cartd }) => {
       await simulator.stop();
       const started = Date.now();
@@ -89,12 +157,13 @@ Deno.test("an archive outage longer than the retry budget ends the cart in error
         new RegExp(
           `cannot reach archive ${
             simulator.url.replaceAll(".", "\\.")
-          } to stage file a: connection refused \\(gave up after 6 tries\\)`,
+          } to stage file a: connection refused \\(the archive has not answered since .*Z; ` +
+            "gave up after archive_outage_wait, 2s\\)",
         ),
       );
-      console.log(
-        `archive down for good: cart in error after ${Date.now() - started} ms (6 tries)`,
-      );
+      const waited = Date.now() - started;
+      assert(waited >= 2000 && waited < 8000, `gave up after ${waited} ms`);
+      console.log(`archive down for good: cart in error after ${waited} ms (outage wait 2 s)`);
     },
   );
 });

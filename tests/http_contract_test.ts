@@ -1,9 +1,11 @@
 /** The Pacifica REST contract over real HTTP: what clients of the original see, code by code. */
 import { createApp } from "../src/http/app.ts";
 import { Downloads } from "../src/http/downloads.ts";
+import { headerValue } from "../src/http/responses.ts";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { makeArchive } from "./support/archive.ts";
-import { openTestCartd } from "./support/cartd.ts";
+import { openTestCartd, withSimulator } from "./support/cartd.ts";
+import { cartdEnv, runCli } from "./support/cli.ts";
 import { serveApp } from "./support/app.ts";
 import { listWithPython } from "./support/tar.ts";
 
@@ -187,7 +189,7 @@ Deno.test("HEAD reports staging (never another Pacifica status) while a cart is 
     const head = await fetch(`${url}s`, { method: "HEAD" });
     assertEquals(head.status, 204);
     assertEquals(head.headers.get("x-pacifica-status"), "staging");
-    assertEquals(head.headers.get("x-pacifica-message"), "");
+    assertMatch(head.headers.get("x-pacifica-message")!, /^(|Waiting for the archive since .*)$/);
     assert(["waiting", "staging"].includes(head.headers.get("x-cartd-phase")!));
     assertEquals(head.headers.get("x-cartd-files"), "0/1");
 
@@ -301,4 +303,110 @@ Deno.test("extensions: /-/carts/<uid> gives the status JSON, /-/health answers f
   } finally {
     if (!closed) await close();
   }
+});
+
+Deno.test("headers carry any message: Latin-1 as is, other characters readable, the exact text in the JSON", async () => {
+  const files = [{ id: "a", path: "données/数据.bin", size: 10 }];
+  await withSimulator(
+    files,
+    {},
+    { CARTD_RETRY_LIMIT: "2" },
+    async ({ archive, simulator, cartd }) => {
+      const { url, close } = serveApp(cartd);
+      try {
+        const missing = { fileids: [{ id: "absent", path: "x", hashtype: "md5", hashsum: "" }] };
+        const wrong = structuredClone(archive.request);
+        wrong.fileids[0].hashsum = "0".repeat(40);
+        for (const [uid, request] of [["missing", missing], ["données", wrong]] as const) {
+          await (await post(`${url}${encodeURIComponent(uid)}`, JSON.stringify(request))).body
+            ?.cancel();
+          await waitReady(`${url}${encodeURIComponent(uid)}`);
+        }
+
+        const exact = {
+          missing: /^Failed to pull file\(x: archive .* No such file or directory: '…' \(gave up/,
+          données: /^Failed to pull file\(données\/数据\.bin: File hash does not match/,
+        };
+        const inHeader = {
+          missing:
+            /^Failed to pull file\(x: archive .* No such file or directory: '\.\.\.' \(gave up/,
+          données: /^Failed to pull file\(données\/\\u6570\\u636e\.bin: File hash does not match/,
+        };
+        for (const uid of ["missing", "données"] as const) {
+          const cartUrl = `${url}${encodeURIComponent(uid)}`;
+          const head = await fetch(cartUrl, { method: "HEAD" });
+          assertEquals(head.status, 500);
+          assertEquals(head.headers.get("x-pacifica-status"), "error");
+          assertMatch(head.headers.get("x-pacifica-message")!, inHeader[uid]);
+
+          // What the Pacifica downloader reads: both headers on the 500, decoded as Latin-1.
+          const python = await new Deno.Command("python3", {
+            args: ["-c", pythonHead, cartUrl.replace(/^http:\/\//, "")],
+          }).output();
+          assert(python.success, new TextDecoder().decode(python.stderr));
+          const [status, pacificaStatus, message] = new TextDecoder().decode(python.stdout)
+            .trimEnd().split("\n");
+          assertEquals([status, pacificaStatus], ["500", "error"]);
+          assertMatch(message, inHeader[uid]);
+
+          const got = await fetch(cartUrl);
+          assertEquals(got.status, 500);
+          assertMatch((await errorBody(got)).message, exact[uid]);
+          const detail = await (await fetch(`${url}-/carts/${encodeURIComponent(uid)}`)).json();
+          assertMatch(detail.message, exact[uid]);
+          const cli = await runCli(["status", uid, "--json"], {
+            env: cartdEnv(cartd.dir, simulator.url),
+          });
+          assertMatch(JSON.parse(cli.stdout).message, exact[uid]);
+        }
+
+        const unknown = await fetch(`${url}${encodeURIComponent("数据…")}`, { method: "HEAD" });
+        assertEquals(unknown.status, 404);
+        assertEquals(
+          unknown.headers.get("x-pacifica-message"),
+          "No cart with uid \\u6570\\u636e... found",
+        );
+      } finally {
+        await close();
+      }
+    },
+  );
+});
+
+/** HEAD with Python's http.client (what requests uses), printing status and both headers. */
+const pythonHead = `import http.client, sys
+host, _, path = sys.argv[1].partition("/")
+c = http.client.HTTPConnection(host)
+c.request("HEAD", "/" + path)
+r = c.getresponse()
+print(r.status)
+print(r.headers["X-Pacifica-Status"])
+print(r.headers["X-Pacifica-Message"])`;
+
+Deno.test("headerValue: every string becomes a valid header value a person can read", () => {
+  const samples = [
+    "plain ascii",
+    "Latin-1: données, Größe, ½",
+    "ellipsis … and “quotes” – dashes",
+    "数据/文件.bin",
+    "emoji 🚀 and a lone surrogate \ud800 here",
+    "controls \u0000\r\n\t\u007f\u0085 gone",
+    "x".repeat(5000),
+    Array.from({ length: 2000 }, (_, i) => String.fromCodePoint(i * 37 % 0x10ffff)).join(""),
+  ];
+  for (const text of samples) {
+    const value = headerValue(text);
+    new Headers({ "x-test": value }); // throws on an invalid value
+    assert(value.length <= 2048);
+    assert(![...value].some((c) => c.charCodeAt(0) > 0xff || c.charCodeAt(0) < 0x20));
+  }
+  assertEquals(headerValue("Latin-1: données, Größe, ½"), "Latin-1: données, Größe, ½");
+  assertEquals(
+    headerValue("ellipsis … and “quotes” – dashes"),
+    'ellipsis ... and "quotes" - dashes',
+  );
+  assertEquals(headerValue("数据/文件.bin"), "\\u6570\\u636e/\\u6587\\u4ef6.bin");
+  assertEquals(headerValue("🚀"), "\\ud83d\\ude80");
+  assertEquals(headerValue("a\r\nb"), "a  b");
+  assertEquals(headerValue("x".repeat(5000)).length, 2048);
 });

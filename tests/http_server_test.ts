@@ -125,6 +125,47 @@ Deno.test("a download cut short resumes with Range and If-Range into the same by
   }
 });
 
+Deno.test("README's resume recipe without ?filename=: the default name stays the same, so curl -C - finishes the same tar", async () => {
+  const archive = await makeArchive([{ id: "big", size: 2_000_000 }, { id: "small", size: 1000 }]);
+  const server = await startServer(cartdEnv(await Deno.makeTempDir(), `file://${archive.dir}`));
+  try {
+    await (await postJson(`${server.url}d`, archive.request)).body?.cancel();
+    await waitWhileStaging(`${server.url}d`, 100);
+    const first = await fetch(`${server.url}d`);
+    const whole = new Uint8Array(await first.arrayBuffer());
+    const name = first.headers.get("content-disposition");
+    const readyAt = (await (await fetch(`${server.url}-/carts/d`)).json()).readyAt;
+    const local = new Date(readyAt);
+    const two = (n: number) => String(n).padStart(2, "0");
+    assertEquals(
+      name,
+      `attachment; filename="data_${local.getFullYear()}_${two(local.getMonth() + 1)}_${
+        two(local.getDate())
+      }_${two(local.getHours())}_${two(local.getMinutes())}_${two(local.getSeconds())}.tar"`,
+      "named after when the cart became ready",
+    );
+
+    // A download broken off, resumed more than a second later.
+    const dir = await Deno.makeTempDir();
+    const file = join(dir, "cart.tar");
+    await Deno.writeFile(file, whole.subarray(0, 1_000_000));
+    await new Promise((r) => setTimeout(r, 1100));
+    const curl = await new Deno.Command("curl", {
+      args: ["-s", "-f", "-C", "-", "-o", file, `${server.url}d`],
+    }).output();
+    assert(curl.success, `curl exit ${curl.code}`);
+    assertEquals(await Deno.readFile(file), whole, "the resumed bytes belong to the same tar");
+    const later = await fetch(`${server.url}d`, { method: "HEAD" });
+    await later.body?.cancel();
+    const again = await fetch(`${server.url}d`);
+    assertEquals(again.headers.get("content-disposition"), name);
+    assertEquals(again.headers.get("etag"), first.headers.get("etag"));
+    await again.body?.cancel();
+  } finally {
+    await stopServer(server);
+  }
+});
+
 Deno.test("50 simultaneous downloads of one cart arrive intact while the server's memory stays bounded", async () => {
   const archive = await makeArchive([{ id: "a", size: 8_000_000 }, { id: "b", size: 4_000_000 }]);
   const server = await startServer(cartdEnv(await Deno.makeTempDir(), `file://${archive.dir}`));

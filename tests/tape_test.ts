@@ -85,7 +85,7 @@ Deno.test("a cart on tape is staged, pulled, verified and bundled into a faithfu
   }
 });
 
-Deno.test("the default download name is data_YYYY_MM_DD_HH_MM_SS.tar, written to stdout with -o -", async () => {
+Deno.test("the default download name is data_YYYY_MM_DD_HH_MM_SS.tar of when the cart became ready", async () => {
   const archive = await makeArchive([{ id: "one", size: 10 }]);
   const volume = await Deno.makeTempDir();
   const env = cartdEnv(volume, `file://${archive.dir}`);
@@ -100,6 +100,11 @@ Deno.test("the default download name is data_YYYY_MM_DD_HH_MM_SS.tar, written to
   const names = [...Deno.readDirSync(work)].map((e) => e.name);
   assertEquals(names.length, 1);
   assert(/^data_\d{4}_\d{2}_\d{2}_\d{2}_\d{2}_\d{2}\.tar$/.test(names[0]), names[0]);
+  // Taken from when the cart became ready: a second later, the same name.
+  await new Promise((r) => setTimeout(r, 1100));
+  const later = await Deno.makeTempDir();
+  assertEquals((await runCli(["get", "c1"], { env, cwd: later })).code, 0);
+  assertEquals([...Deno.readDirSync(later)].map((e) => e.name), names);
   const members = await listWithPython(await Deno.readFile(join(work, names[0])));
   assertEquals(members.map((m) => m.name), [
     names[0].replace(/\.tar$/, ""),

@@ -25,11 +25,20 @@ export interface Archive {
 }
 
 /**
- * A failed archive request. `transient` failures (network errors, 5xx, cut bodies) are worth
- * trying again later; the others (404, a file the archive does not have, malformed answers) are not.
+ * What a failed archive request says about trying again:
+ * - `outage`: the archive as a whole is not answering (it cannot be reached, gives no answer in
+ *   time, or says 502–504): wait it out, for up to `archive_outage_wait`;
+ * - `file`: the archive answers, but this file failed (it is missing, its body came short, its
+ *   status was malformed): try a few more times, up to `retry_limit`;
+ * - `unknown`: a 5xx or a body cut off, which may be either; the worker tells them apart by
+ *   whether the archive still answers requests for other files;
+ * - `permanent`: trying again cannot help (404 and other 4xx, an id the archive refuses).
  */
+export type ArchiveFailure = "outage" | "file" | "unknown" | "permanent";
+
+/** A failed archive request, with what it means for trying again. */
 export class ArchiveError extends Error {
-  constructor(message: string, readonly transient: boolean) {
+  constructor(message: string, readonly failure: ArchiveFailure) {
     super(message);
     this.name = "ArchiveError";
   }

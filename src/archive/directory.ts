@@ -23,7 +23,7 @@ export class DirectoryArchive implements Archive {
     const path = await this.resolve(id);
     const info = await Deno.stat(path);
     if (!info.isFile) {
-      throw new ArchiveError(`archive ${this.name} has no file ${id} (not a file)`, false);
+      throw new ArchiveError(`archive ${this.name} has no file ${id} (not a file)`, "permanent");
     }
     return {
       onDisk: true,
@@ -42,7 +42,7 @@ export class DirectoryArchive implements Archive {
     if (isAbsolute(relative) || relative.includes("\0") || relative.split("/").includes("..")) {
       throw new ArchiveError(
         `file id ${JSON.stringify(id)} is not a path inside ${this.name}`,
-        false,
+        "permanent",
       );
     }
     let real: string;
@@ -50,22 +50,25 @@ export class DirectoryArchive implements Archive {
       // Resolved once it exists: the mount point is the administrator's choice.
       this.root ??= await Deno.realPath(this.dir);
     } catch {
-      throw new ArchiveError(`archive directory ${this.dir} is not there`, true);
+      throw new ArchiveError(`archive directory ${this.dir} is not there`, "outage");
     }
     const root = this.root;
     try {
       real = await Deno.realPath(join(root, relative));
     } catch (err) {
       if (err instanceof Deno.errors.NotFound) {
-        throw new ArchiveError(`archive ${this.name} has no file ${id}`, false);
+        throw new ArchiveError(`archive ${this.name} has no file ${id}`, "permanent");
       }
       throw new ArchiveError(
         `cannot read file ${id} in ${this.name}: ${(err as Error).message}`,
-        true,
+        "file",
       );
     }
     if (!real.startsWith(root + "/")) {
-      throw new ArchiveError(`file id ${JSON.stringify(id)} leads outside ${this.name}`, false);
+      throw new ArchiveError(
+        `file id ${JSON.stringify(id)} leads outside ${this.name}`,
+        "permanent",
+      );
     }
     return real;
   }

@@ -3,7 +3,7 @@
  * stage, `HEAD <base><id>` for status, `GET <base><id>` to pull. Status headers are read as the
  * real archive spells them (`X-Pacifica-Messsage` has three s and is only informational).
  */
-import { type Archive, ArchiveError, type FileStatus } from "./archive.ts";
+import { type Archive, ArchiveError, type ArchiveFailure, type FileStatus } from "./archive.ts";
 
 export class PacificaArchive implements Archive {
   readonly name: string;
@@ -32,7 +32,7 @@ export class PacificaArchive implements Archive {
 
   async open(id: string, signal?: AbortSignal): Promise<ReadableStream<Uint8Array>> {
     const response = await this.request("GET", id, "pull", signal, false);
-    if (!response.body) throw new ArchiveError(`archive sent no body for file ${id}`, true);
+    if (!response.body) throw new ArchiveError(`archive sent no body for file ${id}`, "file");
     return response.body;
   }
 
@@ -56,26 +56,37 @@ export class PacificaArchive implements Archive {
       if (signal?.aborted) throw err;
       throw new ArchiveError(
         `cannot reach archive ${this.base} to ${what} file ${id}: ${networkReason(err)}`,
-        true,
+        "outage",
       );
     }
     if (response.ok) return response;
     const detail = await errorDetail(response);
-    const transient = response.status >= 500 || response.status === 408 || response.status === 429;
     const answer = `${response.status}${response.statusText ? ` ${response.statusText}` : ""}`;
     const message = response.status === 404
       ? `archive ${this.base} has no file ${id} (404 on ${what})`
       : `archive ${this.base} answered ${answer} to ${what} file ${id}${
         detail ? `: ${detail}` : ""
       }`;
-    throw new ArchiveError(message, transient);
+    throw new ArchiveError(message, failureOf(response.status, detail));
   }
+}
+
+/** Answers that say the archive itself is unavailable, not this file. */
+const outageStatuses = new Set([408, 429, 502, 503, 504]);
+
+/** What an error answer means for trying again (see `ArchiveFailure`). */
+export function failureOf(status: number, detail: string): ArchiveFailure {
+  if (outageStatuses.has(status)) return "outage";
+  if (status < 500) return "permanent";
+  // The real archive answers 500 with "[Errno 2] No such file or directory" for a missing id.
+  if (/no such file|not found|errno 2\b/i.test(detail)) return "file";
+  return "unknown";
 }
 
 /** Reads the archive's status headers; a malformed answer is a (transient) archive error. */
 export function parseStatusHeaders(headers: Headers, id: string): FileStatus {
   const malformed = (why: string) =>
-    new ArchiveError(`archive status of file ${id} is malformed: ${why}`, true);
+    new ArchiveError(`archive status of file ${id} is malformed: ${why}`, "file");
   const media = headers.get("x-pacifica-file-storage-media")?.trim();
   if (!media) throw malformed("no X-Pacifica-File-Storage-Media header");
   const sizeText = headers.get("x-content-length")?.trim();

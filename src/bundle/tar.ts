@@ -186,9 +186,19 @@ export function tarRootName(filename: string): string {
   return name.slice(0, 200);
 }
 
-/** `data_YYYY_MM_DD_HH_MM_SS.tar` in local time, the original's default download name. */
-export function defaultTarName(now = new Date()): string {
+/**
+ * `data_YYYY_MM_DD_HH_MM_SS.tar` in local time, the original's default download name. Callers pass
+ * when the cart became ready, so the name (and the tar's root folder) is the same on every request
+ * and a resumed download continues the same bytes.
+ */
+export function defaultTarName(when: Date): string {
   const two = (n: number) => String(n).padStart(2, "0");
-  return `data_${now.getFullYear()}_${two(now.getMonth() + 1)}_${two(now.getDate())}_` +
-    `${two(now.getHours())}_${two(now.getMinutes())}_${two(now.getSeconds())}.tar`;
+  return `data_${when.getFullYear()}_${two(when.getMonth() + 1)}_${two(when.getDate())}_` +
+    `${two(when.getHours())}_${two(when.getMinutes())}_${two(when.getSeconds())}.tar`;
+}
+
+/** The tar's root folder and the name to offer for saving it, from a requested file name. */
+export function downloadName(requested: string): { root: string; filename: string } {
+  const root = tarRootName(requested);
+  return { root, filename: /\.tar$/i.test(requested) ? `${root}.tar` : root };
 }

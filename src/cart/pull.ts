@@ -70,10 +70,11 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
       }
     } catch (err) {
       if (spec.signal.aborted) throw err;
+      if (err instanceof ArchiveError) throw err;
       const why = stall.signal.aborted ? "stalled" : `broke off (${(err as Error).message})`;
       throw new ArchiveError(
         `pull of file ${spec.id} from ${spec.archive.name} ${why} after ${bytes} bytes`,
-        true,
+        "unknown",
       );
     } finally {
       clearTimeout(timer);
@@ -84,7 +85,7 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
           bytes > spec.size ? "more than" : "only"
         } ` +
           `${bytes} of ${spec.size} bytes`,
-        true,
+        "file",
       );
     }
     await writer.flush();

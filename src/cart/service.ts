@@ -5,7 +5,14 @@
  */
 import type { Config } from "../config.ts";
 import { cartFailed, cartNotFound, cartNotReady } from "../errors.ts";
-import { type TarLayout, tarLayout, type TarSource, tarStream } from "../bundle/tar.ts";
+import {
+  defaultTarName,
+  downloadName,
+  type TarLayout,
+  tarLayout,
+  type TarSource,
+  tarStream,
+} from "../bundle/tar.ts";
 import type { Cart, CartFile, CartProgress, Store } from "../store/store.ts";
 import { describe } from "../errors.ts";
 import { whenStreamEnds } from "../io.ts";
@@ -36,6 +43,10 @@ export interface CartReport {
     bytesTotal: number;
     /** How many files' sizes are known (all of them once staged). */
     sizesKnown: number;
+    /** Ready files that no checksum verified (their request gave none). */
+    filesUnverified: number;
+    /** Since when files of the cart have been waiting for the archive to come back, if they are. */
+    waitingForArchiveSince: string | null;
   };
 }
 
@@ -57,6 +68,8 @@ export interface CreateOutcome {
   /** False when the same request had already created this cart. */
   created: boolean;
   replaced: boolean;
+  /** When the same request found the cart failed: how many failed files start again. */
+  retried?: number;
 }
 
 const touchPrecisionMs = 1000;
@@ -99,7 +112,27 @@ export class CartService {
       })),
     }, Date.now());
     if (result.replaced) await removeDeletedCarts(this.store, this.volume);
-    return { cart: result.cart, created: result.created, replaced: result.replaced !== undefined };
+    const outcome = {
+      cart: result.cart,
+      created: result.created,
+      replaced: result.replaced !== undefined,
+    };
+    // The same request for a cart that failed: try its failed files again, as the original did.
+    if (!result.created && result.cart.status === "error") {
+      const retried = await this.store.retryCart(result.cart.id, Date.now());
+      if (retried !== undefined) return { ...outcome, retried, cart: await this.find(uid) };
+    }
+    return outcome;
+  }
+
+  /**
+   * Starts a failed cart's failed files again, keeping its verified ones. Returns how many files
+   * restart; 0 when the cart had not failed (nothing to retry).
+   */
+  async retry(uid: string): Promise<number> {
+    const cart = await this.find(uid);
+    if (cart.status !== "error") return 0;
+    return await this.store.retryCart(cart.id, Date.now()) ?? 0;
   }
 
   /** The live cart of `uid`; throws the contract's not-found error when there is none. */
@@ -113,15 +146,30 @@ export class CartService {
   async report(uid: string): Promise<CartReport> {
     const cart = await this.find(uid);
     await this.touch(cart.id);
-    return toReport(cart, await this.store.progress(cart.id));
+    return await this.reportOf(cart);
   }
 
   /** The report with every file's detail: `cartd status --json` and `GET /-/carts/<uid>`. */
   async detailedReport(uid: string): Promise<CartReport & { files: FileReport[] }> {
     const cart = await this.find(uid);
     await this.touch(cart.id);
-    const report = toReport(cart, await this.store.progress(cart.id));
+    const report = await this.reportOf(cart);
     return { ...report, files: await this.fileReports(cart) };
+  }
+
+  /**
+   * A cart's report. While its files wait for the archive to come back, its message says so, since
+   * when and why (the Pacifica status stays `staging`).
+   */
+  private async reportOf(cart: Cart): Promise<CartReport> {
+    const progress = await this.store.progress(cart.id);
+    let message = cart.message;
+    if (cart.status === "staging" && progress.archiveWaitSince !== null) {
+      const reason = await this.store.archiveWaitReason(cart.id);
+      message = `Waiting for the archive since ${iso(progress.archiveWaitSince)}` +
+        (reason ? `: ${reason}` : "");
+    }
+    return toReport({ ...cart, message }, progress);
   }
 
   /**
@@ -178,10 +226,14 @@ export class CartService {
   }
 
   /**
-   * The tar layout of a ready cart, rooted at `root`. Throws the contract's errors for a cart
-   * that is unknown, still staging, or failed.
+   * The tar layout of a ready cart, rooted at the requested download name without its `.tar`
+   * (by default `data_…` from when the cart became ready), and the name to save it under. Throws
+   * the contract's errors for a cart that is unknown, still staging, or failed.
    */
-  async tarOf(uid: string, root: string): Promise<{ cart: Cart; layout: TarLayout }> {
+  async tarOf(
+    uid: string,
+    requestedName?: string,
+  ): Promise<{ cart: Cart; layout: TarLayout; filename: string }> {
     const cart = await this.find(uid);
     if (cart.status === "error") throw cartFailed(cart.message);
     if (cart.status !== "ready") {
@@ -190,6 +242,9 @@ export class CartService {
         `The cart is not ready for download (${p.filesReady} of ${p.files} files ready).`,
       );
     }
+    const { root, filename } = downloadName(
+      requestedName || defaultTarName(new Date(Number(cart.ready_at ?? cart.created_at))),
+    );
     const files = await this.store.cartFiles(cart.id);
     const sources: TarSource[] = files.map((f) => ({
       path: f.path,
@@ -198,7 +253,7 @@ export class CartService {
       file: this.volume.filePath(cart.id, f.path),
     }));
     await this.touch(cart.id);
-    return { cart, layout: tarLayout(root, sources) };
+    return { cart, layout: tarLayout(root, sources), filename };
   }
 
   /**
@@ -252,7 +307,7 @@ export class CartService {
   }
 }
 
-export function toReport(cart: Cart, p: CartProgress): CartReport {
+function toReport(cart: Cart, p: CartProgress): CartReport {
   return {
     uid: cart.uid,
     status: cart.status,
@@ -269,6 +324,8 @@ export function toReport(cart: Cart, p: CartProgress): CartReport {
       bytesDone: p.bytesDone,
       bytesTotal: p.bytesTotal,
       sizesKnown: p.sizesKnown,
+      filesUnverified: p.filesUnverified,
+      waitingForArchiveSince: iso(p.archiveWaitSince),
     },
   };
 }

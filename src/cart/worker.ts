@@ -12,6 +12,8 @@ import { log } from "../log.ts";
 import type { Cart, CartFile, Store } from "../store/store.ts";
 import { SpaceManager } from "../volume/space.ts";
 import type { Volume } from "../volume/volume.ts";
+import { formatDuration } from "../units.ts";
+import { ArchiveHealth, type ArchiveStep } from "./archive_health.ts";
 import { backoffDelay, sleep } from "./backoff.ts";
 import { isDeadLocalOwner, newOwnerName } from "./owner.ts";
 import { ChecksumMismatch, pullFile } from "./pull.ts";
@@ -27,11 +29,15 @@ interface Job {
 }
 
 const progressWriteMs = 1000;
+const spaceWaitLogMs = 5 * 60_000;
 const idlePollMs = 1000;
 
 export class Worker {
   readonly owner = newOwnerName();
   private readonly space: SpaceManager;
+  private readonly health: ArchiveHealth;
+  /** When this worker last logged each file's wait for space. */
+  private readonly spaceWaitLogged = new Map<number, number>();
 
   constructor(
     private readonly store: Store,
@@ -41,6 +47,7 @@ export class Worker {
     private readonly onEvent?: WorkerEvent,
   ) {
     this.space = new SpaceManager(store, volume, config);
+    this.health = new ArchiveHealth(archive.name, config.retryInterval, config.pollMaxInterval);
   }
 
   /**
@@ -97,14 +104,28 @@ export class Worker {
 
   /** Claims and processes one due file; otherwise says how long to wait, or that the cart is done. */
   private async step(signal?: AbortSignal, cartId?: number): Promise<number | "done"> {
-    const file = await this.store.claimFile(this.owner, Date.now(), this.config.leaseTime, cartId);
-    if (file) {
-      await this.process(file, signal);
-      return 0;
+    // While the archive is down, only one step at a time probes it.
+    const archive = this.health.permit(Date.now());
+    if (archive.wait === 0) {
+      try {
+        const file = await this.store.claimFile(
+          this.owner,
+          Date.now(),
+          this.config.leaseTime,
+          cartId,
+        );
+        if (file) {
+          await this.process(file, signal);
+          return 0;
+        }
+      } finally {
+        if (archive.probe) this.health.probeEnded();
+      }
     }
-    if (cartId === undefined) return idlePollMs;
+    if (cartId === undefined) return Math.min(archive.wait || idlePollMs, idlePollMs);
     const cart = await this.store.cartById(cartId);
     if (!cart || cart.deleted_at !== null || cart.status !== "staging") return "done";
+    if (archive.wait > 0) return Math.min(archive.wait, idlePollMs);
     const due = await this.store.nextDue(cartId);
     if (due === undefined) {
       await this.store.settleCart(cartId, Date.now());
@@ -166,11 +187,12 @@ export class Worker {
   private async stage(job: Job, signal: AbortSignal): Promise<void> {
     await this.archive.stage(job.file.archive_id, signal);
     const now = Date.now();
+    this.health.answered("stage", now);
     await this.save(job, {
       state: "staging",
       stage_requested_at: now,
-      failures: 0,
       next_try_at: now,
+      ...recovered,
     }, false);
   }
 
@@ -178,6 +200,7 @@ export class Worker {
     const { file } = job;
     const status = await this.archive.status(file.archive_id, signal);
     const now = Date.now();
+    this.health.answered("status", now);
     const polls = file.polls + 1;
     if (status.onDisk) {
       return await this.save(job, {
@@ -185,7 +208,7 @@ export class Worker {
         size: status.size,
         mtime: status.mtime ?? Math.floor(now / 1000),
         polls,
-        failures: 0,
+        ...recovered,
       }, false);
     }
     const waited = now - Number(file.stage_requested_at ?? now);
@@ -196,7 +219,11 @@ export class Worker {
       return await this.markError(job, message);
     }
     const delay = backoffDelay(this.config.pollInterval, polls, this.config.pollMaxInterval);
-    await this.save(job, { polls, size: status.size, next_try_at: now + delay }, true);
+    await this.save(
+      job,
+      { polls, size: status.size, next_try_at: now + delay, ...recovered },
+      true,
+    );
   }
 
   private async pull(job: Job, signal: AbortSignal): Promise<void> {
@@ -205,8 +232,10 @@ export class Worker {
     // No byte is pulled without a reservation; a released file holds none.
     if (Number(file.reserved) < size) {
       const space = await this.space.reserve(file, this.owner);
+      if (!space.ok && space.never) return await this.markError(job, space.message);
       if (!space.ok) return await this.waitForSpace(job, space.message);
       job.file = { ...job.file, reserved: size, space_wait_since: null };
+      this.spaceWaitLogged.delete(file.id);
     }
     const target = await this.volume.prepareDirectories(file.cart_id, file.path);
     await this.save(job, { state: "pulling", attempts: file.attempts + 1, bytes_pulled: 0 }, false);
@@ -233,12 +262,12 @@ export class Worker {
           .catch((err) => log.warn(`cannot record progress of file ${file.id}: ${describe(err)}`));
       },
     });
+    this.health.answered("pull", Date.now());
     const done = {
       size: result.bytes,
       bytes_pulled: result.bytes,
       verified: result.verified ? 1 : 0,
-      failures: 0,
-      error: "",
+      ...recovered,
     };
     if (!(await this.store.completeFile(file, this.owner, done, Date.now()))) {
       throw new LeaseLost(`lost the lease on file ${file.id}`);
@@ -254,12 +283,20 @@ export class Worker {
     await this.store.settleCart(file.cart_id, Date.now());
   }
 
-  /** No room for the file yet: wait with backoff, up to `space_wait`, then fail its cart. */
+  /**
+   * No room for the file yet: wait with backoff, up to `space_wait`, then fail its cart. The wait
+   * is logged when it begins and then every few minutes, not at every try.
+   */
   private async waitForSpace(job: Job, message: string): Promise<void> {
     const now = Date.now();
     const since = Number(job.file.space_wait_since ?? now);
     if (now - since >= this.config.spaceWait) return await this.markError(job, message);
-    log.info(`file ${job.file.archive_id}: ${message}; waiting for space`);
+    const logged = this.spaceWaitLogged.get(job.file.id);
+    if (logged === undefined || now - logged >= spaceWaitLogMs) {
+      const until = new Date(since + this.config.spaceWait).toISOString();
+      log.info(`file ${job.file.archive_id}: ${message}; waiting for space until ${until}`);
+      this.spaceWaitLogged.set(job.file.id, now);
+    }
     const delay = Math.min(
       Math.max((now - since) / 2, this.config.retryInterval),
       this.config.pollMaxInterval,
@@ -271,18 +308,27 @@ export class Worker {
     }, true);
   }
 
-  /** Records a failed step: transient failures are tried again with backoff, up to the limit. */
+  /**
+   * Records a failed step. A file that failed is tried again a few times (`retry_limit`); an
+   * archive that is down is waited for (`archive_outage_wait`); a checksum mismatch is pulled once
+   * more; anything else fails the file at once.
+   */
   private async fail(job: Job, err: unknown): Promise<void> {
     const { file } = job;
     try {
       if (err instanceof ChecksumMismatch) {
+        this.health.reachable(Date.now());
         // A second mismatch means the request's checksum (or the archive's file) is wrong.
         if (file.attempts >= 2) return void await this.markError(job, err.message);
         log.warn(`file ${file.archive_id}: ${err.message}; pulling it once more`);
-        await this.retryLater(job, 1);
+        await this.retryLater(job, 1, err.message);
         return;
       }
-      if (err instanceof ArchiveError && err.transient) {
+      if (err instanceof ArchiveError) {
+        const failure = this.judge(err, stepOf(file));
+        if (failure === "outage") return void await this.waitForArchive(job, err);
+        this.health.reachable(Date.now());
+        if (failure === "permanent") return void await this.markError(job, err.message);
         const failures = file.failures + 1;
         if (failures >= this.config.retryLimit) {
           return void await this.markError(
@@ -293,10 +339,9 @@ export class Worker {
         log.warn(
           `file ${file.archive_id}: ${err.message}; try ${failures} of ${this.config.retryLimit}`,
         );
-        await this.retryLater(job, failures);
+        await this.retryLater(job, failures, err.message);
         return;
       }
-      if (err instanceof ArchiveError) return void await this.markError(job, err.message);
       // The volume refused a path (a planted symlink) or similar: the file cannot be placed.
       if (err instanceof CartdError) return void await this.markError(job, err.message);
       const message = diskMessage(err);
@@ -310,18 +355,55 @@ export class Worker {
     }
   }
 
-  private async retryLater(job: Job, failures: number): Promise<void> {
+  /**
+   * Settles a failure that could concern the archive or only this file: if the archive has lately
+   * answered the same kind of request for other files, the trouble is this file's.
+   */
+  private judge(err: ArchiveError, step: ArchiveStep): Exclude<ArchiveError["failure"], "unknown"> {
+    if (err.failure !== "unknown") return err.failure;
+    const recently = Date.now() - Math.max(60_000, this.config.pollMaxInterval);
+    return this.health.answeredSince(step, recently) ? "file" : "outage";
+  }
+
+  /**
+   * The archive is down: the file keeps its place and waits, while only one request at a time
+   * probes the archive, until `archive_outage_wait` has passed since the outage began.
+   */
+  private async waitForArchive(job: Job, err: ArchiveError): Promise<void> {
+    const now = Date.now();
+    const outageBegan = this.health.unavailable(now, err.message);
+    const since = Math.min(Number(job.file.outage_since ?? now), outageBegan);
+    if (now - since >= this.config.archiveOutageWait) {
+      return await this.markError(
+        job,
+        `${err.message} (the archive has not answered since ${new Date(since).toISOString()}; ` +
+          `gave up after archive_outage_wait, ${formatDuration(this.config.archiveOutageWait)})`,
+      );
+    }
+    await this.save(job, {
+      state: job.file.state === "pulling" ? "staged" : job.file.state,
+      bytes_pulled: 0,
+      outage_since: since,
+      error: err.message,
+      next_try_at: this.health.nextContactAt(now),
+    }, true);
+  }
+
+  private async retryLater(job: Job, failures: number, reason: string): Promise<void> {
     const delay = backoffDelay(this.config.retryInterval, failures, this.config.pollMaxInterval);
     await this.save(job, {
       // A pull that failed starts over from the archive's staged copy.
       state: job.file.state === "pulling" ? "staged" : job.file.state,
       failures,
+      error: reason,
+      outage_since: null,
       bytes_pulled: 0,
       next_try_at: Date.now() + delay,
     }, true);
   }
 
   private async markError(job: Job, message: string): Promise<void> {
+    this.spaceWaitLogged.delete(job.file.id);
     await this.save(job, { state: "error", error: message }, true);
     log.warn(`file ${job.file.archive_id} (${job.file.path}) failed: ${message}`);
     await this.store.settleCart(job.file.cart_id, Date.now());
@@ -340,6 +422,16 @@ export class Worker {
     job.file = { ...job.file, ...changes, updated_at: now };
     if (changes.state !== undefined) this.onEvent?.(job.file, "state");
   }
+}
+
+/** What a file that made progress leaves behind: no failures counted, no outage waited for. */
+const recovered = { failures: 0, outage_since: null, error: "" };
+
+/** The archive request a file's next step makes. */
+function stepOf(file: CartFile): ArchiveStep {
+  if (file.state === "waiting") return "stage";
+  if (file.state === "staging") return "status";
+  return "pull";
 }
 
 /** A clear message for a local disk failure, or undefined if `err` is something else. */

@@ -3,7 +3,6 @@
  * `GET /`, plus extensions under the reserved segment `/-/`. A handler is a plain
  * `(Request) => Promise<Response>`, served by `cartd serve` and called directly by tests.
  */
-import { defaultTarName, tarRootName } from "../bundle/tar.ts";
 import { validateCartRequest, validateUid } from "../cart/request.ts";
 import type { CartService } from "../cart/service.ts";
 import type { Config } from "../config.ts";
@@ -12,7 +11,7 @@ import { log } from "../log.ts";
 import type { Store } from "../store/store.ts";
 import { downloadResponse } from "./download.ts";
 import type { Downloads } from "./downloads.ts";
-import { baseHeaders, errorResponse, headerValue, jsonResponse } from "./responses.ts";
+import { baseHeaders, errorResponse, jsonResponse } from "./responses.ts";
 
 export interface AppDeps {
   service: CartService;
@@ -145,7 +144,7 @@ async function status(uid: string, deps: AppDeps): Promise<Response> {
       status: 404,
       headers: baseHeaders({
         "x-pacifica-status": "error",
-        "x-pacifica-message": headerValue(`No cart with uid ${uid} found`),
+        "x-pacifica-message": `No cart with uid ${uid} found`,
       }),
     });
   }
@@ -155,7 +154,7 @@ async function status(uid: string, deps: AppDeps): Promise<Response> {
     headers: baseHeaders({
       // Pacifica clients wait while this says `staging`; anything else ends their wait.
       "x-pacifica-status": report.status === "ready" || failed ? report.status : "staging",
-      "x-pacifica-message": headerValue(report.message),
+      "x-pacifica-message": report.message,
       "x-cartd-phase": report.phase,
       "x-cartd-files": `${report.progress.filesReady}/${report.progress.filesTotal}`,
       "x-cartd-bytes": `${report.progress.bytesDone}/${report.progress.bytesTotal}`,
@@ -164,11 +163,10 @@ async function status(uid: string, deps: AppDeps): Promise<Response> {
 }
 
 async function download(req: Request, uid: string, deps: AppDeps): Promise<Response> {
-  const filename = new URL(req.url).searchParams.get("filename") ?? defaultTarName();
-  const root = tarRootName(filename);
+  const requested = new URL(req.url).searchParams.get("filename") ?? undefined;
   let tar;
   try {
-    tar = await deps.service.tarOf(uid, root);
+    tar = await deps.service.tarOf(uid, requested);
   } catch (err) {
     if (!(err instanceof CartdError)) throw err;
     if (err.status === 404) {
@@ -182,19 +180,14 @@ async function download(req: Request, uid: string, deps: AppDeps): Promise<Respo
     }
     throw err;
   }
-  const { cart, layout } = tar;
+  const { cart, layout, filename } = tar;
   return await downloadResponse(req, {
     cart,
     layout,
-    filename: safeFilename(filename, root),
+    filename,
     body: async (start, end) =>
       deps.downloads.track(await deps.service.tarBytes(cart, layout, start, end)),
   });
-}
-
-/** The name for Content-Disposition: the request's, without separators or controls. */
-function safeFilename(requested: string, root: string): string {
-  return /\.tar$/i.test(requested) ? `${root}.tar` : root;
 }
 
 async function remove(uid: string, deps: AppDeps): Promise<Response> {

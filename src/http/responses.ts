@@ -28,14 +28,21 @@ export function statusText(status: number): string {
   return `${status} ${reasons[status] ?? ""}`.trim();
 }
 
-/** Headers every answer carries. */
-export function baseHeaders(extra: HeadersInit = {}): Headers {
+/**
+ * Headers every answer carries, with `extra` on top. Every value goes through `headerValue`, so no
+ * uid, path, file name or archive message can make an invalid header.
+ */
+export function baseHeaders(extra: Record<string, string> = {}): Headers {
   const headers = new Headers({ "content-type": "application/json", allow: allowedMethods });
-  for (const [name, value] of new Headers(extra)) headers.set(name, value);
+  for (const [name, value] of Object.entries(extra)) headers.set(name, headerValue(value));
   return headers;
 }
 
-export function jsonResponse(status: number, body: unknown, headers: HeadersInit = {}): Response {
+export function jsonResponse(
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Response {
   return new Response(JSON.stringify(body), { status, headers: baseHeaders(headers) });
 }
 
@@ -43,7 +50,7 @@ export function jsonResponse(status: number, body: unknown, headers: HeadersInit
 export function errorResponse(
   status: number,
   message: string,
-  headers: HeadersInit = {},
+  headers: Record<string, string> = {},
 ): Response {
   return jsonResponse(status, {
     status: statusText(status),
@@ -53,9 +60,55 @@ export function errorResponse(
   }, headers);
 }
 
-/** A value safe for a response header: no control characters, bounded length. */
+/** Typographic characters outside Latin-1 that have a plain look-alike. */
+const plainForms: Record<string, string> = {
+  "\u2026": "...",
+  "\u2018": "'",
+  "\u2019": "'",
+  "\u201a": "'",
+  "\u201c": '"',
+  "\u201d": '"',
+  "\u201e": '"',
+  "\u2010": "-",
+  "\u2011": "-",
+  "\u2012": "-",
+  "\u2013": "-",
+  "\u2014": "-",
+  "\u2212": "-",
+  "\u2022": "*",
+  "\u2192": "->",
+  "\u2190": "<-",
+  "\u2264": "<=",
+  "\u2265": ">=",
+  "\u2260": "!=",
+  "\u2248": "~",
+  "\u20ac": "EUR",
+};
+
+/**
+ * The one way to turn text into a response header value. A header carries bytes (Latin-1, as
+ * clients decode them), never line breaks: Latin-1 text passes unchanged, control characters become
+ * spaces, typographic characters become their plain forms (`…` → `...`), and anything else is
+ * written as a `\uXXXX` escape, so a person can still read it. At most `max` characters are kept.
+ * The exact text stays in the JSON answers.
+ */
 export function headerValue(text: string, max = 2048): string {
-  // deno-lint-ignore no-control-regex
-  const clean = text.replace(/[\u0000-\u001f\u007f]/g, " ");
-  return clean.length > max ? `${clean.slice(0, max - 1)}…` : clean;
+  let out = "";
+  for (const char of text) {
+    const code = char.codePointAt(0)!;
+    let piece: string;
+    if (code < 0x20 || (code >= 0x7f && code < 0xa0)) piece = " ";
+    else if (code <= 0xff) piece = char;
+    else piece = plainForms[char] ?? escapeCodePoint(code);
+    if (out.length + piece.length > max) return `${out.slice(0, max - 3)}...`;
+    out += piece;
+  }
+  return out;
+}
+
+function escapeCodePoint(code: number): string {
+  const unit = (n: number) => `\\u${n.toString(16).padStart(4, "0")}`;
+  if (code <= 0xffff) return unit(code);
+  const offset = code - 0x10000;
+  return unit(0xd800 + (offset >> 10)) + unit(0xdc00 + (offset & 0x3ff));
 }

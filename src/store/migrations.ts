@@ -165,6 +165,19 @@ function accounting(dialect: Dialect): Migration {
   };
 }
 
+/** Since when a file has been waiting out an archive outage, if it is. */
+function outages(dialect: Dialect): Migration {
+  const { big } = types(dialect);
+  return {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable("files").addColumn("outage_since", big).execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.alterTable("files").dropColumn("outage_since").execute();
+    },
+  };
+}
+
 /** Kysely's migration provider over the static list. */
 export function migrationProvider(dialect: Dialect): MigrationProvider {
   return {
@@ -174,6 +187,7 @@ export function migrationProvider(dialect: Dialect): MigrationProvider {
         "0002_space": space(dialect),
         "0003_drafts": drafts(),
         "0004_accounting": accounting(dialect),
+        "0005_outages": outages(dialect),
       }),
   };
 }

@@ -55,8 +55,9 @@ export interface FileTable {
   attempts: number;
   /** Status polls made while the file was on tape. */
   polls: number;
-  /** Consecutive transient failures of the current step; bounds retries and sets backoff. */
+  /** Consecutive failures of the current step that concern this file; bounds its retries. */
   failures: number;
+  /** Why the file failed; while it is being retried, the last failure. */
   error: string;
   verified: number;
   owner: string | null;
@@ -68,6 +69,8 @@ export interface FileTable {
   reserved: number;
   /** Since when the file has been waiting for space, if it is. */
   space_wait_since: number | null;
+  /** Since when the file has been waiting for the archive to come back, if it is. */
+  outage_since: number | null;
 }
 
 /** A download in progress, so its cart's files stay until it ends. */

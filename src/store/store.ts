@@ -29,6 +29,10 @@ export interface CartProgress {
   bytesTotal: number;
   bytesDone: number;
   sizesKnown: number;
+  /** Ready files whose request gave no checksum, so nothing could verify them. */
+  filesUnverified: number;
+  /** Since when the earliest of its pending files has been waiting for the archive, if any is. */
+  archiveWaitSince: number | null;
 }
 
 export interface CreateCartInput {
@@ -219,6 +223,39 @@ export class Store {
     return { id: Number(draft.id) };
   }
 
+  /**
+   * Starts a failed cart again: its failed files go back to the start of the pipeline (verified
+   * files stay as they are), and the cart is staging once more. Returns how many files restart,
+   * or undefined when the cart is not in error (someone else retried it first).
+   */
+  async retryCart(cartId: number, now: number): Promise<number | undefined> {
+    return await this.db.transaction().execute(async (tx) => {
+      const cart = await tx.updateTable("carts").set({
+        status: "staging",
+        message: "",
+        finished_at: null,
+        ready_at: null,
+        used_at: now,
+      }).where("id", "=", cartId).where("status", "=", "error").where("deleted_at", "is", null)
+        .returning("id").executeTakeFirst();
+      if (!cart) return undefined;
+      const result = await tx.updateTable("files").set({
+        state: "waiting",
+        error: "",
+        attempts: 0,
+        polls: 0,
+        failures: 0,
+        bytes_pulled: 0,
+        next_try_at: 0,
+        stage_requested_at: null,
+        space_wait_since: null,
+        outage_since: null,
+        updated_at: now,
+      }).where("cart_id", "=", cartId).where("state", "=", "error").executeTakeFirst();
+      return Number(result.numUpdatedRows);
+    });
+  }
+
   /** Removes drafts of carts whose creation stopped (a crash) before `before`. */
   async deleteStaleDrafts(before: number): Promise<number> {
     const result = await this.db.deleteFrom("carts")
@@ -328,6 +365,9 @@ export class Store {
         eb.fn.count<number>("size").as("sized"),
         eb.fn.sum<number>("size").as("size"),
         eb.fn.sum<number>("bytes_pulled").as("pulled"),
+        eb.fn.sum<number>(eb.case().when("verified", "=", 0).then(1).else(0).end())
+          .as("unverified"),
+        eb.fn.min<number | null>("outage_since").as("outage"),
       ])
       .where("cart_id", "=", cartId).groupBy("state").execute();
     const p: CartProgress = {
@@ -339,6 +379,8 @@ export class Store {
       bytesTotal: 0,
       bytesDone: 0,
       sizesKnown: 0,
+      filesUnverified: 0,
+      archiveWaitSince: null,
     };
     for (const row of rows) {
       const count = Number(row.count);
@@ -348,6 +390,7 @@ export class Store {
       if (row.state === "ready") {
         p.filesReady += count;
         p.bytesDone += Number(row.size ?? 0);
+        p.filesUnverified += Number(row.unverified ?? 0);
       }
       if (row.state === "pulling") {
         p.filesPulling += count;
@@ -355,8 +398,21 @@ export class Store {
       }
       if (row.state === "staging") p.filesOnTape += count;
       if (row.state === "error") p.filesError += count;
+      if (pendingStates.includes(row.state) && row.outage !== null) {
+        const since = Number(row.outage);
+        p.archiveWaitSince = Math.min(p.archiveWaitSince ?? since, since);
+      }
     }
     return p;
+  }
+
+  /** The last archive failure of the cart's file that has waited longest for the archive. */
+  async archiveWaitReason(cartId: number): Promise<string | undefined> {
+    const row = await this.db.selectFrom("files").select("error")
+      .where("cart_id", "=", cartId).where("state", "in", pendingStates)
+      .where("outage_since", "is not", null)
+      .orderBy("outage_since").limit(1).executeTakeFirst();
+    return row?.error;
   }
 
   /**
@@ -642,6 +698,7 @@ async function insertFiles(
       updated_at: now,
       reserved: 0,
       space_wait_since: null,
+      outage_since: null,
     }));
     await db.insertInto("files").values(rows).execute();
     // node:sqlite is synchronous: let other requests in between batches.

@@ -11,7 +11,11 @@ import type { CartFile, Store } from "../store/store.ts";
 import { formatBytes } from "../units.ts";
 import type { Volume } from "./volume.ts";
 
-export type Reservation = { ok: true } | { ok: false; message: string };
+/**
+ * The outcome of a reservation: the space is held, or not yet (`message` says why), or `never`:
+ * the file is larger than the volume could hold for cartd even with every cart gone.
+ */
+export type Reservation = { ok: true } | { ok: false; never: boolean; message: string };
 
 export class SpaceManager {
   constructor(
@@ -20,7 +24,10 @@ export class SpaceManager {
     private readonly config: Config,
   ) {}
 
-  /** Reserves the size of a file this worker holds, evicting carts when allowed and needed. */
+  /**
+   * Reserves the size of a file this worker holds. When it does not fit and `lru_purge` is on,
+   * least-recently-used carts are evicted, but only when evicting them makes it fit.
+   */
   async reserve(file: CartFile, owner: string): Promise<Reservation> {
     const bytes = Number(file.size);
     const limit = this.config.volumeSizeLimit;
@@ -29,37 +36,68 @@ export class SpaceManager {
       const now = Date.now();
       const check = await this.store.reserveSpace(file.id, owner, bytes, free, limit, now);
       if (check.fits) return { ok: true };
-      if (!this.config.lruPurge || !(await this.evictOne(file.cart_id, now))) {
+      const available = free();
+      // With every cart and pull gone, cartd could use what is free now plus what they hold.
+      const ceiling = available + check.used;
+      if (bytes > ceiling || (limit > 0 && bytes > limit)) {
+        const most = limit > 0 && limit < ceiling
+          ? `its volume_size_limit is ${formatBytes(limit)}`
+          : `the volume holds at most ${formatBytes(Math.max(ceiling, 0))} for cartd ` +
+            `(${formatBytes(Math.max(available, 0))} free after its reserve, ` +
+            `${formatBytes(check.used)} used by carts)`;
+        return {
+          ok: false,
+          never: true,
+          message: `Not enough space to download file: it needs ${formatBytes(bytes)}, and ${most}`,
+        };
+      }
+      const shortfall = Math.max(
+        bytes - (available - check.reserved),
+        limit > 0 ? check.used + bytes - limit : 0,
+      );
+      if (!this.config.lruPurge || !(await this.evict(file.cart_id, shortfall, now))) {
         const parts = [
           `needs ${formatBytes(bytes)}`,
-          `${formatBytes(Math.max(free(), 0))} free on the volume after its reserve`,
+          `${formatBytes(Math.max(available, 0))} free on the volume after its reserve`,
           `${formatBytes(check.reserved)} held by pulls in progress`,
         ];
         if (limit > 0) {
           parts.push(`cartd uses ${formatBytes(check.used)} of its ${formatBytes(limit)} limit`);
         }
-        return { ok: false, message: `Not enough space to download file (${parts.join("; ")})` };
+        return {
+          ok: false,
+          never: false,
+          message: `Not enough space to download file (${parts.join("; ")})`,
+        };
       }
     }
   }
 
-  /** Evicts the least-recently-used evictable cart other than `forCart`; false if there is none. */
-  private async evictOne(forCart: number, now: number): Promise<boolean> {
-    const [victim] = await this.store.sizedCarts(now, {
+  /**
+   * Evicts least-recently-used evictable carts (never `forCart`) until `shortfall` bytes are
+   * freed. Evicts nothing, and returns false, when all of them together would not free enough.
+   */
+  private async evict(forCart: number, shortfall: number, now: number): Promise<boolean> {
+    const candidates = await this.store.sizedCarts(now, {
       evictable: true,
       unusedSince: now - this.config.lruBufferTime,
       excludeCart: forCart,
     });
-    if (!victim) return false;
-    if (await this.store.markDeleted(victim.id, now, "evicted")) {
-      log.info(
-        `evicted cart ${victim.uid} (${
-          formatBytes(victim.bytes)
-        }, least recently used) to make room`,
-      );
+    if (candidates.reduce((sum, cart) => sum + cart.bytes, 0) < shortfall) return false;
+    let freed = 0;
+    for (const victim of candidates) {
+      if (freed >= shortfall) break;
+      if (await this.store.markDeleted(victim.id, now, "evicted")) {
+        log.info(
+          `evicted cart ${victim.uid} (${
+            formatBytes(victim.bytes)
+          }, least recently used) to make room`,
+        );
+        freed += victim.bytes;
+      }
     }
     await removeDeletedCarts(this.store, this.volume);
-    return true;
+    return freed > 0;
   }
 }
 

@@ -1,0 +1,92 @@
+/**
+ * What one process knows of the archive's health, shared by its worker loops. It tells an outage
+ * (the archive is down: every file must wait) from a file that fails (the archive answers others),
+ * and during an outage lets one request at a time probe the archive at backoff intervals, instead
+ * of every waiting file knocking on an archive that is down.
+ */
+import { log } from "../log.ts";
+import { backoffDelay } from "./backoff.ts";
+
+/** The archive request a step makes. */
+export type ArchiveStep = "stage" | "status" | "pull";
+
+interface Outage {
+  since: number;
+  reason: string;
+  probes: number;
+  nextProbeAt: number;
+  probing: boolean;
+}
+
+export class ArchiveHealth {
+  private readonly lastAnswered: Record<ArchiveStep, number> = { stage: 0, status: 0, pull: 0 };
+  private outage?: Outage;
+
+  constructor(
+    private readonly name: string,
+    private readonly firstDelayMs: number,
+    private readonly maxDelayMs: number,
+  ) {}
+
+  /** The archive answered a request of this kind as asked: any outage is over. */
+  answered(step: ArchiveStep, now: number): void {
+    this.lastAnswered[step] = now;
+    this.reachable(now);
+  }
+
+  /** The archive answered, if only to refuse this file: it is up. */
+  reachable(now: number): void {
+    if (!this.outage) return;
+    const seconds = Math.round((now - this.outage.since) / 1000);
+    log.info(`archive ${this.name} answers again, after ${seconds} s`);
+    this.outage = undefined;
+  }
+
+  /** Whether a request of this kind succeeded at or after `since` (for another file, say). */
+  answeredSince(step: ArchiveStep, since: number): boolean {
+    return this.lastAnswered[step] >= since;
+  }
+
+  /**
+   * The archive is not answering: keep away from it for a while, longer each time. Returns when
+   * the outage began, as this process saw it.
+   */
+  unavailable(now: number, reason: string): number {
+    if (!this.outage) {
+      log.warn(`archive ${this.name} is unavailable (${reason}); files wait for it`);
+      this.outage = { since: now, reason, probes: 0, nextProbeAt: now, probing: false };
+    }
+    const outage = this.outage;
+    outage.reason = reason;
+    // Requests sent before the outage was noticed fail too; only a failed probe backs off more.
+    if (now >= outage.nextProbeAt || outage.probing) {
+      outage.probes++;
+      outage.probing = false;
+      outage.nextProbeAt = now + backoffDelay(this.firstDelayMs, outage.probes, this.maxDelayMs);
+    }
+    return outage.since;
+  }
+
+  /** When the archive may next be asked (now, unless it is in an outage). */
+  nextContactAt(now: number): number {
+    return this.outage ? Math.max(this.outage.nextProbeAt, now) : now;
+  }
+
+  /**
+   * Whether a worker loop may ask the archive something now. In an outage, one caller at a time
+   * is let through (the probe) once the backoff delay has passed; the others wait for its answer.
+   */
+  permit(now: number): { wait: number; probe: boolean } {
+    const outage = this.outage;
+    if (!outage) return { wait: 0, probe: false };
+    if (outage.probing) return { wait: this.firstDelayMs, probe: false };
+    if (now < outage.nextProbeAt) return { wait: outage.nextProbeAt - now, probe: false };
+    outage.probing = true;
+    return { wait: 0, probe: true };
+  }
+
+  /** The probe's step ended; if it learnt nothing of the archive, another caller may probe. */
+  probeEnded(): void {
+    if (this.outage) this.outage.probing = false;
+  }
+}
