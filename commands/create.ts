@@ -3,9 +3,10 @@ import { Command } from "@commander-js/extra-typings";
 import { parseCartRequest, validateUid } from "../src/cart/request.ts";
 import { invalidInput } from "../src/errors.ts";
 import { bundleInForeground } from "./bundle.ts";
-import { type GlobalOptions, withContext } from "./context.ts";
+import { type GlobalOptions, withCartd } from "./context.ts";
 import { statusLine } from "./format.ts";
 
+/** The `create` subcommand. */
 export function createCommand(globals: () => GlobalOptions) {
   return new Command("create")
     .description(
@@ -19,8 +20,8 @@ export function createCommand(globals: () => GlobalOptions) {
       // Refused input never opens the database: nothing at all is written for it.
       validateUid(uid);
       const request = parseCartRequest(await readRequest(requestFile));
-      await withContext(globals(), async (context) => {
-        const outcome = await context.service.create(uid, request);
+      await withCartd(globals(), async (cartd) => {
+        const outcome = await cartd.service.create(uid, request);
         if (outcome.retried !== undefined) {
           console.error(
             `cartd: cart ${uid} had failed; its ${outcome.retried} failed file(s) start again`,
@@ -28,12 +29,8 @@ export function createCommand(globals: () => GlobalOptions) {
         } else if (!outcome.created) {
           console.error(`cartd: cart ${uid} already exists with this request`);
         } else if (outcome.replaced) console.error(`cartd: cart ${uid} replaced`);
-        if (options.wait) {
-          const code = await bundleInForeground(context, uid);
-          if (code !== 0) Deno.exitCode = code;
-          return;
-        }
-        console.log(statusLine(await context.service.report(uid)));
+        if (options.wait) return await bundleInForeground(cartd, uid);
+        console.log(statusLine(await cartd.service.report(uid)));
       }, { create: true });
     });
 }

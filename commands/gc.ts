@@ -5,9 +5,10 @@
  */
 import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
 import { parseSpaceAmount } from "../src/config.ts";
-import { durationProblem, formatBytes, parseDuration } from "../src/units.ts";
-import { collectGarbage, type GcOptions, type GcReport, parseTimeAgo } from "../src/volume/gc.ts";
-import { type GlobalOptions, MissingDatabase, withContext } from "./context.ts";
+import type { GcOptions, GcReport } from "../src/cart/service.ts";
+import { durationProblem, formatBytes, parseDuration, parseTimeAgo } from "../src/units.ts";
+import { MissingDatabase } from "../src/cartd.ts";
+import { type GlobalOptions, withCartd } from "./context.ts";
 
 function duration(value: string): number {
   const ms = parseDuration(value);
@@ -33,8 +34,8 @@ function timeAgo(value: string): number {
 
 async function runGc(globals: GlobalOptions, options: GcOptions, json: boolean) {
   try {
-    await withContext(globals, async ({ store, volume, config }) => {
-      const report = await collectGarbage(store, volume, config, options);
+    await withCartd(globals, async ({ service }) => {
+      const report = await service.collectGarbage(options);
       console.log(json ? JSON.stringify(report, null, 2) : describeReport(report));
     });
   } catch (err) {
@@ -69,6 +70,7 @@ function describeReport(report: GcReport): string {
   return lines.join("\n");
 }
 
+/** The `gc` subcommand, for cron. */
 export function gcCommand(globals: () => GlobalOptions) {
   return new Command("gc")
     .description(
@@ -88,6 +90,7 @@ export function gcCommand(globals: () => GlobalOptions) {
     });
 }
 
+/** The original's `purge`: `gc --older-than` in its own words. */
 export function purgeCommand(globals: () => GlobalOptions) {
   return new Command("purge")
     .description('remove carts not used since --time-ago (the original\'s purge; "180 days ago")')

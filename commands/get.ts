@@ -1,7 +1,8 @@
 /** `cartd get <uid> [-o FILE|-] [--filename NAME]`: writes a ready cart's tar. */
 import { Command } from "@commander-js/extra-typings";
-import { type GlobalOptions, withContext } from "./context.ts";
+import { type GlobalOptions, withCartd } from "./context.ts";
 
+/** The `get` subcommand. */
 export function getCommand(globals: () => GlobalOptions) {
   return new Command("get")
     .description("write a ready cart as a tar (members rooted at NAME without its .tar)")
@@ -9,10 +10,10 @@ export function getCommand(globals: () => GlobalOptions) {
     .option("-o, --output <file>", "where to write the tar; - for standard output (default: NAME)")
     .option("--filename <name>", "the download name, as the ?filename= of the HTTP API")
     .action(async (uid, options) => {
-      await withContext(globals(), async ({ service }) => {
-        const { cart, layout } = await service.tarOf(uid, options.filename);
-        const body = await service.tarBytes(cart, layout);
-        const output = options.output ?? `${layout.root}.tar`;
+      await withCartd(globals(), async ({ service }) => {
+        const tar = await service.download(uid, options.filename);
+        const body = await tar.open();
+        const output = options.output ?? `${tar.root}.tar`;
         if (output === "-") {
           try {
             await body.pipeTo(Deno.stdout.writable, { preventClose: true });
@@ -32,7 +33,7 @@ export function getCommand(globals: () => GlobalOptions) {
           throw err;
         }
         await Deno.rename(partial, output);
-        console.error(`${output}: ${layout.size} bytes, ${cart.file_count} files`);
+        console.error(`${output}: ${tar.size} bytes, ${tar.files} files`);
       });
     });
 }

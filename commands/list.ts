@@ -2,8 +2,10 @@
 import { Command } from "@commander-js/extra-typings";
 import type { CartListing } from "../src/cart/service.ts";
 import { formatBytes } from "../src/units.ts";
-import { type GlobalOptions, MissingDatabase, withContext } from "./context.ts";
+import { MissingDatabase } from "../src/cartd.ts";
+import { type GlobalOptions, withCartd } from "./context.ts";
 
+/** The `list` subcommand (alias `dump`). */
 export function listCommand(globals: () => GlobalOptions) {
   return new Command("list")
     .alias("dump")
@@ -12,7 +14,7 @@ export function listCommand(globals: () => GlobalOptions) {
     .action(async (options) => {
       let carts: CartListing[];
       try {
-        carts = await withContext(globals(), ({ service }) => service.list());
+        carts = await withCartd(globals(), ({ service }) => service.list());
       } catch (err) {
         // No database at all: there are no carts, but say where cartd looked.
         if (!(err instanceof MissingDatabase)) throw err;

@@ -3,7 +3,7 @@
  * into messages and exit codes (no stack trace reaches a user).
  */
 import { Command, CommanderError, type CommandUnknownOpts } from "@commander-js/extra-typings";
-import { backendFailure, CartdError, describe, ExitCode } from "../src/errors.ts";
+import { CartdError, describe } from "../src/errors.ts";
 import { log } from "../src/log.ts";
 import { bundleCommand } from "./bundle.ts";
 import { createCommand } from "./create.ts";
@@ -16,11 +16,12 @@ import { retryCommand } from "./retry.ts";
 import { serveCommand } from "./serve.ts";
 import { statusCommand } from "./status.ts";
 import type { GlobalOptions } from "./context.ts";
+import { ExitCode, exitCode } from "./exit_codes.ts";
 
-export { version } from "../src/version.ts";
 import { version } from "../src/version.ts";
 
-export function buildProgram(): Command {
+/** The `cartd` command with its global flags and every subcommand. */
+function buildProgram(): Command {
   const program = new Command("cartd")
     .description(
       "Stage files out of an archive (tape or disk), verify them, and hand them out as one tar.",
@@ -65,7 +66,7 @@ export async function run(args: string[]): Promise<number> {
   for (const sub of program.commands) exitOverrideDeep(sub);
   try {
     await program.parseAsync(args, { from: "user" });
-    return typeof Deno.exitCode === "number" ? Deno.exitCode : 0;
+    return ExitCode.ok;
   } catch (err) {
     if (err instanceof CommanderError) {
       // Help and version are not errors; commander has already printed its message.
@@ -74,12 +75,10 @@ export async function run(args: string[]): Promise<number> {
       }
       return err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
     }
-    const known = err instanceof CartdError ? err : backendFailure(err);
-    if (known) {
-      if (!(err instanceof CartdError)) log.debug(describe(err));
-      console.error(`cartd: ${known.message}`);
-      if (known.hint) console.error(`cartd: ${known.hint}`);
-      return known.exitCode;
+    if (err instanceof CartdError) {
+      console.error(`cartd: ${err.message}`);
+      if (err.hint) console.error(`cartd: ${err.hint}`);
+      return exitCode[err.kind];
     }
     log.error(`unexpected failure: ${describe(err)}`);
     if (err instanceof Error && err.stack) log.debug(err.stack);

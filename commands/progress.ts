@@ -3,25 +3,27 @@
  * otherwise (so CI logs and cron mail stay readable).
  */
 import cliProgress from "cli-progress";
-import type { CartFile } from "../src/store/store.ts";
-import type { Store } from "../src/store/store.ts";
+import type { CartReport } from "../src/cart/service.ts";
+import type { FileEvent } from "../src/cart/worker.ts";
 import { formatBytes } from "../src/units.ts";
 
+/** What the foreground bundle shows while it works. */
 export interface ProgressDisplay {
-  onEvent(file: CartFile, event: "state" | "progress"): void;
+  onEvent(file: FileEvent, event: "state" | "progress"): void;
   stop(): void;
 }
 
-export async function progressDisplay(store: Store, cartId: number): Promise<ProgressDisplay> {
-  const p = await store.progress(cartId);
-  let ready = p.filesReady;
+/** A display that starts from the cart's progress so far. */
+export function progressDisplay(start: CartReport["progress"]): ProgressDisplay {
+  let ready = start.filesReady;
+  const files = start.filesTotal;
   if (!Deno.stderr.isTerminal()) {
     return {
       onEvent(file, event) {
         if (event !== "state" || file.state === "staged") return;
         if (file.state === "ready") ready++;
         const detail = file.state === "error" ? `: ${file.error}` : "";
-        console.error(`${file.path}: ${file.state}${detail} [${ready}/${p.files} files ready]`);
+        console.error(`${file.path}: ${file.state}${detail} [${ready}/${files} files ready]`);
       },
       stop() {},
     };
@@ -32,25 +34,20 @@ export async function progressDisplay(store: Store, cartId: number): Promise<Pro
     stream: process.stderr,
   }, cliProgress.Presets.shades_classic);
   const pulled = new Map<number, number>();
-  let doneBytes = p.bytesDone;
-  bar.start(p.files || 1, ready, {
-    ready,
-    files: p.files,
-    bytes: formatBytes(doneBytes),
-    phase: "",
-  });
+  let doneBytes = start.bytesDone;
+  bar.start(files || 1, ready, { ready, files, bytes: formatBytes(doneBytes), phase: "" });
   return {
     onEvent(file, event) {
-      if (event === "progress") pulled.set(file.id, Number(file.bytes_pulled));
+      if (event === "progress") pulled.set(file.id, file.bytesPulled);
       if (event === "state" && file.state === "ready") {
         ready++;
         pulled.delete(file.id);
-        doneBytes += Number(file.size ?? 0);
+        doneBytes += file.size ?? 0;
       }
       const inFlight = [...pulled.values()].reduce((a, b) => a + b, 0);
       bar.update(ready, {
         ready,
-        files: p.files,
+        files,
         bytes: formatBytes(doneBytes + inFlight),
         phase: `${file.path}: ${file.state}`,
       });

@@ -5,16 +5,16 @@
  * again and applies what a running server can change.
  */
 import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
+import { openCartd } from "../src/cartd.ts";
 import { type Config, reloadConfig } from "../src/config.ts";
-import { CartdError, describe, ExitCode } from "../src/errors.ts";
+import { CartdError, describe } from "../src/errors.ts";
 import { createApp } from "../src/http/app.ts";
 import { Downloads } from "../src/http/downloads.ts";
 import { log } from "../src/log.ts";
-import { staleDraftAge } from "../src/volume/gc.ts";
-import { removeDeletedCarts } from "../src/volume/space.ts";
-import { configSources, type GlobalOptions, openContext } from "./context.ts";
+import { configSources, type GlobalOptions, resolveConfig } from "./context.ts";
 
-const sleep = <T>(ms: number, value: T) =>
+/** Resolves with `value` after `ms`. */
+const after = <T>(ms: number, value: T) =>
   new Promise<T>((resolve) => setTimeout(() => resolve(value), ms));
 
 function port(value: string): number {
@@ -24,7 +24,7 @@ function port(value: string): number {
 }
 
 /** `http://host:port/`, with an IPv6 address in brackets. */
-export function listenUrl(hostname: string, port: number): string {
+function listenUrl(hostname: string, port: number): string {
   return `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}/`;
 }
 
@@ -40,7 +40,7 @@ function listenError(err: unknown, address: string, port: number): unknown {
     : /lookup address|name or service/i.test(describe(err))
     ? "the host name does not resolve"
     : undefined;
-  return why ? new CartdError(`cannot listen on ${where}: ${why}`, 500, ExitCode.failure) : err;
+  return why ? new CartdError("failure", `cannot listen on ${where}: ${why}`) : err;
 }
 
 /** Applies a new configuration on SIGHUP, logging what changed and what needs a restart. */
@@ -59,6 +59,7 @@ function reload(config: Config, globals: GlobalOptions, flags: Record<string, st
   }
 }
 
+/** The `serve` subcommand. */
 export function serveCommand(globals: () => GlobalOptions) {
   return new Command("serve")
     .description("serve the Pacifica cartd REST API and stage carts in the background")
@@ -67,10 +68,10 @@ export function serveCommand(globals: () => GlobalOptions) {
     .option("--workers <n>", "files staged and pulled at once ([cartd] workers)")
     .action(async (options) => {
       const flags = { "cartd.workers": options.workers };
-      const context = await openContext(globals(), { create: true, flags });
-      const worker = context.worker();
+      const cartd = await openCartd(resolveConfig(globals(), flags), { create: true });
+      const worker = cartd.worker();
       const downloads = new Downloads();
-      const handler = createApp({ ...context, downloads });
+      const handler = createApp({ service: cartd.service, config: cartd.config, downloads });
       let server: Deno.HttpServer<Deno.NetAddr>;
       try {
         server = Deno.serve({
@@ -86,7 +87,7 @@ export function serveCommand(globals: () => GlobalOptions) {
           },
         }, handler);
       } catch (err) {
-        await context.close();
+        await cartd.close();
         throw listenError(err, options.address, options.port);
       }
 
@@ -94,20 +95,9 @@ export function serveCommand(globals: () => GlobalOptions) {
       const working = worker.run(stopWorkers.signal).catch((err) => {
         log.error(`workers stopped: ${describe(err)}`);
       });
+      cartd.housekeeping.start();
 
-      // Every minute, what crashed processes leave: files of deleted carts whose downloads never
-      // said they ended, drafts of carts whose creation was cut short, claims of dead processes.
-      const sweeper = setInterval(async () => {
-        try {
-          await removeDeletedCarts(context.store, context.volume);
-          await context.store.deleteStaleDrafts(Date.now() - staleDraftAge);
-          await worker.reclaimCrashedWork();
-        } catch (err) {
-          log.warn(`housekeeping failed: ${describe(err)}`);
-        }
-      }, 60_000);
-
-      const onHup = () => reload(context.config, globals(), flags);
+      const onHup = () => reload(cartd.config, globals(), flags);
       Deno.addSignalListener("SIGHUP", onHup);
       await new Promise<void>((resolve) => {
         const stop = (signal: string) => {
@@ -124,21 +114,21 @@ export function serveCommand(globals: () => GlobalOptions) {
       Deno.removeSignalListener("SIGHUP", onHup);
 
       stopWorkers.abort();
-      clearInterval(sweeper);
+      await cartd.housekeeping.stop();
       const finished = server.shutdown().then(() => true);
-      const inTime = await Promise.race([finished, sleep(context.config.shutdownTimeout, false)]);
+      const inTime = await Promise.race([finished, after(cartd.config.shutdownTimeout, false)]);
       if (!inTime) {
         log.warn(`ending ${downloads.size} unfinished download(s)`);
         downloads.abortAll("server shutting down");
         // A client that stopped reading can hold its connection open past that; cartd exits
         // all the same once its own work is put away (the process exit closes the socket).
-        if (!(await Promise.race([finished, sleep(2000, false)]))) {
+        if (!(await Promise.race([finished, after(2000, false)]))) {
           log.warn("some connections are still open; exiting anyway");
         }
       }
       await working;
       await worker.releaseLeases();
-      await context.close();
+      await cartd.close();
       log.info("stopped");
     });
 }

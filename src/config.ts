@@ -12,6 +12,7 @@ import { IniSyntaxError, parseIni } from "./ini.ts";
 import { log } from "./log.ts";
 import { durationProblem, parseDuration, parseSize } from "./units.ts";
 
+/** cartd's whole configuration, resolved and checked: what every part of cartd reads. */
 export interface Config {
   /** Where carts are staged; the SQLite database lives here too unless `databaseUrl` says not. */
   volumePath: string;
@@ -90,59 +91,251 @@ type Kind =
   | "optional-duration"
   | "space";
 
-interface KeyDef {
+/** One configuration key: where it is set, its default, how it is read, and what it means. */
+export interface KeyDef {
+  field: keyof Config;
   section: string;
   key: string;
   env: string;
   default: string;
   kind: Kind;
-  field: keyof Config;
+  /** For people: README's configuration table is made from these. */
+  meaning: string;
+  /** The default as README shows it, when the raw default (empty) says nothing. */
+  shownDefault?: string;
 }
 
-// field, [section] key, environment variable, default, kind; in README order.
-const keyTable: [keyof Config, string, string, string, Kind][] = [
-  ["volumePath", "cartd.volume_path", "VOLUME_PATH", "./cartd-data", "path"],
-  ["transferSize", "cartd.transfer_size", "TRANSFER_SIZE", "4 Mb", "size"],
-  ["lruBufferTime", "cartd.lru_buffer_time", "LRU_BUFFER_TIME", "0", "seconds"],
-  ["lruPurge", "cartd.lru_purge", "LRU_PURGE", "on", "boolean"],
-  ["bundleTask", "cartd.bundle_task", "BUNDLE_TASK", "off", "boolean"],
-  ["pollInterval", "cartd.poll_interval", "CARTD_POLL_INTERVAL", "1s", "duration"],
-  ["pollMaxInterval", "cartd.poll_max_interval", "CARTD_POLL_MAX_INTERVAL", "60s", "duration"],
-  ["stageTimeout", "cartd.stage_timeout", "CARTD_STAGE_TIMEOUT", "24h", "duration"],
-  ["retryLimit", "cartd.retry_limit", "CARTD_RETRY_LIMIT", "5", "count"],
-  ["retryInterval", "cartd.retry_interval", "CARTD_RETRY_INTERVAL", "1s", "duration"],
-  [
-    "archiveOutageWait",
-    "cartd.archive_outage_wait",
-    "CARTD_ARCHIVE_OUTAGE_WAIT",
-    "1h",
-    "duration",
-  ],
-  ["leaseTime", "cartd.lease_time", "CARTD_LEASE_TIME", "60s", "duration"],
-  ["workers", "cartd.workers", "CARTD_WORKERS", "4", "count"],
-  ["shutdownTimeout", "cartd.shutdown_timeout", "CARTD_SHUTDOWN_TIMEOUT", "30s", "duration"],
-  ["maxRequestSize", "cartd.max_request_size", "CARTD_MAX_REQUEST_SIZE", "64 MiB", "size"],
-  ["volumeSizeLimit", "cartd.volume_size_limit", "CARTD_VOLUME_SIZE_LIMIT", "", "optional-size"],
-  ["volumeReserve", "cartd.volume_reserve", "CARTD_VOLUME_RESERVE", "100 MB", "space"],
-  ["spaceWait", "cartd.space_wait", "CARTD_SPACE_WAIT", "10m", "duration"],
-  ["cartLifetime", "cartd.cart_lifetime", "CARTD_CART_LIFETIME", "", "optional-duration"],
-  [
-    "archiveUrl",
-    "archiveinterface.url",
-    "ARCHIVE_INTERFACE_URL",
-    "http://127.0.0.1:8080/",
-    "archive-url",
-  ],
-  ["databaseUrl", "database.peewee_url", "PEEWEE_URL", "", "database-url"],
-  ["databaseBusyTimeout", "database.busy_timeout", "CARTD_DB_BUSY_TIMEOUT", "30s", "duration"],
-  ["transferTimeout", "archiveinterface.timeout", "CARTD_ARCHIVE_TIMEOUT", "60s", "duration"],
+/** Every key cartd reads, in README order: this table drives parsing, errors and the docs. */
+export const configKeys: readonly KeyDef[] = [
+  {
+    field: "volumePath",
+    section: "cartd",
+    key: "volume_path",
+    env: "VOLUME_PATH",
+    default: "./cartd-data",
+    kind: "path",
+    meaning: "where carts are staged (and the SQLite database kept, by default)",
+  },
+  {
+    field: "transferSize",
+    section: "cartd",
+    key: "transfer_size",
+    env: "TRANSFER_SIZE",
+    default: "4 Mb",
+    kind: "size",
+    meaning:
+      "read and write size; `KB MB GB` are powers of 10, `Kb Mb Gb` (and `KiB MiB GiB`) of 2",
+  },
+  {
+    field: "lruBufferTime",
+    section: "cartd",
+    key: "lru_buffer_time",
+    env: "LRU_BUFFER_TIME",
+    default: "0",
+    kind: "seconds",
+    meaning: "seconds after its last use during which a cart is never evicted",
+  },
+  {
+    field: "lruPurge",
+    section: "cartd",
+    key: "lru_purge",
+    env: "LRU_PURGE",
+    default: "on",
+    kind: "boolean",
+    meaning: "whether a shortage of space may evict least-recently-used carts",
+  },
+  {
+    field: "bundleTask",
+    section: "cartd",
+    key: "bundle_task",
+    env: "BUNDLE_TASK",
+    default: "off",
+    kind: "boolean",
+    meaning: "default of a request's `bundle` key",
+  },
+  {
+    field: "pollInterval",
+    section: "cartd",
+    key: "poll_interval",
+    env: "CARTD_POLL_INTERVAL",
+    default: "1s",
+    kind: "duration",
+    meaning: "first delay between status polls of a file on tape",
+  },
+  {
+    field: "pollMaxInterval",
+    section: "cartd",
+    key: "poll_max_interval",
+    env: "CARTD_POLL_MAX_INTERVAL",
+    default: "60s",
+    kind: "duration",
+    meaning:
+      "ceiling of every backoff delay (polls, retries, outage probes); they double, with jitter",
+  },
+  {
+    field: "stageTimeout",
+    section: "cartd",
+    key: "stage_timeout",
+    env: "CARTD_STAGE_TIMEOUT",
+    default: "24h",
+    kind: "duration",
+    meaning: "a file still on tape this long after its stage request is an error",
+  },
+  {
+    field: "retryLimit",
+    section: "cartd",
+    key: "retry_limit",
+    env: "CARTD_RETRY_LIMIT",
+    default: "5",
+    kind: "count",
+    meaning: "tries of a file that fails while the archive answers others (missing, cut body, 5xx)",
+  },
+  {
+    field: "retryInterval",
+    section: "cartd",
+    key: "retry_interval",
+    env: "CARTD_RETRY_INTERVAL",
+    default: "1s",
+    kind: "duration",
+    meaning: "first delay between those tries, and between probes of an archive that is down",
+  },
+  {
+    field: "archiveOutageWait",
+    section: "cartd",
+    key: "archive_outage_wait",
+    env: "CARTD_ARCHIVE_OUTAGE_WAIT",
+    default: "1h",
+    kind: "duration",
+    meaning: "how long files wait for an archive that is down before they fail",
+  },
+  {
+    field: "leaseTime",
+    section: "cartd",
+    key: "lease_time",
+    env: "CARTD_LEASE_TIME",
+    default: "60s",
+    kind: "duration",
+    meaning: "how long a worker's claim on a file (or a download's hold on a cart) lasts unrenewed",
+  },
+  {
+    field: "workers",
+    section: "cartd",
+    key: "workers",
+    env: "CARTD_WORKERS",
+    default: "4",
+    kind: "count",
+    meaning: "files a process stages and pulls at once (`serve --workers`)",
+  },
+  {
+    field: "shutdownTimeout",
+    section: "cartd",
+    key: "shutdown_timeout",
+    env: "CARTD_SHUTDOWN_TIMEOUT",
+    default: "30s",
+    kind: "duration",
+    meaning: "how long `cartd serve` lets running downloads finish when told to stop",
+  },
+  {
+    field: "maxRequestSize",
+    section: "cartd",
+    key: "max_request_size",
+    env: "CARTD_MAX_REQUEST_SIZE",
+    default: "64 MiB",
+    kind: "size",
+    meaning: "the largest cart request body `cartd serve` accepts (larger: 413)",
+  },
+  {
+    field: "volumeSizeLimit",
+    section: "cartd",
+    key: "volume_size_limit",
+    env: "CARTD_VOLUME_SIZE_LIMIT",
+    default: "",
+    kind: "optional-size",
+    meaning: "cap on what carts and pulls may take on the volume; empty: only the disk limits",
+    shownDefault: "none",
+  },
+  {
+    field: "volumeReserve",
+    section: "cartd",
+    key: "volume_reserve",
+    env: "CARTD_VOLUME_RESERVE",
+    default: "100 MB",
+    kind: "space",
+    meaning: "free space pulls must leave on the volume's file system: a size or a share (`5%`)",
+  },
+  {
+    field: "spaceWait",
+    section: "cartd",
+    key: "space_wait",
+    env: "CARTD_SPACE_WAIT",
+    default: "10m",
+    kind: "duration",
+    meaning: "how long a file waits for space before its cart fails",
+  },
+  {
+    field: "cartLifetime",
+    section: "cartd",
+    key: "cart_lifetime",
+    env: "CARTD_CART_LIFETIME",
+    default: "",
+    kind: "optional-duration",
+    meaning: "a ready or failed cart expires this long after it finished; empty: never",
+    shownDefault: "never",
+  },
+  {
+    field: "archiveUrl",
+    section: "archiveinterface",
+    key: "url",
+    env: "ARCHIVE_INTERFACE_URL",
+    default: "http://127.0.0.1:8080/",
+    kind: "archive-url",
+    meaning: "Pacifica archive interface, or `file:///dir` for a mounted directory",
+  },
+  {
+    field: "transferTimeout",
+    section: "archiveinterface",
+    key: "timeout",
+    env: "CARTD_ARCHIVE_TIMEOUT",
+    default: "60s",
+    kind: "duration",
+    meaning: "how long an archive request may go without an answer or a byte of its body",
+  },
+  {
+    field: "databaseUrl",
+    section: "database",
+    key: "peewee_url",
+    env: "PEEWEE_URL",
+    default: "",
+    kind: "database-url",
+    meaning:
+      "`sqlite:///relative.db`, `sqlite:////absolute.db` (also `sqliteext://`), or a plain path",
+    shownDefault: "<volume>/cartd.sqlite3",
+  },
+  {
+    field: "databaseBusyTimeout",
+    section: "database",
+    key: "busy_timeout",
+    env: "CARTD_DB_BUSY_TIMEOUT",
+    default: "30s",
+    kind: "duration",
+    meaning: "how long to wait for a database another process has locked (then 503, or exit 1)",
+  },
 ];
 
-/** Every key cartd reads. */
-export const configKeys: readonly KeyDef[] = keyTable.map(([field, name, env, fallback, kind]) => {
-  const [section, key] = name.split(".");
-  return { section, key, env, default: fallback, kind, field };
-});
+/** README's configuration table, made from `configKeys`. */
+export function configTableMarkdown(): string {
+  const rows = [
+    ["section / key", "environment", "default", "meaning"],
+    ["---", "---", "---", "---"],
+    ...configKeys.map((k) => [
+      `\`[${k.section}] ${k.key}\``,
+      `\`${k.env}\``,
+      `\`${k.shownDefault ?? k.default}\``,
+      k.meaning,
+    ]),
+  ];
+  return rows.map((cells) => `| ${cells.join(" | ")} |`).join("\n");
+}
 
 /** Keys of the original that cartd accepts and has no use for (no broker, no connect retries). */
 const ignoredKeys = new Set([

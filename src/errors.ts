@@ -1,78 +1,73 @@
 /**
- * One error type for everything a user may see. It carries a message for humans, the HTTP status
- * the server answers with, and the exit code the CLI ends with. Anything else thrown inside cartd is
- * a bug or a backend failure: front ends log its detail and show a generic message instead.
+ * Errors a user may see. The core says what kind of trouble it is (a cart not found, input refused,
+ * a busy database, …) and a message for humans; each front end maps kinds to what it speaks:
+ * src/http/errors.ts to HTTP statuses, commands/exit_codes.ts to exit codes. Anything else thrown
+ * inside cartd is a bug or a backend failure: front ends log its detail and show a generic message.
  */
 
-/** Exit codes of the `cartd` command; README documents them. */
-export const ExitCode = {
-  ok: 0,
-  failure: 1,
-  usage: 2,
-  notFound: 3,
-  notReady: 4,
-  cartError: 5,
-  config: 6,
-} as const;
+/** What went wrong, in terms a front end can answer for. */
+export type ErrorKind =
+  /** The request, a uid or a flag is wrong; nothing was written. */
+  | "invalid"
+  /** The input is larger than cartd accepts. */
+  | "tooLarge"
+  /** No live cart answers to the uid (or there is no database at all). */
+  | "notFound"
+  /** The cart exists but is still being staged. */
+  | "notReady"
+  /** The cart ended in error; the message is the cart's own. */
+  | "cartFailed"
+  /** A configuration value cartd cannot use. */
+  | "config"
+  /** The database is locked by another process; trying again shortly will do. */
+  | "busy"
+  /** Something cartd needs is down or full (its database unreachable, the database's disk full). */
+  | "unavailable"
+  /** A foreground run was stopped by the user; running it again carries on. */
+  | "interrupted"
+  /** Any other failure the message explains (a migration, a refused path on disk, ...). */
+  | "failure";
 
-export type ExitCode = typeof ExitCode[keyof typeof ExitCode];
-
+/** An error of a known kind, with a message meant for people. */
 export class CartdError extends Error {
-  readonly status: number;
-  readonly exitCode: ExitCode;
   /** What the user can do about it, when there is something; shown after the message. */
   hint?: string;
 
-  constructor(message: string, status = 500, exitCode: ExitCode = ExitCode.failure) {
+  constructor(readonly kind: ErrorKind, message: string) {
     super(message);
     this.name = "CartdError";
-    this.status = status;
-    this.exitCode = exitCode;
   }
 
+  /** Adds what the user can do about it. */
   withHint(hint: string): this {
     this.hint = hint;
     return this;
   }
 }
 
-/** The request (a cart body, a uid, a flag) is wrong; nothing was written. */
-export const invalidInput = (message: string) => new CartdError(message, 400, ExitCode.usage);
+/** True when `err` is a cartd error of `kind`. */
+export function isKind(err: unknown, kind: ErrorKind): err is CartdError {
+  return err instanceof CartdError && err.kind === kind;
+}
 
-/** No active cart answers to this uid. */
+/** The request (a cart body, a uid, a flag) is wrong; nothing was written. */
+export const invalidInput = (message: string) => new CartdError("invalid", message);
+
+/** No live cart answers to this uid. */
 export const cartNotFound = (uid: string) =>
-  new CartdError(`No cart with uid ${uid} found`, 404, ExitCode.notFound);
+  new CartdError("notFound", `No cart with uid ${uid} found`);
 
 /** The cart exists but is still being staged. */
-export const cartNotReady = (message: string) => new CartdError(message, 202, ExitCode.notReady);
+export const cartNotReady = (message: string) => new CartdError("notReady", message);
 
 /** The cart ended in error; `message` is the cart's own message. */
-export const cartFailed = (message: string) => new CartdError(message, 500, ExitCode.cartError);
+export const cartFailed = (message: string) => new CartdError("cartFailed", message);
 
 /** A configuration key has a value cartd cannot use. */
-export const configError = (message: string) => new CartdError(message, 500, ExitCode.config);
+export const configError = (message: string) => new CartdError("config", message);
 
 /** The text of any thrown value, for logs. */
 export function describe(err: unknown): string {
   if (err instanceof Error) return err.message || err.name;
   return String(err);
-}
-
-/**
- * A user-facing error for a known backend failure (a busy or full database), or undefined when
- * `err` is something else. The detail stays in the logs.
- */
-export function backendFailure(err: unknown): CartdError | undefined {
-  const text = describe(err);
-  if (/database is locked|SQLITE_BUSY|database table is locked/i.test(text)) {
-    return new CartdError(
-      "The database is busy (locked by another process); try again shortly",
-      503,
-      ExitCode.failure,
-    );
-  }
-  if (/database or disk is full|SQLITE_FULL/i.test(text)) {
-    return new CartdError("The database's disk is full", 503, ExitCode.failure);
-  }
-  return undefined;
 }

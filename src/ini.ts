@@ -5,10 +5,13 @@
  * lines and a `[DEFAULT]` section merged into every other one. Values stay strings.
  */
 
+/** Section name → key → value, as configparser would give them. */
 export type IniSections = Record<string, Record<string, string>>;
 
+/** A line the INI reader cannot make sense of; the message names the line. */
 export class IniSyntaxError extends Error {}
 
+/** The sections of an INI text, keys lower-cased, `[DEFAULT]` merged into each. */
 export function parseIni(text: string): IniSections {
   const sections: IniSections = {};
   const defaults: Record<string, string> = {};

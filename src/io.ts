@@ -45,19 +45,33 @@ export function fileStream(
   }, { highWaterMark: 0 });
 }
 
-/** Passes `stream` through, calling `onEnd` once when it finishes, fails or is cancelled. */
-export function whenStreamEnds<T>(
+/** A stream passed through, and a way to end it early. */
+export interface PassThrough<T> {
+  stream: ReadableStream<T>;
+  /** Ends the stream with an error (its reader sees it fail, the source is cancelled). */
+  abort(reason: string): void;
+}
+
+/**
+ * Passes `stream` through, calling `onEnd` once when it finishes, fails, is cancelled or is
+ * aborted. Erroring the outer stream is the one way to stop a body that `Deno.serve` survives.
+ */
+export function passThrough<T>(
   stream: ReadableStream<T>,
-  onEnd: () => void | Promise<void>,
-): ReadableStream<T> {
+  onEnd: () => void | Promise<void> = () => {},
+): PassThrough<T> {
   const reader = stream.getReader();
   let ended = false;
+  let controller!: ReadableStreamDefaultController<T>;
   const end = async () => {
     if (ended) return;
     ended = true;
     await onEnd();
   };
-  return new ReadableStream<T>({
+  const outer = new ReadableStream<T>({
+    start(c) {
+      controller = c;
+    },
     async pull(controller) {
       try {
         const { value, done } = await reader.read();
@@ -75,4 +89,14 @@ export function whenStreamEnds<T>(
       await end();
     },
   }, { highWaterMark: 0 });
+  return {
+    stream: outer,
+    abort(reason) {
+      try {
+        controller.error(new Error(reason));
+      } catch { /* already finished */ }
+      reader.cancel(reason).catch(() => {});
+      end();
+    },
+  };
 }

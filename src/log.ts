@@ -20,6 +20,7 @@ function write(level: Level, message: string) {
   Deno.stderr.writeSync(encoder.encode(line));
 }
 
+/** Log lines at each level, to stderr. */
 export const log = {
   error: (message: string) => write("error", message),
   warn: (message: string) => write("warn", message),

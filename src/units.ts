@@ -92,3 +92,22 @@ export function formatDuration(ms: number): string {
   }
   return parts.join(" ");
 }
+
+/**
+ * The original `purge --time-ago` form: `"N unit ago"` (or `after`), with a Python timedelta unit
+ * (days, hours, minutes, seconds, weeks, milliseconds); returns milliseconds.
+ */
+export function parseTimeAgo(text: string): number | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?)\s+([a-z]+)\s+(ago|after)\s*$/i.exec(text);
+  if (!match) return undefined;
+  const units: Record<string, number> = {
+    millisecond: 1,
+    second: 1000,
+    minute: 60_000,
+    hour: 3_600_000,
+    day: 86_400_000,
+    week: 604_800_000,
+  };
+  const factor = units[match[2].toLowerCase().replace(/s$/, "")];
+  return factor === undefined ? undefined : Number(match[1]) * factor;
+}

@@ -1,2 +1,5 @@
-/** cartd's version, shown by `cartd --version` and in HTTP error bodies. */
-export const version = "0.1.0";
+/** cartd's version, shown by `cartd --version` and in HTTP error bodies: deno.json's, the one place it is set. */
+import project from "../deno.json" with { type: "json" };
+
+/** The version in deno.json. */
+export const version: string = project.version;

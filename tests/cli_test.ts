@@ -1,4 +1,5 @@
 /** The command line's surface: help, usage errors, exit codes, interruption, the single-file build. */
+import { sleep } from "../src/time.ts";
 import { join } from "node:path";
 import { startArchiveSimulator } from "../fixtures/archive_server.ts";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
@@ -68,8 +69,8 @@ Deno.test("an interrupted bundle exits 130, hands back its claims, and a new run
   try {
     await runCli(["create", "i", "-"], { env, stdin: JSON.stringify(archive.request) });
     const child = cliCommand(["bundle", "i"], { env }).spawn();
-    while (simulator.count("pull", "slow") === 0) await new Promise((r) => setTimeout(r, 50));
-    await new Promise((r) => setTimeout(r, 300));
+    while (simulator.count("pull", "slow") === 0) await sleep(50);
+    await sleep(300);
     child.kill("SIGINT");
     const out = await child.output();
     assertEquals(out.code, 130);
@@ -205,7 +206,7 @@ Deno.test("serve: a taken port names the address, IPv6 prints in brackets, SIGHU
     server.child.kill("SIGHUP");
     const deadline = Date.now() + 5000;
     while (!server.log().includes("SIGHUP: restart") && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
     assertMatch(server.log(), /SIGHUP: now in effect: \[cartd\] space_wait/);
     assertMatch(server.log(), /SIGHUP: restart cartd serve to apply \[cartd\] volume_path/);
@@ -214,4 +215,30 @@ Deno.test("serve: a taken port names the address, IPv6 prints in brackets, SIGHU
     server.child.kill("SIGTERM");
     assertEquals((await server.exited).code, 0);
   }
+});
+
+const good = { id: 1, path: "a.txt", hashtype: "sha1", hashsum: "" };
+const body = (...files: unknown[]) => JSON.stringify({ fileids: files });
+
+Deno.test("create refuses bad requests and uids with exit code 2 and writes nothing", async () => {
+  const parent = await Deno.makeTempDir();
+  const volume = join(parent, "volume");
+  const env = cartdEnv(volume, "http://127.0.0.1:9/");
+  const cases: [string, string][] = [
+    ["ok-uid", body({ ...good, path: "../escape" })],
+    ["ok-uid", "{broken"],
+    ["ok-uid", body(good, good)],
+    ["ok-uid", body({ ...good, hashtype: "nope" })],
+    ["a/b", body(good)],
+    ["-", body(good)],
+  ];
+  for (const [uid, text] of cases) {
+    const result = await runCli(["create", uid, "-"], { env, stdin: text });
+    assertEquals(result.code, 2, `${uid} ${text}: ${result.stderr}`);
+    assert(result.stderr.startsWith("cartd: "), result.stderr);
+    assert(!result.stderr.includes("    at "), "no stack trace");
+  }
+  assertEquals([...Deno.readDirSync(parent)], [], "not even the volume or database was created");
+  const missing = await runCli(["status", "ok-uid"], { env });
+  assertEquals(missing.code, 3, "no cart was created");
 });

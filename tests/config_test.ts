@@ -1,10 +1,6 @@
-/** Configuration: defaults < INI file < environment < flags, and a clear stop on a bad value. */
+/** Configuration as the CLI meets it: ./cartd.ini, and a clear stop on a bad value or key. */
 import { join } from "node:path";
-import { loadConfig } from "../src/config.ts";
-import { parseIni } from "../src/ini.ts";
-import { parseDatabaseUrl } from "../src/store/database_url.ts";
-import { durationProblem, parseDuration, parseSize } from "../src/units.ts";
-import { assertEquals, assertMatch, assertThrows } from "./support/assert.ts";
+import { assertEquals, assertMatch } from "./support/assert.ts";
 import { runCli } from "./support/cli.ts";
 
 const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
@@ -14,52 +10,6 @@ async function iniFile(text: string): Promise<string> {
   await Deno.writeTextFile(file, text);
   return file;
 }
-
-Deno.test("with no configuration at all, cartd uses its built-in defaults", () => {
-  const config = loadConfig({ env: {} });
-  assertEquals(config.volumePath, "./cartd-data");
-  assertEquals(config.archiveUrl, "http://127.0.0.1:8080/");
-  assertEquals(config.transferSize, 4 * 1024 * 1024);
-  assertEquals(config.lruPurge, true);
-  assertEquals(config.bundleTask, false);
-  assertEquals(config.databaseUrl, join(Deno.cwd(), "cartd-data", "cartd.sqlite3"));
-});
-
-Deno.test("the INI file overrides defaults, the environment overrides the file, flags override both", async () => {
-  const file = await iniFile(`
-[cartd]
-volume_path = /from/ini
-transfer_size = 1 MB
-lru_buffer_time = 30
-bundle_task = on
-
-[archiveinterface]
-url = http://ini.example:8080/
-
-[database]
-peewee_url = sqliteext:///from-ini.sqlite3
-`);
-  const fromFile = loadConfig({ configFile: file, env: {} });
-  assertEquals(fromFile.volumePath, "/from/ini");
-  assertEquals(fromFile.transferSize, 1_000_000);
-  assertEquals(fromFile.lruBufferTime, 30_000);
-  assertEquals(fromFile.bundleTask, true);
-  assertEquals(fromFile.databaseUrl, "sqliteext:///from-ini.sqlite3");
-
-  const env = { VOLUME_PATH: "/from/env", TRANSFER_SIZE: "2 Mb", CARTD_CONFIG: file };
-  const fromEnv = loadConfig({ env });
-  assertEquals(fromEnv.volumePath, "/from/env");
-  assertEquals(fromEnv.transferSize, 2 * 1024 * 1024);
-  assertEquals(
-    fromEnv.archiveUrl,
-    "http://ini.example:8080/",
-    "the file named by CARTD_CONFIG is read",
-  );
-
-  const fromFlags = loadConfig({ env, flags: { "cartd.volume_path": "/from/flag" } });
-  assertEquals(fromFlags.volumePath, "/from/flag");
-  assertEquals(fromFlags.transferSize, 2 * 1024 * 1024);
-});
 
 Deno.test("./cartd.ini is read when no file is named", async () => {
   const dir = await Deno.makeTempDir();
@@ -132,51 +82,5 @@ Deno.test("an unknown key warns and the rest of the file still applies", async (
     result.stderr.includes("broker_url"),
     false,
     "the original's broker keys are accepted quietly",
-  );
-});
-
-Deno.test("INI files are read as Python's configparser reads them", () => {
-  const sections = parseIni(`
-; comment
-# comment
-[DEFAULT]
-shared = yes
-[database]
-peewee_url = postgresql://cartd:s3cr;et#x@db/cartd
-Key: value
-long = first
-  second
-`);
-  assertEquals(sections.database.peewee_url, "postgresql://cartd:s3cr;et#x@db/cartd");
-  assertEquals(sections.database.key, "value");
-  assertEquals(sections.database.long, "first\nsecond");
-  assertEquals(sections.database.shared, "yes");
-});
-
-Deno.test("sizes, durations and database URLs", () => {
-  assertEquals(parseSize("4 Mb"), 4_194_304);
-  assertEquals(parseSize("4 MB"), 4_000_000);
-  assertEquals(parseSize("500 GB"), 500e9);
-  assertEquals(parseSize("12"), 12);
-  assertEquals(parseSize("4 XB"), undefined);
-  assertEquals(parseDuration("250ms"), 250);
-  assertEquals(parseDuration("7d"), 7 * 86_400_000);
-  assertEquals(parseDuration("1.5h"), 5_400_000);
-  assertEquals(parseDuration("30"), undefined, "a bare number is refused: units are required");
-  assertMatch(durationProblem("30"), /"30" has no unit; say ms, s, m, h, d or w \(e\.g\. "30s"\)/);
-  assertEquals(parseDuration("soon"), undefined);
-  assertEquals(parseDatabaseUrl("sqliteext:///db.sqlite3"), { kind: "sqlite", file: "db.sqlite3" });
-  assertEquals(parseDatabaseUrl("sqlite:////srv/db.sqlite3"), {
-    kind: "sqlite",
-    file: "/srv/db.sqlite3",
-  });
-  assertEquals(parseDatabaseUrl("/var/lib/cartd.db"), {
-    kind: "sqlite",
-    file: "/var/lib/cartd.db",
-  });
-  assertEquals(parseDatabaseUrl("postgres://u@h/db").kind, "postgres");
-  assertMatch(
-    assertThrows(() => parseDatabaseUrl("mysql://u:secret@h/db")).message,
-    /unsupported database URL "mysql:\/\/…@h\/db"/,
   );
 });

@@ -3,6 +3,7 @@
  * ready or in error with a clear message, nothing stuck, and no partial file in any tar. The
  * figures each one sees are printed for the record.
  */
+import { sleep } from "../src/time.ts";
 import { join } from "node:path";
 import { createApp } from "../src/http/app.ts";
 import { Downloads } from "../src/http/downloads.ts";
@@ -13,7 +14,6 @@ import { cartdEnv, runCli } from "./support/cli.ts";
 import { serveApp } from "./support/app.ts";
 import { startServer } from "./support/server.ts";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const retryEnv = { CARTD_RETRY_INTERVAL: "200ms", CARTD_RETRY_LIMIT: "6" };
 
 Deno.test("an archive outage shorter than the retry budget during staging: the cart waits and recovers", async () => {
@@ -62,11 +62,11 @@ Deno.test("an archive outage in the middle of pulls: cut bodies are pulled again
         simulator.count("pull", "a")
       } b=${simulator.count("pull", "b")}`,
     );
-    const { layout } = await cartd.service.tarOf("c", "c");
+    const tarDownload = await cartd.service.download("c", "c");
     const tar = new Uint8Array(
-      await new Response(await cartd.service.tarBytes(cart, layout)).arrayBuffer(),
+      await new Response(await tarDownload.open()).arrayBuffer(),
     );
-    assertEquals(tar.length, layout.size);
+    assertEquals(tar.length, tarDownload.size);
     assertEquals(
       await listFiles(join(cartd.volume.cartDir(cart.id), "partial")),
       [],
@@ -393,8 +393,7 @@ Deno.test("a create cut short by a crash leaves only an invisible draft, which g
   assertEquals((await runCli(["gc"], { env })).code, 0);
   const check = await openTestCartd(`file://${archive.dir}`, { VOLUME_PATH: volume });
   try {
-    const left = await check.store.db.selectFrom("carts").select("status").where("uid", "=", "half")
-      .execute();
+    const left = (await check.store.allCarts()).filter((c) => c.uid === "half");
     assertEquals(
       left.map((c) => c.status),
       ["ready"],

@@ -1,7 +1,7 @@
 /** The Pacifica REST contract over real HTTP: what clients of the original see, code by code. */
+import { sleep } from "../src/time.ts";
 import { createApp } from "../src/http/app.ts";
 import { Downloads } from "../src/http/downloads.ts";
-import { headerValue } from "../src/http/responses.ts";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { makeArchive } from "./support/archive.ts";
 import { openTestCartd, withSimulator } from "./support/cartd.ts";
@@ -25,7 +25,7 @@ async function waitReady(url: string) {
   for (let i = 0; i < 200; i++) {
     const head = await fetch(url, { method: "HEAD" });
     if (head.headers.get("x-pacifica-status") !== "staging") return head;
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
   throw new Error("never left staging");
 }
@@ -382,31 +382,3 @@ r = c.getresponse()
 print(r.status)
 print(r.headers["X-Pacifica-Status"])
 print(r.headers["X-Pacifica-Message"])`;
-
-Deno.test("headerValue: every string becomes a valid header value a person can read", () => {
-  const samples = [
-    "plain ascii",
-    "Latin-1: données, Größe, ½",
-    "ellipsis … and “quotes” – dashes",
-    "数据/文件.bin",
-    "emoji 🚀 and a lone surrogate \ud800 here",
-    "controls \u0000\r\n\t\u007f\u0085 gone",
-    "x".repeat(5000),
-    Array.from({ length: 2000 }, (_, i) => String.fromCodePoint(i * 37 % 0x10ffff)).join(""),
-  ];
-  for (const text of samples) {
-    const value = headerValue(text);
-    new Headers({ "x-test": value }); // throws on an invalid value
-    assert(value.length <= 2048);
-    assert(![...value].some((c) => c.charCodeAt(0) > 0xff || c.charCodeAt(0) < 0x20));
-  }
-  assertEquals(headerValue("Latin-1: données, Größe, ½"), "Latin-1: données, Größe, ½");
-  assertEquals(
-    headerValue("ellipsis … and “quotes” – dashes"),
-    'ellipsis ... and "quotes" - dashes',
-  );
-  assertEquals(headerValue("数据/文件.bin"), "\\u6570\\u636e/\\u6587\\u4ef6.bin");
-  assertEquals(headerValue("🚀"), "\\ud83d\\ude80");
-  assertEquals(headerValue("a\r\nb"), "a  b");
-  assertEquals(headerValue("x".repeat(5000)).length, 2048);
-});

@@ -1,4 +1,5 @@
 /** `cartd serve` as users run it: the downloader's sequence, resumable downloads, crashes, shutdown. */
+import { sleep } from "../src/time.ts";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { startArchiveSimulator } from "../fixtures/archive_server.ts";
@@ -149,7 +150,7 @@ Deno.test("README's resume recipe without ?filename=: the default name stays the
     const dir = await Deno.makeTempDir();
     const file = join(dir, "cart.tar");
     await Deno.writeFile(file, whole.subarray(0, 1_000_000));
-    await new Promise((r) => setTimeout(r, 1100));
+    await sleep(1100);
     const curl = await new Deno.Command("curl", {
       args: ["-s", "-f", "-C", "-", "-o", file, `${server.url}d`],
     }).output();
@@ -211,7 +212,7 @@ Deno.test("a server killed while pulling and restarted brings the cart to ready 
       const [a, b, slow] = detail.files;
       if (a.state === "ready" && b.state === "ready" && slow.bytesPulled > 0) break;
       if (i > 400) throw new Error("never got to the middle of the pull");
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
     server.child.kill("SIGKILL");
     await server.exited;
@@ -250,7 +251,7 @@ Deno.test("SIGTERM lets an in-flight download finish, then the server exits 0", 
   server.child.kill("SIGTERM");
   // A slow reader: the download goes on after the signal.
   while (true) {
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
     const { value, done } = await reader.read();
     if (done) break;
     received += value.length;

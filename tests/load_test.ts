@@ -3,11 +3,12 @@
  * one uid, 100 HEAD pollers, and a cart of 100 000 files. Every answer must be one of the
  * contract's, and the end state consistent. The figures are printed for the record.
  */
+import { sleep } from "../src/time.ts";
 import { join } from "node:path";
 import { startArchiveSimulator } from "../fixtures/archive_server.ts";
-import { Store } from "../src/store/store.ts";
 import { assert, assertEquals } from "./support/assert.ts";
 import { makeArchive } from "./support/archive.ts";
+import { openTestCartd } from "./support/cartd.ts";
 import { cartdEnv } from "./support/cli.ts";
 import { startServer, waitWhileStaging } from "./support/server.ts";
 
@@ -43,7 +44,7 @@ Deno.test("200 concurrent creates, 20 racing create/delete clients and 100 polle
         const ok = head.headers.has("x-pacifica-status") && head.headers.has("x-pacifica-message");
         if (!ok) unexpected.push(`HEAD without both Pacifica headers`);
         await record("HEAD", head, [204, 404]);
-        await new Promise((r) => setTimeout(r, 50));
+        await sleep(50);
       }
     });
     const creates = uids.map(async (uid, i) =>
@@ -96,28 +97,26 @@ Deno.test("200 concurrent creates, 20 racing create/delete clients and 100 polle
     }
 
     // The end state, read from the database beside the server.
-    const store = Store.open(join(volume, "cartd.sqlite3"));
+    const audit = await openTestCartd("file:///nowhere", { VOLUME_PATH: volume });
+    const store = audit.store;
     try {
-      const live = await store.db.selectFrom("carts").select(["id", "uid"])
-        .where("deleted_at", "is", null).where("status", "!=", "creating").execute();
+      const carts = await store.allCarts();
+      const live = carts.filter((c) => c.deleted_at === null && c.status !== "creating");
       const perUid = new Map<string, number>();
       for (const c of live) perUid.set(c.uid, (perUid.get(c.uid) ?? 0) + 1);
       assert([...perUid.values()].every((n) => n === 1), "at most one live cart per uid");
       assert(live.length === 200 || live.length === 201, `${live.length} live carts`);
       // No orphaned files: every cart folder belongs to a cart whose files are still wanted.
-      await new Promise((r) => setTimeout(r, 500));
-      const kept = new Set(
-        (await store.db.selectFrom("carts").select("id").where("removed_at", "is", null).execute())
-          .map((c) => Number(c.id)),
-      );
+      await sleep(500);
+      const after = await store.allCarts();
+      const kept = new Set(after.filter((c) => c.removed_at === null).map((c) => Number(c.id)));
       const folders = [...Deno.readDirSync(join(volume, "carts"))].map((e) => Number(e.name));
       const orphans = folders.filter((id) => !kept.has(id));
       assertEquals(orphans, [], "no cart folder without its cart");
-      const deletedWithFiles = await store.db.selectFrom("carts").select("id")
-        .where("deleted_at", "is not", null).where("removed_at", "is", null).execute();
+      const deletedWithFiles = after.filter((c) => c.deleted_at !== null && c.removed_at === null);
       assertEquals(deletedWithFiles, [], "every deleted cart's files are gone");
     } finally {
-      await store.close();
+      await audit.close();
     }
     const total = [...answers.values()].reduce((a, b) => a + b, 0);
     console.log(
@@ -167,7 +166,7 @@ Deno.test("a cart of 100 000 files is accepted without flooding the archive or s
         const head = await fetch(`${server.url}other`, { method: "HEAD" });
         await head.body?.cancel();
         latencies.push(performance.now() - t);
-        await new Promise((r) => setTimeout(r, 20));
+        await sleep(20);
       }
     })();
     const t0 = performance.now();
@@ -187,7 +186,7 @@ Deno.test("a cart of 100 000 files is accepted without flooding the archive or s
     const detailMs = performance.now() - t2;
     assertEquals(detail.files.length, 100_000);
 
-    await new Promise((r) => setTimeout(r, 1000));
+    await sleep(1000);
     const worst = Math.max(...latencies);
     console.log(
       `100 000-file cart: ${(body.length / 1e6).toFixed(1)} MB request accepted in ${

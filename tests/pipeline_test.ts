@@ -1,5 +1,6 @@
 /** The per-file pipeline against the archive simulator: checksums, retries, errors, edge cases. */
-import { tarRootName } from "../src/bundle/tar.ts";
+import { sleep } from "../src/time.ts";
+import { isKind } from "../src/errors.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "./support/assert.ts";
 import { makeArchive } from "./support/archive.ts";
 import {
@@ -12,10 +13,8 @@ import {
 import { listWithPython } from "./support/tar.ts";
 
 async function tarOf(cartd: TestCartd, uid: string) {
-  const { cart, layout } = await cartd.service.tarOf(uid, tarRootName("data"));
-  return new Uint8Array(
-    await new Response(await cartd.service.tarBytes(cart, layout)).arrayBuffer(),
-  );
+  const tar = await cartd.service.download(uid, "data");
+  return new Uint8Array(await new Response(await tar.open()).arrayBuffer());
 }
 
 Deno.test("a checksum mismatch ends in error with a clear message and the bad file is never in a tar", async () => {
@@ -38,8 +37,8 @@ Deno.test("a checksum mismatch ends in error with a clear message and the bad fi
         "a mismatch is pulled once more, then given up",
       );
 
-      const err = await assertRejects(() => cartd.service.tarOf("c", "data"));
-      assertEquals((err as { status?: number }).status, 500);
+      const err = await assertRejects(() => cartd.service.download("c", "data"));
+      assert(isKind(err, "cartFailed"), String(err));
       const files = await listFiles(cartd.volume.cartDir(cart.id));
       assert(
         !files.some((f) => f.endsWith("bad") || f.endsWith(".part")),
@@ -231,7 +230,7 @@ Deno.test("carts take turns: a small cart created after a big one is not stuck b
     await cartd.service.create("small", parseCartRequest(JSON.stringify(many(3))));
     const working = cartd.worker().run(stop.signal);
     while ((await cartd.store.liveCart("small"))?.status !== "ready") {
-      await new Promise((r) => setTimeout(r, 10));
+      await sleep(10);
     }
     const progress = await cartd.store.progress(big.cart.id);
     assert(progress.filesReady < 30, `the big cart had ${progress.filesReady} files ready first`);

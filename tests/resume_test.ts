@@ -1,4 +1,5 @@
 /** A foreground bundle killed mid-pull and run again pulls only what is missing. */
+import { sleep } from "../src/time.ts";
 import { join } from "node:path";
 import { startArchiveSimulator } from "../fixtures/archive_server.ts";
 import { assert, assertEquals } from "./support/assert.ts";
@@ -10,7 +11,7 @@ async function waitFor(what: string, check: () => Promise<boolean> | boolean, ti
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
 }
 

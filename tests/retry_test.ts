@@ -1,4 +1,5 @@
 /** A failed cart can be tried again: by re-POSTing its request, or with `cartd retry`. */
+import { sleep } from "../src/time.ts";
 import { startArchiveSimulator } from "../fixtures/archive_server.ts";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { makeArchive } from "./support/archive.ts";
@@ -17,7 +18,7 @@ async function headUntilSettled(url: string): Promise<Response> {
   for (let i = 0; i < 400; i++) {
     const head = await fetch(url, { method: "HEAD" });
     if (head.headers.get("x-pacifica-status") !== "staging") return head;
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
   throw new Error("still staging");
 }

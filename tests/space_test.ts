@@ -1,6 +1,6 @@
 /** Disk space: reservations, least-recently-used eviction, lifetimes, deferred removal, gc. */
+import { sleep } from "../src/time.ts";
 import { join } from "node:path";
-import { tarRootName } from "../src/bundle/tar.ts";
 import { createApp } from "../src/http/app.ts";
 import { Downloads } from "../src/http/downloads.ts";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
@@ -35,14 +35,14 @@ Deno.test("with a small volume_size_limit, carts are evicted least recently used
   try {
     for (const id of ["A", "B", "C"]) {
       assertEquals((await stageCart(cartd, id, requestFor(archive, id))).done?.status, "ready");
-      await new Promise((r) => setTimeout(r, 5));
+      await sleep(5);
     }
     await cartd.service.report("A"); // A is now the most recently used.
 
     // A download of B is running: B must not be evicted, although it is the least recently used.
-    const { cart: b, layout } = await cartd.service.tarOf("B", tarRootName("b"));
-    await cartd.store.touchCart(b.id, 0); // make B the oldest beyond doubt
-    const download = await cartd.service.tarBytes(b, layout);
+    const b = await cartd.service.download("B", "b");
+    await cartd.store.touchCart((await cartd.service.find("B")).id, 0); // B is the oldest for sure
+    const download = await b.open();
 
     const d = await stageCart(cartd, "D", requestFor(archive, "D"));
     assertEquals(d.done?.status, "ready", d.done?.message);
@@ -51,7 +51,7 @@ Deno.test("with a small volume_size_limit, carts are evicted least recently used
     assertEquals(await isLive(cartd, "A"), true);
     assertEquals(await exists(cartd.volume.cartDir(d.cart.id - 1)), false, "C's files are gone");
     const bytes = new Uint8Array(await new Response(download).arrayBuffer());
-    assertEquals(bytes.length, layout.size, "B's download was not cut");
+    assertEquals(bytes.length, b.size, "B's download was not cut");
 
     // Now B (oldest) goes first, then A, to make room for E.
     const e = await stageCart(cartd, "E", requestFor(archive, "E"));
@@ -61,8 +61,8 @@ Deno.test("with a small volume_size_limit, carts are evicted least recently used
       false,
       true,
     ]);
-    const reasons = await cartd.store.db.selectFrom("carts").select(["uid", "delete_reason"])
-      .where("deleted_at", "is not", null).orderBy("deleted_at").orderBy("id").execute();
+    const reasons = (await cartd.store.allCarts()).filter((c) => c.deleted_at !== null)
+      .sort((a, b) => Number(a.deleted_at) - Number(b.deleted_at) || a.id - b.id);
     // C went alone for D; B and A went together (in one eviction) for E.
     const evicted = reasons.map((r) => `${r.uid}:${r.delete_reason}`);
     assertEquals(evicted[0], "C:evicted");
@@ -137,8 +137,7 @@ Deno.test("eviction happens only when it makes the file fit; otherwise the file 
     }
     // "held" is being downloaded, so only "idle" (30 000 bytes) may be evicted: not enough for
     // 65 000 bytes in a 100 000-byte limit that holds 70 000.
-    const { cart, layout } = await cartd.service.tarOf("held", "held");
-    const download = await cartd.service.tarBytes(cart, layout);
+    const download = await (await cartd.service.download("held", "held")).open();
     const big = await stageCart(cartd, "big", requestFor(archive, "big"));
     assertEquals(big.done?.status, "error");
     assertMatch(
@@ -243,8 +242,9 @@ Deno.test("gc --dry-run removes nothing and reports what gc removes; a second gc
   }
   // x and y were last used a day ago; z just now.
   const cartd = await openTestCartd("file:///nowhere", { VOLUME_PATH: volume });
-  await cartd.store.db.updateTable("carts").set({ used_at: Date.now() - 86_400_000 })
-    .where("uid", "in", ["x", "y"]).execute();
+  for (const uid of ["x", "y"]) {
+    await cartd.store.touchCart((await cartd.service.find(uid)).id, Date.now() - 86_400_000);
+  }
   await cartd.close();
   // A stray directory no cart owns.
   await Deno.mkdir(join(volume, "carts", "999", "data"), { recursive: true });
@@ -338,7 +338,7 @@ Deno.test("gc and DELETE while a download streams do not cut it; the files go wh
       const head = await fetch(`${server.url}${uid}`, { method: "HEAD" });
       assertEquals(head.status, 404, "new requests see it gone at once");
       while (true) {
-        await new Promise((r) => setTimeout(r, 2));
+        await sleep(2);
         const { value, done } = await reader.read();
         if (done) break;
         received += value.length;
@@ -352,7 +352,7 @@ Deno.test("gc and DELETE while a download streams do not cut it; the files go wh
       (await exists(join(volume, "carts", "1")) || await exists(join(volume, "carts", "2")));
       i++
     ) {
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
     assertEquals(await exists(join(volume, "carts", "1")), false);
     assertEquals(await exists(join(volume, "carts", "2")), false);
@@ -373,7 +373,7 @@ Deno.test("an expired cart answers 404 over HTTP and not found on the CLI, and g
   assertEquals(created.code, 0, created.stderr);
   const finishedBy = Date.now();
   assertEquals((await runCli(["status", "exp"], { env })).code, 0, "alive within its lifetime");
-  await new Promise((r) => setTimeout(r, finishedBy + 4200 - Date.now()));
+  await sleep(finishedBy + 4200 - Date.now());
 
   const status = await runCli(["status", "exp"], { env });
   assertEquals(status.code, 3);
@@ -405,4 +405,25 @@ Deno.test("an expired cart answers 404 over HTTP and not found on the CLI, and g
     stdin: JSON.stringify(archive.request),
   });
   assertEquals(again.code, 0, again.stderr);
+});
+
+Deno.test("the server's housekeeping removes what a crashed process left: its downloads' hold on a deleted cart", async () => {
+  const { hostname } = await import("node:os");
+  const { serveApp } = await import("./support/app.ts");
+  const archive = await makeArchive([{ id: "a", size: 1000 }]);
+  const cartd = await openTestCartd(`file://${archive.dir}`);
+  const { url, close } = serveApp(cartd, 100);
+  try {
+    const { cart, done } = await stageCart(cartd, "c", requestFor(archive, "a"));
+    assertEquals(done?.status, "ready");
+    // A download registered by a cartd process of this host that has since died.
+    await cartd.store.startDownload(cart.id, `${hostname()}:999999:dead`, Date.now() + 3_600_000);
+    assertEquals((await fetch(`${url}c`, { method: "DELETE" })).status, 200);
+    assert(await exists(cartd.volume.cartDir(cart.id)), "held by the dead download");
+    const deadline = Date.now() + 5000;
+    while (await exists(cartd.volume.cartDir(cart.id)) && Date.now() < deadline) await sleep(50);
+    assertEquals(await exists(cartd.volume.cartDir(cart.id)), false, "swept by housekeeping");
+  } finally {
+    await close();
+  }
 });

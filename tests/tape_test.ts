@@ -1,8 +1,10 @@
 /** A cart of files on tape, through the CLI and the archive simulator, to a tar users can read. */
+import { sleep } from "../src/time.ts";
 import { assert, assertEquals } from "./support/assert.ts";
 import { join } from "node:path";
 import { startArchiveSimulator } from "../fixtures/archive_server.ts";
 import { makeArchive } from "./support/archive.ts";
+import { stageCart, withSimulator } from "./support/cartd.ts";
 import { cartdEnv, runCli } from "./support/cli.ts";
 import { extractWithGnuTar, listWithPython } from "./support/tar.ts";
 
@@ -101,7 +103,7 @@ Deno.test("the default download name is data_YYYY_MM_DD_HH_MM_SS.tar of when the
   assertEquals(names.length, 1);
   assert(/^data_\d{4}_\d{2}_\d{2}_\d{2}_\d{2}_\d{2}\.tar$/.test(names[0]), names[0]);
   // Taken from when the cart became ready: a second later, the same name.
-  await new Promise((r) => setTimeout(r, 1100));
+  await sleep(1100);
   const later = await Deno.makeTempDir();
   assertEquals((await runCli(["get", "c1"], { env, cwd: later })).code, 0);
   assertEquals([...Deno.readDirSync(later)].map((e) => e.name), names);
@@ -110,4 +112,26 @@ Deno.test("the default download name is data_YYYY_MM_DD_HH_MM_SS.tar of when the
     names[0].replace(/\.tar$/, ""),
     `${names[0].replace(/\.tar$/, "")}/one`,
   ]);
+});
+
+Deno.test("a file on tape for 5 s is polled a handful of times, not hundreds", async () => {
+  const options = { mode: "tape" as const, tapeDelayMs: 5000 };
+  const env = { CARTD_POLL_INTERVAL: "1s", CARTD_POLL_MAX_INTERVAL: "60s" };
+  await withSimulator(
+    [{ id: "t", size: 1000 }],
+    options,
+    env,
+    async ({ archive, simulator, cartd }) => {
+      const started = Date.now();
+      const { cart, done } = await stageCart(cartd, "tape", archive.request);
+      assertEquals(done?.status, "ready");
+      const polls = simulator.count("status", "t");
+      assert(polls >= 2 && polls <= 8, `polled ${polls} times`);
+      // Polls land at about 0, 1, 2, 5 and 11 s: the backoff may overshoot, but boundedly.
+      assert(Date.now() - started < 20_000, "and still noticed soon after it reached disk");
+      assertEquals(simulator.count("stage", "t"), 1);
+      const [file] = await cartd.service.fileReports(cart);
+      assertEquals(file.polls, polls);
+    },
+  );
 });

@@ -14,6 +14,7 @@ export interface FileStatus {
   mtime?: number;
 }
 
+/** An archive as workers see it: stage a file, ask its status, read it. */
 export interface Archive {
   /** A short name for messages: the archive's URL. */
   readonly name: string;

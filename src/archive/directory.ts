@@ -7,6 +7,7 @@ import { isAbsolute, join } from "node:path";
 import { fileStream } from "../io.ts";
 import { type Archive, ArchiveError, type FileStatus } from "./archive.ts";
 
+/** A mounted directory (`file:///dir`) as an archive: every file is on disk, ids are paths. */
 export class DirectoryArchive implements Archive {
   readonly name: string;
   private root?: string;

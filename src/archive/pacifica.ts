@@ -5,6 +5,7 @@
  */
 import { type Archive, ArchiveError, type ArchiveFailure, type FileStatus } from "./archive.ts";
 
+/** The Pacifica archive interface over HTTP, with errors classed by what they mean for retries. */
 export class PacificaArchive implements Archive {
   readonly name: string;
   private readonly base: string;
@@ -78,8 +79,8 @@ const outageStatuses = new Set([408, 429, 502, 503, 504]);
 export function failureOf(status: number, detail: string): ArchiveFailure {
   if (outageStatuses.has(status)) return "outage";
   if (status < 500) return "permanent";
-  // The real archive answers 500 with "[Errno 2] No such file or directory" for a missing id.
-  if (/no such file|not found|errno 2\b/i.test(detail)) return "file";
+  // The real archive answers 500 for a missing id, with the backend's OSError: "[Errno 2] ...".
+  if (/\[Errno 2\]/.test(detail)) return "file";
   return "unknown";
 }
 
@@ -136,16 +137,29 @@ async function errorDetail(response: Response): Promise<string> {
   return reason.split("\n")[0].replace(/'\/[^']*'/g, "'…'").trim().slice(0, 200);
 }
 
-function networkReason(err: unknown): string {
-  // fetch says only "fetch failed"; the reason is in its cause.
+/** Reasons for the socket errors a request to the archive meets, by errno (Linux numbers). */
+const socketErrors: Record<number, string> = {
+  104: "connection reset",
+  110: "no answer in time",
+  111: "connection refused",
+  101: "network unreachable",
+  113: "host unreachable",
+  32: "connection broken",
+};
+
+/**
+ * Why a request never got an answer, in a few words. Deno's fetch says only "fetch failed" and
+ * puts the socket error in its cause's message, with the errno as `(os error N)`; that number, not
+ * the wording around it, decides.
+ */
+export function networkReason(err: unknown): string {
+  if ((err as Error)?.name === "TimeoutError") return "no answer in time";
   const cause = (err as { cause?: unknown })?.cause;
   const text = [err, cause].filter((e) => e !== undefined)
     .map((e) => e instanceof Error ? e.message : String(e)).join(": ");
-  if (/connection refused/i.test(text)) return "connection refused";
-  if (/timed? ?out|TimeoutError/i.test(text) || (err as Error)?.name === "TimeoutError") {
-    return "no answer in time";
-  }
-  if (/reset/i.test(text)) return "connection reset";
-  if (/dns|lookup/i.test(text)) return "host name not found";
-  return text.replace(/^error sending request for url \([^)]*\): /, "").slice(0, 200);
+  const errno = /\(os error (\d+)\)/.exec(text);
+  if (errno && socketErrors[Number(errno[1])]) return socketErrors[Number(errno[1])];
+  if (/dns error/.test(text)) return "host name not found";
+  return text.replace(/^fetch failed: /, "")
+    .replace(/error sending request for url \([^)]*\): /, "").slice(0, 200);
 }

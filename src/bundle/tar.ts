@@ -6,7 +6,9 @@
  * Layout: a directory entry for the root and every directory level, members in path order, the
  * usual two zero blocks, and padding to a whole 10 KiB record as GNU tar and Python write it.
  */
+import { createHash } from "node:crypto";
 import { fileStream } from "../io.ts";
+import { controlCharacters } from "../text.ts";
 import { blockSize, encodeHeader, type HeaderFields, headerLength, padded } from "./tar_header.ts";
 
 const recordSize = 10240;
@@ -22,6 +24,7 @@ export interface TarSource {
   file: string;
 }
 
+/** One entry of a tar layout: where its header starts, the header, and where its bytes come from. */
 export interface TarEntry {
   offset: number;
   header: HeaderFields;
@@ -30,6 +33,7 @@ export interface TarEntry {
   file?: string;
 }
 
+/** A whole tar, computed before a byte is read: its entries, where the trailer starts, its size. */
 export interface TarLayout {
   root: string;
   entries: TarEntry[];
@@ -79,6 +83,20 @@ export function tarLayout(root: string, sources: TarSource[]): TarLayout {
   return { root, entries, trailerOffset, size };
 }
 
+/**
+ * A strong validator for a tar: equal only for byte-identical tars. `identity` names what the tar
+ * is made of (a cart and when it became ready), so a cart made again under the same uid differs.
+ */
+export function tarEtag(layout: TarLayout, identity: string): string {
+  const hash = createHash("sha256");
+  hash.update(`${identity}\n${layout.size}\n`);
+  for (const e of layout.entries) {
+    const h = e.header;
+    hash.update(`${h.name}\0${h.type}\0${h.size}\0${h.mode}\0${h.mtime}\n`);
+  }
+  return `"${hash.digest("hex").slice(0, 32)}"`;
+}
+
 /** Orders paths as a directory walk does: segment by segment, by code point. */
 function comparePaths(a: string, b: string): number {
   const x = a.split("/");
@@ -89,6 +107,7 @@ function comparePaths(a: string, b: string): number {
   return x.length - y.length;
 }
 
+/** Which bytes of the tar to send, and a check to run before each file's bytes are read. */
 export interface TarStreamOptions {
   /** First byte to send (default 0). */
   start?: number;
@@ -178,8 +197,7 @@ function firstEntryFrom(entries: TarEntry[], position: number): number {
  * safe (no path separators, `..`, or control characters can reach a header or a member name).
  */
 export function tarRootName(filename: string): string {
-  // deno-lint-ignore no-control-regex
-  let name = filename.replace(/[\u0000-\u001f\u007f-\u009f]/g, "").replace(/[/\\]/g, "_");
+  let name = filename.replace(controlCharacters, "").replace(/[/\\]/g, "_");
   // Leading dots would make a hidden (or `..`) folder.
   name = name.replace(/\.tar$/i, "").replace(/^\.+/, "").trim();
   if (name === "") name = "data";

@@ -6,6 +6,7 @@
 
 export const blockSize = 512;
 
+/** What a tar header says of an entry. */
 export interface HeaderFields {
   /** Full member name; directories end with `/`. */
   name: string;

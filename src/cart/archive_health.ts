@@ -18,6 +18,7 @@ interface Outage {
   probing: boolean;
 }
 
+/** One process's view of the archive: recent answers by kind of request, and any outage. */
 export class ArchiveHealth {
   private readonly lastAnswered: Record<ArchiveStep, number> = { stage: 0, status: 0, pull: 0 };
   private outage?: Outage;

@@ -6,17 +6,3 @@ export function backoffDelay(baseMs: number, tries: number, ceilingMs: number): 
   const exponential = Math.min(ceilingMs, baseMs * 2 ** Math.max(0, tries - 1));
   return Math.round(exponential * (0.5 + Math.random() * 0.5));
 }
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-  });
-}

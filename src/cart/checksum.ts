@@ -47,6 +47,7 @@ export function createChecksum(hashtype: string): Hash {
   return createHash(algorithm.node);
 }
 
+/** Whether two hex digests are equal, whatever their case (archives and requests differ). */
 export function sameDigest(a: string, b: string): boolean {
   return a.toLowerCase() === b.toLowerCase();
 }

@@ -6,6 +6,7 @@
 import { hostname } from "node:os";
 import process from "node:process";
 
+/** A name for this process's leases: its host and pid (so a restart can reap them), and a nonce. */
 export function newOwnerName(): string {
   return `${hostname()}:${Deno.pid}:${crypto.randomUUID().slice(0, 8)}`;
 }

@@ -17,6 +17,7 @@ export class ChecksumMismatch extends Error {
   }
 }
 
+/** What to pull, from where, to where, and how to check it. */
 export interface PullSpec {
   archive: Archive;
   id: string;
@@ -37,12 +38,17 @@ export interface PullSpec {
   onProgress?: (bytes: number) => void;
 }
 
+/** What a pull got: its bytes, their digest, and whether a checksum verified them. */
 export interface PullResult {
   bytes: number;
   digest: string;
   verified: boolean;
 }
 
+/**
+ * Pulls one file into place: streamed to a fresh temporary file while hashed, checked for length
+ * and checksum, then renamed. Throws `ArchiveError` or `ChecksumMismatch`; leaves nothing behind.
+ */
 export async function pullFile(spec: PullSpec): Promise<PullResult> {
   const hash = createChecksum(spec.hashtype);
   const stall = new AbortController();

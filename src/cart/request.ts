@@ -6,8 +6,10 @@
 import { createHash } from "node:crypto";
 import { parseBoolean } from "../config.ts";
 import { invalidInput } from "../errors.ts";
+import { controlCharacter as controlChars } from "../text.ts";
 import { checksumAlgorithm, checksumNames } from "./checksum.ts";
 
+/** One file of a validated cart request. */
 export interface RequestedFile {
   /** The archive's id for the file, as a string (integers are written in decimal). */
   id: string;
@@ -19,6 +21,7 @@ export interface RequestedFile {
   hashsum: string;
 }
 
+/** A validated cart request: its files, normalised, and its `bundle` key if it had one. */
 export interface CartRequest {
   files: RequestedFile[];
   /** The request's `bundle` key, when it has one. */
@@ -29,8 +32,6 @@ const maxSegmentBytes = 255;
 const maxPathBytes = 4096;
 const maxIdLength = 4096;
 const encoder = new TextEncoder();
-// deno-lint-ignore no-control-regex
-const controlChars = /[\u0000-\u001f\u007f-\u009f]/;
 /** Characters drawn like `/`, `\` or `.` that Unicode normalisation does not turn into them. */
 const lookAlikes =
   /[\u2215\u2044\u29f8\u2571\u29f5\u2216\u29f9\ufe68\u2024\u2025\u2026\ufe52\u0701\u0702\u2e31]/;
@@ -64,7 +65,7 @@ export function parseCartRequest(text: string): CartRequest {
 }
 
 /** Checks a decoded JSON body and returns the normalised request. */
-export function validateCartRequest(body: unknown): CartRequest {
+function validateCartRequest(body: unknown): CartRequest {
   if (!isObject(body)) {
     throw invalidInput("cart request must be a JSON object with a fileids array");
   }

@@ -4,10 +4,11 @@
  * wrappers over these calls, so both tell the same story.
  */
 import type { Config } from "../config.ts";
-import { cartFailed, cartNotFound, cartNotReady } from "../errors.ts";
+import { CartdError, cartFailed, cartNotFound, cartNotReady } from "../errors.ts";
 import {
   defaultTarName,
   downloadName,
+  tarEtag,
   type TarLayout,
   tarLayout,
   type TarSource,
@@ -15,8 +16,12 @@ import {
 } from "../bundle/tar.ts";
 import type { Cart, CartFile, CartProgress, Store } from "../store/store.ts";
 import { describe } from "../errors.ts";
-import { whenStreamEnds } from "../io.ts";
+import { passThrough } from "../io.ts";
+import { isoTime } from "../time.ts";
 import { log } from "../log.ts";
+import { collectGarbage, type GcOptions, type GcReport } from "../volume/gc.ts";
+
+export type { GcOptions, GcReport };
 import { removeDeletedCarts } from "../volume/space.ts";
 import type { Volume } from "../volume/volume.ts";
 import { newOwnerName } from "./owner.ts";
@@ -25,6 +30,7 @@ import { type CartRequest, fingerprint, validateUid } from "./request.ts";
 /** The fine-grained phase, shown beside the Pacifica status (which stays `staging` until the end). */
 export type CartPhase = "waiting" | "staging" | "pulling" | "ready" | "error";
 
+/** A cart's status for people and clients: what `cartd status` prints and HEAD reports. */
 export interface CartReport {
   uid: string;
   status: Cart["status"];
@@ -50,6 +56,7 @@ export interface CartReport {
   };
 }
 
+/** One file's detail in `status --json` and `/-/carts/<uid>`. */
 export interface FileReport {
   id: string;
   path: string;
@@ -63,6 +70,7 @@ export interface FileReport {
   verified: boolean;
 }
 
+/** What a create did: made the cart, found it already there (retrying it if failed), or replaced one. */
 export interface CreateOutcome {
   cart: Cart;
   /** False when the same request had already created this cart. */
@@ -74,6 +82,24 @@ export interface CreateOutcome {
 
 const touchPrecisionMs = 1000;
 
+/** A ready cart's tar, described before a byte is read: what a download answers with. */
+export interface CartDownload {
+  /** The name to save it under (`Content-Disposition`, the CLI's default output file). */
+  filename: string;
+  /** The tar's root folder: the name without its `.tar`. */
+  root: string;
+  /** Bytes in the whole tar. */
+  size: number;
+  files: number;
+  /** A strong validator: equal only for byte-identical tars. */
+  etag: string;
+  /** When the cart became ready. */
+  lastModified: Date;
+  /** Streams bytes [start, end) of the tar; the cart's files stay on the volume while it runs. */
+  open(start?: number, end?: number): Promise<ReadableStream<Uint8Array>>;
+}
+
+/** One line of `cartd list`. */
 export interface CartListing {
   uid: string;
   status: Cart["status"];
@@ -83,6 +109,7 @@ export interface CartListing {
   lastUsed: string;
 }
 
+/** The cart operations both front ends call; they hold no logic of their own. */
 export class CartService {
   /** Names this process's downloads in the database. */
   private readonly owner = newOwnerName();
@@ -166,7 +193,7 @@ export class CartService {
     let message = cart.message;
     if (cart.status === "staging" && progress.archiveWaitSince !== null) {
       const reason = await this.store.archiveWaitReason(cart.id);
-      message = `Waiting for the archive since ${iso(progress.archiveWaitSince)}` +
+      message = `Waiting for the archive since ${isoTime(progress.archiveWaitSince)}` +
         (reason ? `: ${reason}` : "");
     }
     return toReport({ ...cart, message }, progress);
@@ -220,20 +247,17 @@ export class CartService {
       status: c.status,
       files: c.file_count,
       bytes: c.bytes,
-      created: iso(c.created_at)!,
-      lastUsed: iso(c.used_at)!,
+      created: isoTime(c.created_at)!,
+      lastUsed: isoTime(c.used_at)!,
     }));
   }
 
   /**
-   * The tar layout of a ready cart, rooted at the requested download name without its `.tar`
-   * (by default `data_…` from when the cart became ready), and the name to save it under. Throws
-   * the contract's errors for a cart that is unknown, still staging, or failed.
+   * A ready cart's tar, rooted at the requested download name without its `.tar` (by default
+   * `data_…` of when the cart became ready), with everything a download needs to know before its
+   * first byte. Throws the contract's errors for a cart that is unknown, still staging, or failed.
    */
-  async tarOf(
-    uid: string,
-    requestedName?: string,
-  ): Promise<{ cart: Cart; layout: TarLayout; filename: string }> {
+  async download(uid: string, requestedName?: string): Promise<CartDownload> {
     const cart = await this.find(uid);
     if (cart.status === "error") throw cartFailed(cart.message);
     if (cart.status !== "ready") {
@@ -242,9 +266,8 @@ export class CartService {
         `The cart is not ready for download (${p.filesReady} of ${p.files} files ready).`,
       );
     }
-    const { root, filename } = downloadName(
-      requestedName || defaultTarName(new Date(Number(cart.ready_at ?? cart.created_at))),
-    );
+    const readyAt = Number(cart.ready_at ?? cart.created_at);
+    const { root, filename } = downloadName(requestedName || defaultTarName(new Date(readyAt)));
     const files = await this.store.cartFiles(cart.id);
     const sources: TarSource[] = files.map((f) => ({
       path: f.path,
@@ -253,7 +276,16 @@ export class CartService {
       file: this.volume.filePath(cart.id, f.path),
     }));
     await this.touch(cart.id);
-    return { cart, layout: tarLayout(root, sources), filename };
+    const layout = tarLayout(root, sources);
+    return {
+      filename,
+      root,
+      size: layout.size,
+      files: files.length,
+      etag: tarEtag(layout, `${cart.id}\n${readyAt}`),
+      lastModified: new Date(readyAt),
+      open: (start, end) => this.tarBytes(cart, layout, start, end),
+    };
   }
 
   /**
@@ -261,7 +293,7 @@ export class CartService {
    * download is registered until the stream ends, so deleting or evicting the cart meanwhile
    * does not pull its files away.
    */
-  async tarBytes(
+  private async tarBytes(
     cart: Cart,
     layout: TarLayout,
     start?: number,
@@ -283,7 +315,22 @@ export class CartService {
         log.warn(`cannot close download of cart ${cart.uid}: ${describe(err)}`);
       }
     };
-    return whenStreamEnds(this.tarStreamOf(cart, layout, start, end), finished);
+    return passThrough(this.tarStreamOf(cart, layout, start, end), finished).stream;
+  }
+
+  /** Throws an `unavailable` error when the database does not answer. */
+  async health(): Promise<void> {
+    try {
+      await this.store.ping();
+    } catch (err) {
+      log.warn(`health check: database unreachable: ${describe(err)}`);
+      throw new CartdError("unavailable", "database unreachable");
+    }
+  }
+
+  /** Removes expired, unused and least-recently-used carts as `options` say (`cartd gc`). */
+  collectGarbage(options: GcOptions): Promise<GcReport> {
+    return collectGarbage(this.store, this.volume, this.config, options);
   }
 
   private tarStreamOf(
@@ -314,9 +361,9 @@ function toReport(cart: Cart, p: CartProgress): CartReport {
     phase: phaseOf(cart, p),
     message: cart.message,
     bundle: cart.bundle === 1,
-    created: iso(cart.created_at)!,
-    lastUsed: iso(cart.used_at)!,
-    readyAt: iso(cart.ready_at),
+    created: isoTime(cart.created_at)!,
+    lastUsed: isoTime(cart.used_at)!,
+    readyAt: isoTime(cart.ready_at),
     progress: {
       filesTotal: p.files,
       filesReady: p.filesReady,
@@ -325,7 +372,7 @@ function toReport(cart: Cart, p: CartProgress): CartReport {
       bytesTotal: p.bytesTotal,
       sizesKnown: p.sizesKnown,
       filesUnverified: p.filesUnverified,
-      waitingForArchiveSince: iso(p.archiveWaitSince),
+      waitingForArchiveSince: isoTime(p.archiveWaitSince),
     },
   };
 }
@@ -335,8 +382,4 @@ function phaseOf(cart: Cart, p: CartProgress): CartPhase {
   if (p.filesPulling > 0 || p.filesReady > 0) return "pulling";
   if (p.filesOnTape > 0) return "staging";
   return "waiting";
-}
-
-function iso(ms: number | null): string | null {
-  return ms === null ? null : new Date(Number(ms)).toISOString();
 }

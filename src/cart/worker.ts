@@ -7,19 +7,42 @@
  */
 import { type Archive, ArchiveError } from "../archive/mod.ts";
 import type { Config } from "../config.ts";
-import { CartdError, describe } from "../errors.ts";
+import { CartdError, describe, isKind } from "../errors.ts";
 import { log } from "../log.ts";
-import type { Cart, CartFile, Store } from "../store/store.ts";
+import type { Cart, CartFile, FileState, Store } from "../store/store.ts";
 import { SpaceManager } from "../volume/space.ts";
 import type { Volume } from "../volume/volume.ts";
 import { formatDuration } from "../units.ts";
 import { ArchiveHealth, type ArchiveStep } from "./archive_health.ts";
-import { backoffDelay, sleep } from "./backoff.ts";
+import { sleep } from "../time.ts";
+import { backoffDelay } from "./backoff.ts";
 import { isDeadLocalOwner, newOwnerName } from "./owner.ts";
 import { ChecksumMismatch, pullFile } from "./pull.ts";
 
+/** A file as progress displays see it. */
+export interface FileEvent {
+  id: number;
+  path: string;
+  state: FileState;
+  /** Why it failed, when it did. */
+  error: string;
+  size: number | null;
+  bytesPulled: number;
+}
+
 /** Called whenever a file changes state or makes progress, for progress displays. */
-export type WorkerEvent = (file: CartFile, event: "state" | "progress") => void;
+export type WorkerEvent = (file: FileEvent, event: "state" | "progress") => void;
+
+function fileEvent(file: CartFile): FileEvent {
+  return {
+    id: file.id,
+    path: file.path,
+    state: file.state,
+    error: file.error,
+    size: file.size === null ? null : Number(file.size),
+    bytesPulled: Number(file.bytes_pulled),
+  };
+}
 
 class LeaseLost extends Error {}
 
@@ -32,6 +55,7 @@ const progressWriteMs = 1000;
 const spaceWaitLogMs = 5 * 60_000;
 const idlePollMs = 1000;
 
+/** A set of worker loops sharing one lease owner and one view of the archive's health. */
 export class Worker {
   readonly owner = newOwnerName();
   private readonly space: SpaceManager;
@@ -76,9 +100,8 @@ export class Worker {
   }
 
   /** Frees leases left by crashed cartd processes of this host. */
-  async reclaimCrashedWork(): Promise<void> {
-    const freed = await this.store.reapLeases(isDeadLocalOwner);
-    if (freed > 0) log.info(`took back ${freed} file(s) left by a cartd process that has exited`);
+  reclaimCrashedWork(): Promise<void> {
+    return reclaimCrashedWork(this.store);
   }
 
   /** Hands back every lease this worker holds. */
@@ -257,7 +280,7 @@ export class Worker {
         if (now - lastWrite < progressWriteMs) return;
         lastWrite = now;
         job.file.bytes_pulled = bytes;
-        this.onEvent?.(job.file, "progress");
+        this.onEvent?.(fileEvent(job.file), "progress");
         this.store.saveFile(file.id, this.owner, { bytes_pulled: bytes }, false, now)
           .catch((err) => log.warn(`cannot record progress of file ${file.id}: ${describe(err)}`));
       },
@@ -273,7 +296,7 @@ export class Worker {
       throw new LeaseLost(`lost the lease on file ${file.id}`);
     }
     job.file = { ...job.file, ...done, state: "ready", reserved: 0 };
-    this.onEvent?.(job.file, "state");
+    this.onEvent?.(fileEvent(job.file), "state");
     log.debug(
       `file ${file.archive_id} → ${file.path}: ${result.bytes} bytes, ${
         result.verified ? "verified" : "unverified (no hashsum)"
@@ -340,6 +363,11 @@ export class Worker {
           `file ${file.archive_id}: ${err.message}; try ${failures} of ${this.config.retryLimit}`,
         );
         await this.retryLater(job, failures, err.message);
+        return;
+      }
+      // The database is busy or down: the file keeps its place, and its lease runs out.
+      if (isKind(err, "busy") || isKind(err, "unavailable")) {
+        log.warn(`file ${file.id}: ${err.message}; it is tried again later`);
         return;
       }
       // The volume refused a path (a planted symlink) or similar: the file cannot be placed.
@@ -420,8 +448,17 @@ export class Worker {
     const held = await this.store.saveFile(job.file.id, this.owner, changes, release, now);
     if (!held) throw new LeaseLost(`lost the lease on file ${job.file.id}`);
     job.file = { ...job.file, ...changes, updated_at: now };
-    if (changes.state !== undefined) this.onEvent?.(job.file, "state");
+    if (changes.state !== undefined) this.onEvent?.(fileEvent(job.file), "state");
   }
+}
+
+/**
+ * Frees the leases (and download registrations) of cartd processes of this host that have exited,
+ * so a restarted cartd carries on at once instead of waiting for them to run out.
+ */
+export async function reclaimCrashedWork(store: Store): Promise<void> {
+  const freed = await store.reapLeases(isDeadLocalOwner);
+  if (freed > 0) log.info(`took back ${freed} file(s) left by a cartd process that has exited`);
 }
 
 /** What a file that made progress leaves behind: no failures counted, no outage waited for. */
@@ -434,12 +471,13 @@ function stepOf(file: CartFile): ArchiveStep {
   return "pull";
 }
 
-/** A clear message for a local disk failure, or undefined if `err` is something else. */
+/** A clear message for a local disk failure (by its errno), or undefined for anything else. */
 function diskMessage(err: unknown): string | undefined {
-  const text = describe(err);
-  if (/no space left|ENOSPC|quota/i.test(text)) {
-    return "Not enough space to download file (volume full)";
+  const code = (err as { code?: unknown })?.code;
+  if (code === "ENOSPC") return "Not enough space to download file (volume full)";
+  if (code === "EDQUOT") return "Not enough space to download file (disk quota exceeded)";
+  if (err instanceof Deno.errors.PermissionDenied || code === "EACCES" || code === "EROFS") {
+    return `cannot write to the volume: ${describe(err)}`;
   }
-  if (err instanceof Deno.errors.PermissionDenied) return `cannot write to the volume: ${text}`;
   return undefined;
 }

@@ -3,39 +3,42 @@
  * `GET /`, plus extensions under the reserved segment `/-/`. A handler is a plain
  * `(Request) => Promise<Response>`, served by `cartd serve` and called directly by tests.
  */
-import { validateCartRequest, validateUid } from "../cart/request.ts";
+import { parseCartRequest, validateUid } from "../cart/request.ts";
 import type { CartService } from "../cart/service.ts";
 import type { Config } from "../config.ts";
-import { backendFailure, CartdError, describe, invalidInput } from "../errors.ts";
+import { CartdError, describe, invalidInput, isKind } from "../errors.ts";
 import { log } from "../log.ts";
-import type { Store } from "../store/store.ts";
 import { downloadResponse } from "./download.ts";
 import type { Downloads } from "./downloads.ts";
+import { httpStatus, retryAfter } from "./errors.ts";
 import { baseHeaders, errorResponse, jsonResponse } from "./responses.ts";
 
+/** What the handlers need: the cart service, the configuration, the server's live downloads. */
 export interface AppDeps {
   service: CartService;
-  store: Store;
   config: Config;
   downloads: Downloads;
 }
 
+/** A request handler, as `Deno.serve` takes it. */
 export type Handler = (req: Request) => Promise<Response>;
 
 const jsonTypes = ["application/json", "text/javascript"];
 
+/** The handler for every route; no error escapes it, and none carries a stack trace. */
 export function createApp(deps: AppDeps): Handler {
   return async (req) => {
     try {
       return await route(req, deps);
     } catch (err) {
-      if (err instanceof CartdError) return errorResponse(err.status, err.message);
-      const known = backendFailure(err);
-      if (known) {
-        log.warn(`${req.method} ${new URL(req.url).pathname}: ${describe(err)}`);
-        return errorResponse(known.status, known.message, { "retry-after": "5" });
+      const where = `${req.method} ${new URL(req.url).pathname}`;
+      if (err instanceof CartdError) {
+        const wait = retryAfter[err.kind];
+        if (wait !== undefined) log.warn(`${where}: ${err.message}`);
+        const headers: Record<string, string> = wait ? { "retry-after": String(wait) } : {};
+        return errorResponse(httpStatus[err.kind], err.message, headers);
       }
-      log.error(`${req.method} ${new URL(req.url).pathname}: ${describe(err)}`);
+      log.error(`${where}: ${describe(err)}`);
       if (err instanceof Error && err.stack) log.debug(err.stack);
       return errorResponse(500, "Internal error; the server log has the details");
     }
@@ -95,19 +98,14 @@ async function create(req: Request, uid: string, deps: AppDeps): Promise<Respons
   }
   const text = await readBody(req, deps.config.maxRequestSize);
   if (text === "") return errorResponse(411, "Client must specify Content-Length");
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    throw invalidInput("Invalid JSON document");
-  }
-  await deps.service.create(uid, validateCartRequest(body));
+  await deps.service.create(uid, parseCartRequest(text));
   return jsonResponse(201, { message: "Cart Processing has begun" });
 }
 
 /** The request body as UTF-8 text, refusing more than `limit` bytes without reading them all. */
 async function readBody(req: Request, limit: number): Promise<string> {
-  const tooLarge = () => new CartdError(`Request body is larger than the ${limit}-byte limit`, 413);
+  const tooLarge = () =>
+    new CartdError("tooLarge", `Request body is larger than the ${limit}-byte limit`);
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) {
     await req.body?.cancel();
@@ -136,7 +134,7 @@ async function readBody(req: Request, limit: number): Promise<string> {
 /** HEAD: the Pacifica status headers, plus cartd's finer detail. Never opens a file. */
 async function status(uid: string, deps: AppDeps): Promise<Response> {
   const report = await deps.service.report(uid).catch((err) => {
-    if (err instanceof CartdError && err.status === 404) return undefined;
+    if (isKind(err, "notFound")) return undefined;
     throw err;
   });
   if (!report) {
@@ -164,15 +162,14 @@ async function status(uid: string, deps: AppDeps): Promise<Response> {
 
 async function download(req: Request, uid: string, deps: AppDeps): Promise<Response> {
   const requested = new URL(req.url).searchParams.get("filename") ?? undefined;
-  let tar;
   try {
-    tar = await deps.service.tarOf(uid, requested);
+    const tar = await deps.service.download(uid, requested);
+    return await downloadResponse(req, tar, deps.downloads);
   } catch (err) {
-    if (!(err instanceof CartdError)) throw err;
-    if (err.status === 404) {
+    if (isKind(err, "notFound")) {
       return errorResponse(404, "The cart does not exist or has already been deleted");
     }
-    if (err.status === 202) {
+    if (isKind(err, "notReady")) {
       return new Response("The cart is not ready for download.", {
         status: 202,
         headers: baseHeaders(),
@@ -180,21 +177,13 @@ async function download(req: Request, uid: string, deps: AppDeps): Promise<Respo
     }
     throw err;
   }
-  const { cart, layout, filename } = tar;
-  return await downloadResponse(req, {
-    cart,
-    layout,
-    filename,
-    body: async (start, end) =>
-      deps.downloads.track(await deps.service.tarBytes(cart, layout, start, end)),
-  });
 }
 
 async function remove(uid: string, deps: AppDeps): Promise<Response> {
   try {
     await deps.service.delete(uid);
   } catch (err) {
-    if (err instanceof CartdError && err.status === 404) return errorResponse(404, "Not Found");
+    if (isKind(err, "notFound")) return errorResponse(404, "Not Found");
     throw err;
   }
   return jsonResponse(200, { message: "Cart Deleted Successfully" });
@@ -207,10 +196,9 @@ async function extension(req: Request, rest: string[], deps: AppDeps): Promise<R
   }
   if (rest.length === 1 && rest[0] === "health") {
     try {
-      await deps.store.ping();
+      await deps.service.health();
       return jsonResponse(200, { status: "ok" });
-    } catch (err) {
-      log.warn(`health check: database unreachable: ${describe(err)}`);
+    } catch {
       return jsonResponse(503, { status: "unavailable", message: "database unreachable" });
     }
   }

@@ -2,11 +2,11 @@
  * The downloads a server is streaming, so shutdown can wait for them and, past its deadline, end
  * them cleanly (erroring a body is the one way to stop a stream that Deno.serve survives).
  */
+import { type PassThrough, passThrough } from "../io.ts";
+
+/** Counts the bodies being streamed, and ends them all on demand. */
 export class Downloads {
-  private readonly live = new Map<
-    ReadableStreamDefaultController<Uint8Array>,
-    ReadableStreamDefaultReader<Uint8Array>
-  >();
+  private readonly live = new Set<PassThrough<Uint8Array>>();
 
   /** How many downloads are streaming now. */
   get size(): number {
@@ -15,41 +15,16 @@ export class Downloads {
 
   /** Wraps a body so it is counted while it streams. */
   track(body: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
-    const reader = body.getReader();
-    const live = this.live;
-    let self: ReadableStreamDefaultController<Uint8Array>;
-    return new ReadableStream<Uint8Array>({
-      start(controller) {
-        self = controller;
-        live.set(controller, reader);
-      },
-      async pull(controller) {
-        try {
-          const { value, done } = await reader.read();
-          if (done) {
-            live.delete(self);
-            controller.close();
-          } else controller.enqueue(value);
-        } catch (err) {
-          live.delete(self);
-          controller.error(err);
-        }
-      },
-      async cancel(reason) {
-        live.delete(self);
-        await reader.cancel(reason);
-      },
-    }, { highWaterMark: 0 });
+    const tracked: PassThrough<Uint8Array> = passThrough(body, () => {
+      this.live.delete(tracked);
+    });
+    this.live.add(tracked);
+    return tracked.stream;
   }
 
   /** Ends every download still streaming. */
   abortAll(reason: string): void {
-    for (const [controller, reader] of this.live) {
-      try {
-        controller.error(new Error(reason));
-      } catch { /* already finished */ }
-      reader.cancel(reason).catch(() => {});
-    }
+    for (const download of [...this.live]) download.abort(reason);
     this.live.clear();
   }
 }

@@ -5,7 +5,7 @@
  */
 import { version } from "../version.ts";
 
-export const allowedMethods = "DELETE, GET, HEAD, POST";
+const allowedMethods = "DELETE, GET, HEAD, POST";
 
 const reasons: Record<number, string> = {
   200: "OK",
@@ -24,6 +24,7 @@ const reasons: Record<number, string> = {
   503: "Service Unavailable",
 };
 
+/** `404 Not Found`: the status line text the original's error bodies carry. */
 export function statusText(status: number): string {
   return `${status} ${reasons[status] ?? ""}`.trim();
 }
@@ -38,6 +39,7 @@ export function baseHeaders(extra: Record<string, string> = {}): Headers {
   return headers;
 }
 
+/** A JSON answer with the headers every answer carries. */
 export function jsonResponse(
   status: number,
   body: unknown,

@@ -4,10 +4,12 @@
  */
 import { configError } from "../errors.ts";
 
+/** The database a URL names: a SQLite file, or a PostgreSQL server. */
 export type DatabaseTarget =
   | { kind: "sqlite"; file: string }
   | { kind: "postgres"; url: string };
 
+/** What database `url` names; throws a configuration error for a URL cartd cannot use. */
 export function parseDatabaseUrl(url: string): DatabaseTarget {
   const sqlite = /^(sqlite|sqliteext|sqlite3):\/\/(.*)$/i.exec(url);
   if (sqlite) {

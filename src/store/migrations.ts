@@ -5,6 +5,7 @@
 import { type CreateTableBuilder, type Kysely, sql } from "kysely";
 import type { Migration, MigrationProvider } from "kysely/migration";
 
+/** The SQL dialects the migrations are written for. */
 export type Dialect = "sqlite" | "postgres";
 
 /** Column types that differ between the two databases. */

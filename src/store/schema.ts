@@ -13,6 +13,7 @@ export type CartStatus = "creating" | "staging" | "ready" | "error";
 /** A file's place in the pipeline: waiting → staging → staged → pulling → ready | error. */
 export type FileState = "waiting" | "staging" | "staged" | "pulling" | "ready" | "error";
 
+/** A row of `carts`. */
 export interface CartTable {
   id: Generated<number>;
   uid: string;
@@ -38,6 +39,7 @@ export interface CartTable {
   claimed_at: number;
 }
 
+/** A row of `files`: one file of a cart and its place in the pipeline. */
 export interface FileTable {
   id: Generated<number>;
   cart_id: number;
@@ -81,13 +83,16 @@ export interface DownloadTable {
   lease_until: number;
 }
 
+/** Every table, for Kysely's typed queries. */
 export interface Database {
   carts: CartTable;
   files: FileTable;
   downloads: DownloadTable;
 }
 
+/** A cart row as read. */
 export type Cart = Selectable<CartTable>;
+/** A file row as read. */
 export type CartFile = Selectable<FileTable>;
 /** What a cart request says of a file; the store fills in the pipeline's starting values. */
 export type NewFile = Pick<FileTable, "seq" | "archive_id" | "path" | "hash_type" | "hash_sum">;

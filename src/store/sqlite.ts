@@ -17,6 +17,7 @@ import {
   type SqliteDatabase,
   SqliteDialect,
 } from "kysely";
+import { CartdError, describe } from "../errors.ts";
 
 const bind = (params: ReadonlyArray<unknown>) =>
   params.map((v) => (typeof v === "boolean" ? (v ? 1 : 0) : v)) as SQLInputValue[];
@@ -52,7 +53,47 @@ function adapt(db: DatabaseSync): SqliteDatabase {
 /** SQLite's own (blocking) wait for a lock, kept short; the rest of the wait is asynchronous. */
 const blockingWaitMs = 25;
 
-const isBusy = (err: unknown) => /database is locked|database table is locked/i.test(String(err));
+/**
+ * SQLite's own text for the result codes cartd acts on (what `sqlite3_errstr` returns). node:sqlite
+ * in Deno gives its errors only `code: "ERR_SQLITE_ERROR"` and this text, no `errcode`, so the fixed
+ * text stands in for the code, here and nowhere else.
+ */
+const resultCodeTexts: Record<string, string> = {
+  "database is locked": "SQLITE_BUSY",
+  "database table is locked": "SQLITE_LOCKED",
+  "database or disk is full": "SQLITE_FULL",
+  "disk I/O error": "SQLITE_IOERR",
+  "unable to open database file": "SQLITE_CANTOPEN",
+  "attempt to write a readonly database": "SQLITE_READONLY",
+};
+
+/** The SQLite result code of a driver error (`SQLITE_BUSY`, ...), or undefined. */
+function sqliteResultCode(err: unknown): string | undefined {
+  const e = err as { code?: unknown; errcode?: unknown; message?: unknown };
+  if (e?.code !== "ERR_SQLITE_ERROR") return undefined;
+  return typeof e.message === "string" ? resultCodeTexts[e.message] : undefined;
+}
+
+const isBusy = (err: unknown) => {
+  const code = sqliteResultCode(err);
+  return code === "SQLITE_BUSY" || code === "SQLITE_LOCKED";
+};
+
+/** The error a user sees for a database failure cartd knows, or `err` itself. */
+function userError(err: unknown): unknown {
+  const code = sqliteResultCode(err);
+  if (code === "SQLITE_BUSY" || code === "SQLITE_LOCKED") {
+    return new CartdError(
+      "busy",
+      "The database is busy (locked by another process); try again shortly",
+    );
+  }
+  if (code === "SQLITE_FULL") return new CartdError("unavailable", "The database's disk is full");
+  if (code === "SQLITE_IOERR" || code === "SQLITE_CANTOPEN" || code === "SQLITE_READONLY") {
+    return new CartdError("unavailable", `The database cannot be used: ${describe(err)}`);
+  }
+  return err;
+}
 
 class ImmediateSqliteDialect extends SqliteDialect {
   constructor(
@@ -79,7 +120,7 @@ class ImmediateSqliteDialect extends SqliteDialect {
           try {
             return await execute(query);
           } catch (err) {
-            if (!isBusy(err) || Date.now() + pause > deadline) throw err;
+            if (!isBusy(err) || Date.now() + pause > deadline) throw userError(err);
             await new Promise((resolve) => setTimeout(resolve, pause));
           }
         }

@@ -7,7 +7,7 @@ import { type ExpressionBuilder, Kysely, type RawBuilder, sql } from "kysely";
 import { Migrator } from "kysely/migration";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import { CartdError, configError, ExitCode } from "../errors.ts";
+import { CartdError, configError } from "../errors.ts";
 import { parseDatabaseUrl } from "./database_url.ts";
 import { type Dialect, migrationProvider } from "./migrations.ts";
 import type { Cart, CartFile, Database, FileState, FileTable, NewFile } from "./schema.ts";
@@ -16,7 +16,7 @@ import { sqliteDialect } from "./sqlite.ts";
 export type { Cart, CartFile, FileState };
 
 /** States a worker still has something to do for. */
-export const pendingStates: FileState[] = ["waiting", "staging", "staged", "pulling"];
+const pendingStates: FileState[] = ["waiting", "staging", "staged", "pulling"];
 
 /** The counts behind every status report. */
 export interface CartProgress {
@@ -35,6 +35,7 @@ export interface CartProgress {
   archiveWaitSince: number | null;
 }
 
+/** A cart to create: its uid, its request's fingerprint, and its files. */
 export interface CreateCartInput {
   uid: string;
   fingerprint: string;
@@ -42,6 +43,7 @@ export interface CreateCartInput {
   files: NewFile[];
 }
 
+/** What `createCart` did. */
 export interface CreateCartResult {
   cart: Cart;
   /** False when an identical cart already existed and nothing changed. */
@@ -72,9 +74,10 @@ export interface SpaceCheck {
   used: number;
 }
 
+/** The database: carts, files, leases, reservations and downloads, behind typed methods. */
 export class Store {
   private constructor(
-    readonly db: Kysely<Database>,
+    private readonly db: Kysely<Database>,
     readonly dialect: Dialect,
     private readonly cartLifetime: number,
   ) {}
@@ -104,7 +107,8 @@ export class Store {
   async migrate(): Promise<string[]> {
     const { error, results } = await this.migrator().migrateToLatest();
     if (error) {
-      throw new CartdError(`database migration failed: ${error}`, 500, ExitCode.failure);
+      if (error instanceof CartdError) throw error;
+      throw new CartdError("failure", `database migration failed: ${error}`);
     }
     return (results ?? []).filter((r) => r.status === "Success").map((r) => r.migrationName);
   }
@@ -115,6 +119,17 @@ export class Store {
     return all.filter((m) => m.executedAt === undefined).map((m) => m.name);
   }
 
+  /** Every cart row, deleted ones and drafts included, in creation order: for audits and tests. */
+  allCarts(): Promise<Cart[]> {
+    return this.db.selectFrom("carts").selectAll().orderBy("id").execute();
+  }
+
+  /** Every file row of every cart: for audits and tests. */
+  allFiles(): Promise<CartFile[]> {
+    return this.db.selectFrom("files").selectAll().orderBy("id").execute();
+  }
+
+  /** Answers when the database does; throws when it cannot be reached. */
   async ping(): Promise<void> {
     await this.db.selectFrom("carts").select("id").limit(1).execute();
   }

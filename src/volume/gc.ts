@@ -8,11 +8,13 @@
 import { type Config, type SpaceAmount, spaceBytes } from "../config.ts";
 import type { SizedCart, Store } from "../store/store.ts";
 import { removeDeletedCarts } from "./space.ts";
+import { isoTime } from "../time.ts";
 import type { Volume } from "./volume.ts";
 
 /** A cart still being created after this long was left by a crash. */
 export const staleDraftAge = 3_600_000;
 
+/** What `cartd gc` is asked to remove. */
 export interface GcOptions {
   /** Report what would be removed, remove nothing. */
   dryRun?: boolean;
@@ -24,6 +26,7 @@ export interface GcOptions {
   skipExpired?: boolean;
 }
 
+/** One cart `cartd gc` removed (or, dry, would remove), and why. */
 export interface GcRemoval {
   uid: string;
   cartId: number;
@@ -34,6 +37,7 @@ export interface GcRemoval {
   reason: string;
 }
 
+/** What a `cartd gc` run did, for its text and JSON output. */
 export interface GcReport {
   dryRun: boolean;
   removed: GcRemoval[];
@@ -43,6 +47,10 @@ export interface GcReport {
   freeAfter: number;
 }
 
+/**
+ * One `cartd gc` run: chooses carts by expiry, age and least-recent use as `options` say, marks
+ * them deleted, then removes the files of deleted carts no download holds and stray folders.
+ */
 export async function collectGarbage(
   store: Store,
   volume: Volume,
@@ -63,13 +71,15 @@ export async function collectGarbage(
       choose(
         cart,
         "expired",
-        `expired (finished ${iso(cart.finished_at)}, lifetime ${config.cartLifetime / 1000} s)`,
+        `expired (finished ${isoTime(cart.finished_at) ?? "never"}, lifetime ${
+          config.cartLifetime / 1000
+        } s)`,
       );
     }
   }
   if (options.olderThan !== undefined) {
     for (const cart of await store.sizedCarts(now, { unusedSince: now - options.olderThan })) {
-      choose(cart, "unused", `unused since ${iso(cart.used_at)}`);
+      choose(cart, "unused", `unused since ${isoTime(cart.used_at) ?? "never"}`);
     }
   }
   if (options.free) {
@@ -85,7 +95,7 @@ export async function collectGarbage(
       choose(
         cart,
         "evicted",
-        `least recently used (last used ${iso(cart.used_at)}), to free space`,
+        `least recently used (last used ${isoTime(cart.used_at) ?? "never"}), to free space`,
       );
       projected += cart.bytes;
     }
@@ -122,27 +132,4 @@ export async function collectGarbage(
     freeBefore,
     freeAfter: volume.availableBytes(),
   };
-}
-
-function iso(ms: number | null): string {
-  return ms === null ? "never" : new Date(Number(ms)).toISOString();
-}
-
-/**
- * The original `purge --time-ago` form: `"N unit ago"` (or `after`), with a Python timedelta unit
- * (days, hours, minutes, seconds, weeks, milliseconds); returns milliseconds.
- */
-export function parseTimeAgo(text: string): number | undefined {
-  const match = /^\s*(\d+(?:\.\d+)?)\s+([a-z]+)\s+(ago|after)\s*$/i.exec(text);
-  if (!match) return undefined;
-  const units: Record<string, number> = {
-    millisecond: 1,
-    second: 1000,
-    minute: 60_000,
-    hour: 3_600_000,
-    day: 86_400_000,
-    week: 604_800_000,
-  };
-  const factor = units[match[2].toLowerCase().replace(/s$/, "")];
-  return factor === undefined ? undefined : Number(match[1]) * factor;
 }

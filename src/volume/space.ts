@@ -17,6 +17,7 @@ import type { Volume } from "./volume.ts";
  */
 export type Reservation = { ok: true } | { ok: false; never: boolean; message: string };
 
+/** Reservations of space for pulls, and the evictions that make room for them. */
 export class SpaceManager {
   constructor(
     private readonly store: Store,

@@ -9,6 +9,7 @@ import { isAbsolute, join, resolve } from "node:path";
 import { type SpaceAmount, spaceBytes } from "../config.ts";
 import { CartdError } from "../errors.ts";
 
+/** The cart volume on disk: safe paths, free space, cart folders. */
 export class Volume {
   readonly root: string;
   private realRoot?: string;
@@ -32,7 +33,7 @@ export class Volume {
       isAbsolute(relative) || relative.includes("\0") ||
       segments.some((s) => s === "" || s === "." || s === "..")
     ) {
-      throw new CartdError(`refusing unsafe cart path ${JSON.stringify(relative)}`, 400);
+      throw new CartdError("invalid", `refusing unsafe cart path ${JSON.stringify(relative)}`);
     }
     return join(this.dataRoot(cartId), ...segments);
   }
@@ -67,7 +68,7 @@ export class Volume {
     const root = join(await Deno.realPath(this.root), "carts", String(cartId), area);
     const real = await Deno.realPath(path);
     if (real !== root && !real.startsWith(root + "/")) {
-      throw new CartdError(`refusing ${path}: it leads outside the cart's directory`, 500);
+      throw new CartdError("failure", `refusing ${path}: it leads outside the cart's directory`);
     }
   }
 

@@ -1,22 +1,27 @@
-/** The HTTP app of an in-process cartd on a loopback port, with a worker staging behind it. */
+/** The HTTP app of an in-process cartd on a loopback port, with workers and housekeeping behind it. */
 import { createApp } from "../../src/http/app.ts";
 import { Downloads } from "../../src/http/downloads.ts";
 import type { TestCartd } from "./cartd.ts";
 
-export function serveApp(cartd: TestCartd) {
+/** Serves `cartd` as `cartd serve` does; `housekeepingMs` sets how often it sweeps. */
+export function serveApp(cartd: TestCartd, housekeepingMs?: number) {
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen() {} },
-    createApp({ ...cartd, downloads: new Downloads() }),
+    createApp({ service: cartd.service, config: cartd.config, downloads: new Downloads() }),
   );
   const stop = new AbortController();
-  const working = cartd.worker().run(stop.signal);
+  const worker = cartd.worker();
+  const working = worker.run(stop.signal);
+  cartd.housekeeping.start(housekeepingMs);
   return {
     url: `http://127.0.0.1:${server.addr.port}/`,
-    /** Stops the server and the worker, then closes the cartd. */
+    /** Stops the server, the worker and the housekeeping, then closes the cartd. */
     async close() {
       stop.abort();
+      await cartd.housekeeping.stop();
       await server.shutdown();
       await working;
+      await worker.releaseLeases();
       await cartd.close();
     },
   };

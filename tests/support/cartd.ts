@@ -4,25 +4,15 @@ import {
   type SimulatorOptions,
   startArchiveSimulator,
 } from "../../fixtures/archive_server.ts";
-import { openArchive } from "../../src/archive/mod.ts";
+import { type Cartd, openCartd } from "../../src/cartd.ts";
 import { parseCartRequest } from "../../src/cart/request.ts";
-import { CartService } from "../../src/cart/service.ts";
-import { Worker } from "../../src/cart/worker.ts";
-import { type Config, loadConfig } from "../../src/config.ts";
-import { Store } from "../../src/store/store.ts";
-import { Volume } from "../../src/volume/volume.ts";
+import { loadConfig } from "../../src/config.ts";
 import { type FileSpec, makeArchive, type TestArchive } from "./archive.ts";
 
-export interface TestCartd {
-  dir: string;
-  config: Config;
-  store: Store;
-  volume: Volume;
-  service: CartService;
-  worker(): Worker;
-  close(): Promise<void>;
-}
+/** cartd opened on a fresh temporary volume, which `dir` names. */
+export type TestCartd = Cartd & { dir: string };
 
+/** Opens cartd (through `openCartd`, as the CLI does) on a fresh volume with quick timings. */
 export async function openTestCartd(
   archiveUrl: string,
   env: Record<string, string> = {},
@@ -38,22 +28,7 @@ export async function openTestCartd(
       ...env,
     },
   });
-  const store = Store.open(config.databaseUrl, {
-    cartLifetime: config.cartLifetime,
-    busyTimeout: config.databaseBusyTimeout,
-  });
-  await store.migrate();
-  const volume = new Volume(config.volumePath);
-  const archive = openArchive(config.archiveUrl, config);
-  return {
-    dir,
-    config,
-    store,
-    volume,
-    service: new CartService(store, volume, config),
-    worker: () => new Worker(store, archive, volume, config),
-    close: () => store.close(),
-  };
+  return { ...await openCartd(config, { create: true }), dir };
 }
 
 /** Every regular file under `dir`, as paths relative to it. */

@@ -4,9 +4,10 @@
  * cart must finish with the archive's exact bytes, no verified file pulled again, and the
  * database and volume consistent. Returns the figures it saw.
  */
+import { sleep } from "../../src/time.ts";
 import { join } from "node:path";
 import { startArchiveSimulator } from "../../fixtures/archive_server.ts";
-import { Store } from "../../src/store/store.ts";
+import { openTestCartd } from "./cartd.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { makeArchive } from "./archive.ts";
 import { cartdEnv } from "./cli.ts";
@@ -14,7 +15,6 @@ import { type RunningServer, startServer, waitWhileStaging } from "./server.ts";
 import { extractWithPython } from "./tar.ts";
 
 const json = { "content-type": "application/json" };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface CrashScenario {
   carts: number;
@@ -140,20 +140,20 @@ export async function runCrashScenario(scenario: CrashScenario): Promise<CrashFi
     }
 
     // The database and the volume agree, and nothing is left half-done.
-    const store = Store.open(join(volume, "cartd.sqlite3"));
+    const audit = await openTestCartd("file:///nowhere", { VOLUME_PATH: volume });
     try {
-      const files = await store.db.selectFrom("files").select(["state", "reserved", "owner"])
-        .execute();
+      const files = await audit.store.allFiles();
       assert(files.every((f) => f.state === "ready"), "every file ready");
       const held = files.filter((f) => Number(f.reserved) > 0).length;
       assertEquals(held, 0, "no reservation left");
-      for (let c = 1; c <= carts; c++) {
-        const partial = join(volume, "carts", String(c), "partial");
+      // Every cart folder on the volume, whatever its id (drafts and replaced carts included).
+      for await (const folder of Deno.readDir(join(volume, "carts"))) {
+        const partial = join(volume, "carts", folder.name, "partial");
         const left = await Array.fromAsync(Deno.readDir(partial)).catch(() => []);
-        assertEquals(left, [], `no partial file in cart ${c}`);
+        assertEquals(left, [], `no partial file in cart folder ${folder.name}`);
       }
     } finally {
-      await store.close();
+      await audit.close();
     }
     const pulls = [...simulator.pullStarts.values()].reduce((n, t) => n + t.length, 0);
     return {

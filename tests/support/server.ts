@@ -1,4 +1,5 @@
 /** `cartd serve` as a subprocess on a free loopback port. */
+import { sleep } from "../../src/time.ts";
 import { cliCommand } from "./cli.ts";
 
 export interface RunningServer {
@@ -49,6 +50,6 @@ export async function waitWhileStaging(
       return response;
     }
     if (Date.now() > deadline) throw new Error(`still staging after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, intervalMs));
+    await sleep(intervalMs);
   }
 }

@@ -1,0 +1,49 @@
+/**
+ * What crashed or cut-short work leaves behind, swept up once a minute by `cartd serve` (and the
+ * in-process test server): files of deleted carts whose downloads never said they ended, drafts of
+ * carts whose creation was cut short, claims of cartd processes of this host that have exited.
+ * Every step is idempotent and safe beside other processes doing the same.
+ */
+import { describe } from "../errors.ts";
+import { log } from "../log.ts";
+import type { Store } from "../store/store.ts";
+import { staleDraftAge } from "../volume/gc.ts";
+import { removeDeletedCarts } from "../volume/space.ts";
+import type { Volume } from "../volume/volume.ts";
+import { reclaimCrashedWork } from "./worker.ts";
+
+/** How often the sweep runs. */
+const housekeepingIntervalMs = 60_000;
+
+/** The periodic sweep; `start` it in a long-running process, `stop` it before closing. */
+export class Housekeeping {
+  private timer?: ReturnType<typeof setInterval>;
+  private running?: Promise<void>;
+
+  constructor(private readonly store: Store, private readonly volume: Volume) {}
+
+  /** One sweep, now. */
+  async runOnce(): Promise<void> {
+    await removeDeletedCarts(this.store, this.volume);
+    await this.store.deleteStaleDrafts(Date.now() - staleDraftAge);
+    await reclaimCrashedWork(this.store);
+  }
+
+  /** Sweeps every `intervalMs` until `stop`; a failed sweep is logged and the next one tries again. */
+  start(intervalMs = housekeepingIntervalMs): void {
+    if (this.timer !== undefined) return;
+    this.timer = setInterval(() => {
+      if (this.running) return;
+      this.running = this.runOnce()
+        .catch((err) => log.warn(`housekeeping failed: ${describe(err)}`))
+        .finally(() => this.running = undefined);
+    }, intervalMs);
+  }
+
+  /** Stops sweeping and waits for a sweep under way. */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+}

@@ -1,0 +1,8 @@
+/** Character classes cartd refuses or cleans in names, paths and messages. */
+
+/** A C0 or C1 control character (NUL, CR, LF, ESC, ... and U+0080 to U+009F). */
+// deno-lint-ignore no-control-regex
+export const controlCharacter = /[\u0000-\u001f\u007f-\u009f]/;
+
+/** Every control character in a string, for replacing them. */
+export const controlCharacters = new RegExp(controlCharacter.source, "g");
