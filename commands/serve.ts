@@ -17,6 +17,20 @@ import { configSources, type GlobalOptions, resolveConfig } from "./context.ts";
 const after = <T>(ms: number, value: T) =>
   new Promise<T>((resolve) => setTimeout(() => resolve(value), ms));
 
+const hostLabel = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+const hostName = new RegExp(`^(?=.{1,253}$)${hostLabel}(\\.${hostLabel})*\\.?$`);
+
+/** An IPv4 or IPv6 address, or a host name; anything else is a usage error. */
+function address(value: string): string {
+  const ipv4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(value);
+  if (ipv4) {
+    if (ipv4.slice(1).every((octet) => Number(octet) <= 255)) return value;
+  } else if (value.includes(":")) {
+    if (URL.canParse(`http://[${value}]/`)) return value;
+  } else if (hostName.test(value)) return value;
+  throw new InvalidArgumentError("not an IP address or host name (e.g. 127.0.0.1, ::1, myhost)");
+}
+
 function port(value: string): number {
   const n = Number(value);
   if (!/^\d+$/.test(value) || n > 65535) throw new InvalidArgumentError("not a valid port number");
@@ -28,8 +42,8 @@ function listenUrl(hostname: string, port: number): string {
   return `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}/`;
 }
 
-/** A clear error for an address cartd cannot listen on. */
-function listenError(err: unknown, address: string, port: number): unknown {
+/** A one-line error for an address cartd cannot listen on, naming it. */
+function listenError(err: unknown, address: string, port: number): CartdError {
   const where = listenUrl(address, port).replace(/^http:\/\/|\/$/g, "");
   const why = err instanceof Deno.errors.AddrInUse
     ? "the address is already in use (is another cartd serve running?)"
@@ -39,8 +53,8 @@ function listenError(err: unknown, address: string, port: number): unknown {
     ? "permission denied (ports below 1024 need privileges)"
     : /lookup address|name or service/i.test(describe(err))
     ? "the host name does not resolve"
-    : undefined;
-  return why ? new CartdError("failure", `cannot listen on ${where}: ${why}`) : err;
+    : describe(err);
+  return new CartdError("failure", `cannot listen on ${where}: ${why}`);
 }
 
 /** Applies a new configuration on SIGHUP, logging what changed and what needs a restart. */
@@ -64,32 +78,43 @@ export function serveCommand(globals: () => GlobalOptions) {
   return new Command("serve")
     .description("serve the Pacifica cartd REST API and stage carts in the background")
     .option("-p, --port <port>", "port to listen on (0 picks a free one)", port, 8081)
-    .option("-a, --address <address>", "address to listen on", "127.0.0.1")
+    .option("-a, --address <address>", "address to listen on", address, "127.0.0.1")
     .option("--workers <n>", "files staged and pulled at once ([cartd] workers)")
     .action(async (options) => {
       const flags = { "cartd.workers": options.workers };
-      const cartd = await openCartd(resolveConfig(globals(), flags), { create: true });
-      const worker = cartd.worker();
-      const downloads = new Downloads();
-      const handler = createApp({ service: cartd.service, config: cartd.config, downloads });
+      const config = resolveConfig(globals(), flags);
+      // Listen first, so a taken address is reported before anything is written; requests that
+      // arrive before the database is open are told to come back.
+      let handler: (req: Request) => Promise<Response> = () =>
+        Promise.resolve(new Response("Starting", { status: 503, headers: { "retry-after": "1" } }));
+      let listening: Deno.NetAddr | undefined;
       let server: Deno.HttpServer<Deno.NetAddr>;
       try {
         server = Deno.serve({
           hostname: options.address,
           port: options.port,
-          onListen: ({ hostname, port }) => {
-            // The first line on stdout, for scripts that pick port 0.
-            console.log(`cartd listening on ${listenUrl(hostname, port)}`);
-          },
+          onListen: (addr) => listening = addr,
           onError: (err) => {
             log.error(`request failed: ${describe(err)}`);
             return new Response("Internal error", { status: 500 });
           },
-        }, handler);
+        }, (req) => handler(req));
       } catch (err) {
-        await cartd.close();
         throw listenError(err, options.address, options.port);
       }
+      let cartd;
+      try {
+        cartd = await openCartd(config, { create: true });
+      } catch (err) {
+        await server.shutdown();
+        throw err;
+      }
+      const worker = cartd.worker();
+      const downloads = new Downloads();
+      handler = createApp({ service: cartd.service, config: cartd.config, downloads });
+      // The first line on stdout, for scripts that pick port 0.
+      const addr = listening ?? server.addr;
+      console.log(`cartd listening on ${listenUrl(addr.hostname, addr.port)}`);
 
       const stopWorkers = new AbortController();
       const working = worker.run(stopWorkers.signal).catch((err) => {

@@ -70,10 +70,14 @@ export function spaceBytes(amount: SpaceAmount, totalBytes: number): number {
   return "bytes" in amount ? amount.bytes : Math.ceil(totalBytes * amount.percent / 100);
 }
 
-/** `20%` or a size such as `50 GB`; undefined when it is neither. */
+/**
+ * `20%` or a size such as `50 GB`; undefined when it is neither. A bare number other than 0 is
+ * refused: `20` could be a share or bytes.
+ */
 export function parseSpaceAmount(text: string): SpaceAmount | undefined {
   const percent = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(text);
   if (percent) return Number(percent[1]) <= 100 ? { percent: Number(percent[1]) } : undefined;
+  if (/^\s*\d+(\.\d+)?\s*$/.test(text) && Number(text) !== 0) return undefined;
   const bytes = parseSize(text);
   return bytes === undefined ? undefined : { bytes };
 }

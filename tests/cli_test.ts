@@ -158,6 +158,9 @@ Deno.test("durations need a unit: gc --older-than 30 is refused rather than read
     (await runCli(["gc", "--older-than", "30d"], { env: { VOLUME_PATH: volume } })).code,
     0,
   );
+  const free = await runCli(["gc", "--free", "20"], { env: { VOLUME_PATH: volume } });
+  assertEquals(free.code, 2, "20 what: per cent or bytes?");
+  assertEquals((await runCli(["gc", "--free", "20%"], { env: { VOLUME_PATH: volume } })).code, 0);
 });
 
 Deno.test("the one-line status says when ready files were left unverified", async () => {
@@ -198,6 +201,18 @@ Deno.test("serve: a taken port names the address, IPv6 prints in brackets, SIGHU
       new RegExp(`cannot listen on \\[::1\\]:${port}: the address is already in use`),
     );
     assertEquals(taken.stdout, "");
+    // A fresh volume: the taken address is found before anything is written.
+    const fresh = join(volume, "fresh");
+    const refused = await runCli(["serve", "--address", "::1", "--port", port, "--volume", fresh], {
+      env,
+    });
+    assertEquals(refused.code, 1);
+    assertEquals(await Deno.stat(fresh).then(() => true, () => false), false, "nothing written");
+    for (const bad of ["x..y", "", "127.0.0.1:80", "http://127.0.0.1", "300.1.1.1"]) {
+      const malformed = await runCli(["serve", "--address", bad, "--port", "0"], { env });
+      assertEquals(malformed.code, 2, bad);
+      assertMatch(malformed.stderr, /not an IP address or host name/);
+    }
 
     await Deno.writeTextFile(
       config,

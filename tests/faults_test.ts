@@ -157,7 +157,7 @@ Deno.test("an archive down for longer than archive_outage_wait ends the cart in 
         new RegExp(
           `cannot reach archive ${
             simulator.url.replaceAll(".", "\\.")
-          } to stage file a: connection refused \\(the archive has not answered since .*Z; ` +
+          } to stage file a: connection refused \\(the archive has been unavailable since .*Z; ` +
             "gave up after archive_outage_wait, 2s\\)",
         ),
       );
@@ -402,4 +402,30 @@ Deno.test("a create cut short by a crash leaves only an invisible draft, which g
   } finally {
     await check.close();
   }
+});
+
+Deno.test("a cart deleted mid-pull stops its pull soon, leaves nothing, and records no error", async () => {
+  const faults = [{ op: "pull" as const, kind: "slow" as const, bytesPerSecond: 200_000 }];
+  // A long lease: only the heartbeat (at most 5 s apart) tells the worker its cart is gone.
+  const env = { CARTD_LEASE_TIME: "60s" };
+  await withSimulator([{ id: "big", size: 2_000_000 }], { faults }, env, async (setup) => {
+    const { archive, simulator, cartd } = setup;
+    const { parseCartRequest } = await import("../src/cart/request.ts");
+    const { cart } = await cartd.service.create(
+      "d",
+      parseCartRequest(JSON.stringify(archive.request)),
+    );
+    const draining = cartd.worker().drainCart(cart.id);
+    while (simulator.activePulls === 0) await sleep(20);
+    await sleep(300);
+    await cartd.service.delete("d");
+    const deleted = Date.now();
+    assertEquals(await draining, undefined, "the worker saw the cart go");
+    while (simulator.activePulls > 0 && Date.now() - deleted < 7000) await sleep(20);
+    assertEquals(simulator.activePulls, 0, "the pull was cut, not run to its end (10 s)");
+    await sleep(200);
+    const [file] = await cartd.service.fileReports(cart);
+    assertEquals(file.error, "", "no internal error recorded");
+    assertEquals(await listFiles(cartd.volume.cartDir(cart.id)).catch(() => []), []);
+  });
 });

@@ -166,6 +166,14 @@ Deno.test("HEAD: 204 with both Pacifica headers, 500 for a cart in error, 404 fo
       "No cart with uid x  X-Injected: 1 found",
     );
 
+    // Whatever the URL, a HEAD answer carries both headers the downloader reads.
+    for (const path of ["a%zz", "%C3%28", "a/b", "-", "-/carts/x"]) {
+      const odd = await fetch(`${url}${path}`, { method: "HEAD" });
+      assert(odd.status >= 400, `${path}: ${odd.status}`);
+      assertEquals(odd.headers.get("x-pacifica-status"), "error", path);
+      assert((odd.headers.get("x-pacifica-message") ?? "") !== "", path);
+    }
+
     const deleted = await fetch(`${url}good`, { method: "DELETE" });
     assertEquals(deleted.status, 200);
     assertEquals(await deleted.json(), { message: "Cart Deleted Successfully" });
@@ -228,6 +236,13 @@ Deno.test("GET: the tar with its headers, 404 JSON for unknown carts, 500 with t
       /^attachment; filename="data_\d{4}(_\d{2}){5}\.tar"$/,
     );
     await defaultName.body?.cancel();
+
+    const ellipsis = await fetch(`${url}g?filename=${encodeURIComponent("….tar")}`);
+    assertEquals(
+      ellipsis.headers.get("content-disposition"),
+      `attachment; filename="_.tar"; filename*=UTF-8''%E2%80%A6.tar`,
+    );
+    await ellipsis.body?.cancel();
 
     const hostile = await fetch(
       `${url}g?filename=${encodeURIComponent("../../etc/x\r\nSet-Cookie: a=b.tar")}`,
@@ -306,7 +321,7 @@ Deno.test("extensions: /-/carts/<uid> gives the status JSON, /-/health answers f
 });
 
 Deno.test("headers carry any message: Latin-1 as is, other characters readable, the exact text in the JSON", async () => {
-  const files = [{ id: "a", path: "données/数据.bin", size: 10 }];
+  const files = [{ id: "données…数据", path: "données/数据.bin", size: 10 }];
   await withSimulator(
     files,
     {},

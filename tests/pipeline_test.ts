@@ -147,6 +147,26 @@ Deno.test("a file that keeps failing while the archive answers others ends in er
   );
 });
 
+Deno.test("a 503 for one file while the archive serves others is that file's failure, not an outage", async () => {
+  const faults = [{ op: "pull" as const, kind: "503" as const, id: "a" }];
+  await withSimulator(
+    [{ id: "a", size: 10 }, { id: "b", size: 10 }, { id: "c", size: 10 }],
+    { faults },
+    { CARTD_RETRY_LIMIT: "3" },
+    async ({ archive, simulator, cartd }) => {
+      const started = Date.now();
+      const { done } = await stageCart(cartd, "c", archive.request);
+      assertEquals(done?.status, "error");
+      assertMatch(
+        done!.message,
+        /503 Service Unavailable to pull file a.* \(gave up after 3 tries\)/,
+      );
+      assert(simulator.count("pull", "a") <= 4);
+      assert(Date.now() - started < 10_000, "the short budget, not archive_outage_wait");
+    },
+  );
+});
+
 Deno.test("a file missing from the archive (500, No such file) keeps the short budget and says why in one line", async () => {
   await withSimulator(
     [{ id: "present", size: 10 }],

@@ -3,6 +3,7 @@ import { sleep } from "../src/time.ts";
 import { join } from "node:path";
 import { createApp } from "../src/http/app.ts";
 import { Downloads } from "../src/http/downloads.ts";
+import { parseCartRequest } from "../src/cart/request.ts";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { makeArchive } from "./support/archive.ts";
 import { openTestCartd, stageCart, type TestCartd, withSimulator } from "./support/cartd.ts";
@@ -152,6 +153,38 @@ Deno.test("eviction happens only when it makes the file fit; otherwise the file 
     assertEquals(await isLive(cartd, "idle"), false);
     assertEquals(await isLive(cartd, "held"), true);
     await download.cancel();
+  } finally {
+    await cartd.close();
+  }
+});
+
+Deno.test("while a file waits for space, the cart's message says so, since when and why", async () => {
+  const archive = await makeArchive([{ id: "a", size: 60_000 }, { id: "b", size: 60_000 }]);
+  const cartd = await openTestCartd(`file://${archive.dir}`, {
+    CARTD_VOLUME_SIZE_LIMIT: "100000",
+    CARTD_VOLUME_RESERVE: "0",
+    CARTD_SPACE_WAIT: "3s",
+    LRU_BUFFER_TIME: "3600",
+  });
+  try {
+    assertEquals((await stageCart(cartd, "a", requestFor(archive, "a"))).done?.status, "ready");
+    const { cart } = await cartd.service.create(
+      "b",
+      parseCartRequest(JSON.stringify(requestFor(archive, "b"))),
+    );
+    const draining = cartd.worker().drainCart(cart.id);
+    let report = await cartd.service.report("b");
+    for (let i = 0; i < 40 && !report.message; i++) {
+      await sleep(50);
+      report = await cartd.service.report("b");
+    }
+    assertEquals(report.status, "staging");
+    assertMatch(
+      report.message,
+      /^Waiting for space on the volume since \d{4}-.*Z: Not enough space to download file \(needs 58\.6 KiB;/,
+    );
+    assert(report.progress.waitingForSpaceSince !== null);
+    assertEquals((await draining)?.status, "error");
   } finally {
     await cartd.close();
   }

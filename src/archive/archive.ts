@@ -28,11 +28,11 @@ export interface Archive {
 /**
  * What a failed archive request says about trying again:
  * - `outage`: the archive as a whole is not answering (it cannot be reached, gives no answer in
- *   time, or says 502–504): wait it out, for up to `archive_outage_wait`;
+ *   time, or asks for time with 408 or 429): wait it out, for up to `archive_outage_wait`;
  * - `file`: the archive answers, but this file failed (it is missing, its body came short, its
  *   status was malformed): try a few more times, up to `retry_limit`;
- * - `unknown`: a 5xx or a body cut off, which may be either; the worker tells them apart by
- *   whether the archive still answers requests for other files;
+ * - `unknown`: a 5xx (502–504 included) or a body cut off, which may be either; the worker tells
+ *   them apart by whether the archive still answers requests of that kind for other files;
  * - `permanent`: trying again cannot help (404 and other 4xx, an id the archive refuses).
  */
 export type ArchiveFailure = "outage" | "file" | "unknown" | "permanent";

@@ -72,12 +72,16 @@ export class PacificaArchive implements Archive {
   }
 }
 
-/** Answers that say the archive itself is unavailable, not this file. */
-const outageStatuses = new Set([408, 429, 502, 503, 504]);
+/** Answers that ask for time: the archive is busy or timing out, not refusing this file. */
+const overloaded = new Set([408, 429]);
 
-/** What an error answer means for trying again (see `ArchiveFailure`). */
+/**
+ * What an error answer means for trying again (see `ArchiveFailure`). A 502–504 usually means
+ * the archive behind a proxy is down, but one file can get it while others are served: like a
+ * 500, it is judged by whether the archive answers other requests.
+ */
 export function failureOf(status: number, detail: string): ArchiveFailure {
-  if (outageStatuses.has(status)) return "outage";
+  if (overloaded.has(status)) return "outage";
   if (status < 500) return "permanent";
   // The real archive answers 500 for a missing id, with the backend's OSError: "[Errno 2] ...".
   if (/\[Errno 2\]/.test(detail)) return "file";

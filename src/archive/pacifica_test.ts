@@ -57,8 +57,9 @@ Deno.test("Last-Modified as epoch seconds (fractional) or an HTTP date", () => {
   assertEquals(parseMtime(null), undefined);
 });
 
-Deno.test("error answers: 502-504 and 408/429 are an outage, 4xx permanent, a missing file a file failure", () => {
-  for (const status of [408, 429, 502, 503, 504]) assertEquals(failureOf(status, ""), "outage");
+Deno.test("error answers: 408/429 an outage, 4xx permanent, a missing file a file failure, 5xx judged", () => {
+  for (const status of [408, 429]) assertEquals(failureOf(status, ""), "outage");
+  for (const status of [502, 503, 504]) assertEquals(failureOf(status, ""), "unknown");
   for (const status of [400, 403, 404, 410]) assertEquals(failureOf(status, ""), "permanent");
   assertEquals(
     failureOf(500, "Can't open posix file with error: [Errno 2] No such file or directory: '…'"),

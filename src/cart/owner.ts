@@ -18,9 +18,24 @@ export function isDeadLocalOwner(owner: string): boolean {
   if (host !== hostname() || !Number.isInteger(pid) || pid <= 0 || pid === Deno.pid) return false;
   try {
     process.kill(pid, 0);
-    return false;
   } catch (err) {
     // EPERM: the process exists but belongs to someone else.
     return (err as { code?: string }).code !== "EPERM";
+  }
+  return isZombie(pid);
+}
+
+/**
+ * A process killed a moment ago stays a zombie until its parent reaps it: it can still be
+ * signalled, but it will never renew a lease again.
+ */
+function isZombie(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // Fields after the command name (in parentheses, which may contain spaces): state first.
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state === "Z" || state === "X";
+  } catch {
+    return false;
   }
 }

@@ -53,6 +53,8 @@ export interface CartReport {
     filesUnverified: number;
     /** Since when files of the cart have been waiting for the archive to come back, if they are. */
     waitingForArchiveSince: string | null;
+    /** Since when files of the cart have been waiting for space on the volume, if they are. */
+    waitingForSpaceSince: string | null;
   };
 }
 
@@ -192,8 +194,12 @@ export class CartService {
     const progress = await this.store.progress(cart.id);
     let message = cart.message;
     if (cart.status === "staging" && progress.archiveWaitSince !== null) {
-      const reason = await this.store.archiveWaitReason(cart.id);
+      const reason = await this.store.waitReason(cart.id, "outage_since");
       message = `Waiting for the archive since ${isoTime(progress.archiveWaitSince)}` +
+        (reason ? `: ${reason}` : "");
+    } else if (cart.status === "staging" && progress.spaceWaitSince !== null) {
+      const reason = await this.store.waitReason(cart.id, "space_wait_since");
+      message = `Waiting for space on the volume since ${isoTime(progress.spaceWaitSince)}` +
         (reason ? `: ${reason}` : "");
     }
     return toReport({ ...cart, message }, progress);
@@ -373,6 +379,7 @@ function toReport(cart: Cart, p: CartProgress): CartReport {
       sizesKnown: p.sizesKnown,
       filesUnverified: p.filesUnverified,
       waitingForArchiveSince: isoTime(p.archiveWaitSince),
+      waitingForSpaceSince: isoTime(p.spaceWaitSince),
     },
   };
 }

@@ -52,6 +52,14 @@ interface Job {
 }
 
 const progressWriteMs = 1000;
+
+/**
+ * How often a lease is renewed: well within the lease, and at least every 5 s, because renewing
+ * is also how a worker learns that the cart it works for was deleted (and stops its pull).
+ */
+function heartbeatMs(leaseMs: number): number {
+  return Math.max(Math.min(leaseMs / 3, 5000), 50);
+}
 const spaceWaitLogMs = 5 * 60_000;
 const idlePollMs = 1000;
 
@@ -172,7 +180,7 @@ export class Worker {
       } catch (err) {
         log.warn(`cannot renew lease on file ${claimed.id}: ${describe(err)}`);
       }
-    }, Math.max(this.config.leaseTime / 3, 50));
+    }, heartbeatMs(this.config.leaseTime));
     // Each step records its outcome here, so a failure is judged on the file as it last stood.
     const job: Job = { file: claimed };
     try {
@@ -185,6 +193,9 @@ export class Worker {
       } else if (signal.aborted) {
         log.debug(`file ${job.file.id}: work stopped (${describe(signal.reason)})`);
         if (!lease.signal.aborted) await this.release(job);
+      } else if (await this.cartGone(claimed.cart_id)) {
+        // Its folder went with it, which is what failed the step: nothing to report.
+        log.debug(`file ${job.file.id}: its cart was deleted meanwhile (${describe(err)})`);
       } else {
         await this.fail(job, err);
       }
@@ -192,6 +203,12 @@ export class Worker {
       clearInterval(heartbeat);
     }
     await this.removeIfCartGone(claimed.cart_id);
+  }
+
+  /** Whether the cart was deleted, replaced or evicted while one of its files was worked on. */
+  private async cartGone(cartId: number): Promise<boolean> {
+    const cart = await this.store.cartById(cartId).catch(() => undefined);
+    return cart !== undefined && cart.deleted_at !== null;
   }
 
   /**
@@ -327,6 +344,7 @@ export class Worker {
     await this.save(job, {
       state: "staged",
       space_wait_since: since,
+      error: message,
       next_try_at: now + Math.round(delay * (0.5 + Math.random() * 0.5)),
     }, true);
   }
@@ -404,7 +422,9 @@ export class Worker {
     if (now - since >= this.config.archiveOutageWait) {
       return await this.markError(
         job,
-        `${err.message} (the archive has not answered since ${new Date(since).toISOString()}; ` +
+        `${err.message} (the archive has been unavailable since ${
+          new Date(since).toISOString()
+        }; ` +
           `gave up after archive_outage_wait, ${formatDuration(this.config.archiveOutageWait)})`,
       );
     }

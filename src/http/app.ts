@@ -28,21 +28,45 @@ const jsonTypes = ["application/json", "text/javascript"];
 /** The handler for every route; no error escapes it, and none carries a stack trace. */
 export function createApp(deps: AppDeps): Handler {
   return async (req) => {
-    try {
-      return await route(req, deps);
-    } catch (err) {
-      const where = `${req.method} ${new URL(req.url).pathname}`;
-      if (err instanceof CartdError) {
-        const wait = retryAfter[err.kind];
-        if (wait !== undefined) log.warn(`${where}: ${err.message}`);
-        const headers: Record<string, string> = wait ? { "retry-after": String(wait) } : {};
-        return errorResponse(httpStatus[err.kind], err.message, headers);
-      }
-      log.error(`${where}: ${describe(err)}`);
-      if (err instanceof Error && err.stack) log.debug(err.stack);
-      return errorResponse(500, "Internal error; the server log has the details");
-    }
+    const response = await answer(req, deps);
+    return req.method === "HEAD" ? withPacificaHeaders(response) : response;
   };
+}
+
+/**
+ * A HEAD answer that says no more than its status (a malformed URL, a path that is no cart) still
+ * carries both Pacifica headers: the downloader reads them on every answer and fails without.
+ */
+async function withPacificaHeaders(response: Response): Promise<Response> {
+  if (response.status < 400 || response.headers.has("x-pacifica-status")) return response;
+  const body = await response.json().catch(() => ({}));
+  const headers = new Headers(response.headers);
+  const pacifica = baseHeaders({
+    "x-pacifica-status": "error",
+    "x-pacifica-message": typeof body.message === "string" ? body.message : response.statusText,
+  });
+  for (const name of ["x-pacifica-status", "x-pacifica-message"]) {
+    headers.set(name, pacifica.get(name)!);
+  }
+  return new Response(null, { status: response.status, headers });
+}
+
+/** The route's answer, or the error it threw as a JSON error answer. */
+async function answer(req: Request, deps: AppDeps): Promise<Response> {
+  try {
+    return await route(req, deps);
+  } catch (err) {
+    const where = `${req.method} ${new URL(req.url).pathname}`;
+    if (err instanceof CartdError) {
+      const wait = retryAfter[err.kind];
+      if (wait !== undefined) log.warn(`${where}: ${err.message}`);
+      const headers: Record<string, string> = wait ? { "retry-after": String(wait) } : {};
+      return errorResponse(httpStatus[err.kind], err.message, headers);
+    }
+    log.error(`${where}: ${describe(err)}`);
+    if (err instanceof Error && err.stack) log.debug(err.stack);
+    return errorResponse(500, "Internal error; the server log has the details");
+  }
 }
 
 async function route(req: Request, deps: AppDeps): Promise<Response> {

@@ -10,7 +10,7 @@ import { baseHeaders, errorResponse, headerValue } from "./responses.ts";
 
 /** `attachment; filename="NAME"`, with an RFC 5987 form when NAME is not plain ASCII. */
 function contentDisposition(name: string): string {
-  const ascii = headerValue(name).replace(/[^\x20-\x7e]/g, "_").replace(/["\\]/g, "_");
+  const ascii = name.replace(/[^\x20-\x7e]/g, "_").replace(/["\\]/g, "_");
   if (ascii === name) return `attachment; filename="${ascii}"`;
   return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`;
 }

@@ -33,6 +33,8 @@ export interface CartProgress {
   filesUnverified: number;
   /** Since when the earliest of its pending files has been waiting for the archive, if any is. */
   archiveWaitSince: number | null;
+  /** Since when the earliest of its pending files has been waiting for space, if any is. */
+  spaceWaitSince: number | null;
 }
 
 /** A cart to create: its uid, its request's fingerprint, and its files. */
@@ -267,6 +269,9 @@ export class Store {
         outage_since: null,
         updated_at: now,
       }).where("cart_id", "=", cartId).where("state", "=", "error").executeTakeFirst();
+      // Files still under way keep their place; what they last waited for is old news.
+      await tx.updateTable("files").set({ outage_since: null, space_wait_since: null, error: "" })
+        .where("cart_id", "=", cartId).where("state", "in", pendingStates).execute();
       return Number(result.numUpdatedRows);
     });
   }
@@ -383,6 +388,7 @@ export class Store {
         eb.fn.sum<number>(eb.case().when("verified", "=", 0).then(1).else(0).end())
           .as("unverified"),
         eb.fn.min<number | null>("outage_since").as("outage"),
+        eb.fn.min<number | null>("space_wait_since").as("spaceWait"),
       ])
       .where("cart_id", "=", cartId).groupBy("state").execute();
     const p: CartProgress = {
@@ -396,6 +402,7 @@ export class Store {
       sizesKnown: 0,
       filesUnverified: 0,
       archiveWaitSince: null,
+      spaceWaitSince: null,
     };
     for (const row of rows) {
       const count = Number(row.count);
@@ -413,20 +420,26 @@ export class Store {
       }
       if (row.state === "staging") p.filesOnTape += count;
       if (row.state === "error") p.filesError += count;
-      if (pendingStates.includes(row.state) && row.outage !== null) {
-        const since = Number(row.outage);
-        p.archiveWaitSince = Math.min(p.archiveWaitSince ?? since, since);
+      if (pendingStates.includes(row.state)) {
+        p.archiveWaitSince = earliest(p.archiveWaitSince, row.outage);
+        p.spaceWaitSince = earliest(p.spaceWaitSince, row.spaceWait);
       }
     }
     return p;
   }
 
-  /** The last archive failure of the cart's file that has waited longest for the archive. */
-  async archiveWaitReason(cartId: number): Promise<string | undefined> {
+  /**
+   * Why the cart's file that has waited longest (for the archive, or for space) waits: its last
+   * failure.
+   */
+  async waitReason(
+    cartId: number,
+    waitingFor: "outage_since" | "space_wait_since",
+  ): Promise<string | undefined> {
     const row = await this.db.selectFrom("files").select("error")
       .where("cart_id", "=", cartId).where("state", "in", pendingStates)
-      .where("outage_since", "is not", null)
-      .orderBy("outage_since").limit(1).executeTakeFirst();
+      .where(waitingFor, "is not", null)
+      .orderBy(waitingFor).limit(1).executeTakeFirst();
     return row?.error;
   }
 
@@ -647,7 +660,7 @@ export class Store {
       const used = Number(stored.bytes) + Number(held.reserved);
       const fits = bytes <= freeBytes() - reserved && (limit <= 0 || used + bytes <= limit);
       if (fits) {
-        await tx.updateTable("files").set({ reserved: bytes, space_wait_since: null })
+        await tx.updateTable("files").set({ reserved: bytes, space_wait_since: null, error: "" })
           .where("id", "=", fileId).where("owner", "=", owner).execute();
       }
       return { fits, reserved, used };
@@ -685,6 +698,12 @@ export class Store {
   private larger(a: RawBuilder<unknown> | ReturnType<typeof sql.ref>, b: RawBuilder<unknown>) {
     return this.dialect === "postgres" ? sql`greatest(${a}, ${b})` : sql`max(${a}, ${b})`;
   }
+}
+
+/** The earlier of a time and a value read from the database (either may be missing). */
+function earliest(known: number | null, value: number | string | null): number | null {
+  if (value === null) return known;
+  return known === null ? Number(value) : Math.min(known, Number(value));
 }
 
 async function insertFiles(
