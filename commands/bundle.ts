@@ -16,7 +16,16 @@ export async function bundleInForeground(cartd: Cartd, uid: string): Promise<voi
   if (report.status === "staging") {
     const display = progressDisplay(report.progress);
     const stop = new AbortController();
-    const interrupt = () => stop.abort();
+    // The first signal asks for a clean stop; the listeners go with it, so a second one ends the
+    // process at once while claims are handed back.
+    const release = () => {
+      Deno.removeSignalListener("SIGINT", interrupt);
+      Deno.removeSignalListener("SIGTERM", interrupt);
+    };
+    const interrupt = () => {
+      release();
+      stop.abort();
+    };
     Deno.addSignalListener("SIGINT", interrupt);
     Deno.addSignalListener("SIGTERM", interrupt);
     try {
@@ -29,8 +38,7 @@ export async function bundleInForeground(cartd: Cartd, uid: string): Promise<voi
       );
     } finally {
       display.stop();
-      Deno.removeSignalListener("SIGINT", interrupt);
-      Deno.removeSignalListener("SIGTERM", interrupt);
+      if (!stop.signal.aborted) release();
     }
   }
   console.log(statusLine(report));
@@ -41,7 +49,7 @@ export async function bundleInForeground(cartd: Cartd, uid: string): Promise<voi
   }
 }
 
-/** The `bundle` subcommand. */
+/** The `bundle` subcommand: flags and output only, the service does the work. */
 export function bundleCommand(globals: () => GlobalOptions) {
   return new Command("bundle")
     .description(

@@ -3,8 +3,8 @@
  * cartd (see src/cartd.ts). Only commands that make carts (`create`, `serve`, `db migrate`) create a
  * database; the others look for the one the configuration names and say so when it is not there.
  */
-import { type Cartd, openCartd, type OpenOptions } from "../src/cartd.ts";
-import { type Config, type ConfigSources, loadConfig } from "../src/config.ts";
+import { type Cartd, MissingDatabase, openCartd, type OpenOptions } from "../src/cartd.ts";
+import { type ConfigSources, loadConfig } from "../src/config.ts";
 
 /** Flags every subcommand accepts. */
 export interface GlobalOptions {
@@ -46,12 +46,18 @@ export async function withCartd<T>(
   body: (cartd: Cartd) => Promise<T>,
   open: ContextOptions = {},
 ): Promise<T> {
-  const cartd = await openCartd(resolveConfig(options, open.flags), open);
+  let cartd;
+  try {
+    cartd = await openCartd(resolveConfig(options, open.flags), open);
+  } catch (err) {
+    if (err instanceof MissingDatabase) {
+      err.withHint("is this the right configuration? (--config, --volume, --database)");
+    }
+    throw err;
+  }
   try {
     return await body(cartd);
   } finally {
     await cartd.close();
   }
 }
-
-export type { Cartd, Config };

@@ -6,7 +6,7 @@ import { bundleInForeground } from "./bundle.ts";
 import { type GlobalOptions, withCartd } from "./context.ts";
 import { statusLine } from "./format.ts";
 
-/** The `create` subcommand. */
+/** The `create` subcommand: flags and output only, the service does the work. */
 export function createCommand(globals: () => GlobalOptions) {
   return new Command("create")
     .description(

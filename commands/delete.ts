@@ -2,7 +2,7 @@
 import { Command } from "@commander-js/extra-typings";
 import { type GlobalOptions, withCartd } from "./context.ts";
 
-/** The `delete` subcommand. */
+/** The `delete` subcommand: flags and output only, the service does the work. */
 export function deleteCommand(globals: () => GlobalOptions) {
   return new Command("delete")
     .description("delete a cart and its staged files")

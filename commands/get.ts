@@ -2,7 +2,7 @@
 import { Command } from "@commander-js/extra-typings";
 import { type GlobalOptions, withCartd } from "./context.ts";
 
-/** The `get` subcommand. */
+/** The `get` subcommand: flags and output only, the service does the work. */
 export function getCommand(globals: () => GlobalOptions) {
   return new Command("get")
     .description("write a ready cart as a tar (members rooted at NAME without its .tar)")

@@ -4,7 +4,7 @@ import { bundleInForeground } from "./bundle.ts";
 import { type GlobalOptions, withCartd } from "./context.ts";
 import { statusLine } from "./format.ts";
 
-/** The `retry` subcommand. */
+/** The `retry` subcommand: flags and output only, the service does the work. */
 export function retryCommand(globals: () => GlobalOptions) {
   return new Command("retry")
     .description(

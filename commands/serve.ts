@@ -11,11 +11,11 @@ import { CartdError, describe } from "../src/errors.ts";
 import { createApp } from "../src/http/app.ts";
 import { Downloads } from "../src/http/downloads.ts";
 import { log } from "../src/log.ts";
+import { sleep } from "../src/time.ts";
 import { configSources, type GlobalOptions, resolveConfig } from "./context.ts";
 
 /** Resolves with `value` after `ms`. */
-const after = <T>(ms: number, value: T) =>
-  new Promise<T>((resolve) => setTimeout(() => resolve(value), ms));
+const after = <T>(ms: number, value: T) => sleep(ms).then(() => value);
 
 const hostLabel = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
 const hostName = new RegExp(`^(?=.{1,253}$)${hostLabel}(\\.${hostLabel})*\\.?$`);
@@ -51,8 +51,6 @@ function listenError(err: unknown, address: string, port: number): CartdError {
     ? "this machine has no such address"
     : err instanceof Deno.errors.PermissionDenied
     ? "permission denied (ports below 1024 need privileges)"
-    : /lookup address|name or service/i.test(describe(err))
-    ? "the host name does not resolve"
     : describe(err);
   return new CartdError("failure", `cannot listen on ${where}: ${why}`);
 }
@@ -73,7 +71,7 @@ function reload(config: Config, globals: GlobalOptions, flags: Record<string, st
   }
 }
 
-/** The `serve` subcommand. */
+/** The `serve` subcommand: flags and output only, the service does the work. */
 export function serveCommand(globals: () => GlobalOptions) {
   return new Command("serve")
     .description("serve the Pacifica cartd REST API and stage carts in the background")
@@ -139,7 +137,7 @@ export function serveCommand(globals: () => GlobalOptions) {
       Deno.removeSignalListener("SIGHUP", onHup);
 
       stopWorkers.abort();
-      await cartd.housekeeping.stop();
+      const sweptUp = cartd.housekeeping.stop();
       const finished = server.shutdown().then(() => true);
       const inTime = await Promise.race([finished, after(cartd.config.shutdownTimeout, false)]);
       if (!inTime) {
@@ -152,6 +150,7 @@ export function serveCommand(globals: () => GlobalOptions) {
         }
       }
       await working;
+      await sweptUp;
       await worker.releaseLeases();
       await cartd.close();
       log.info("stopped");

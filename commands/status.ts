@@ -3,7 +3,7 @@ import { Command } from "@commander-js/extra-typings";
 import { type GlobalOptions, withCartd } from "./context.ts";
 import { statusLine } from "./format.ts";
 
-/** The `status` subcommand. */
+/** The `status` subcommand: flags and output only, the service does the work. */
 export function statusCommand(globals: () => GlobalOptions) {
   return new Command("status")
     .description("show a cart's status: one line, or the cart and every file with --json")

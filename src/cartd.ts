@@ -27,24 +27,17 @@ export interface OpenOptions {
 /** No database where the configuration says: no cart was ever made with this configuration. */
 export class MissingDatabase extends CartdError {
   constructor(readonly file: string) {
-    super(
-      "notFound",
-      `there is no database at ${file} (no cart was ever created with this configuration; ` +
-        "check --volume, --database or the config file)",
-    );
+    super("notFound", `there is no database at ${file} (no cart was ever created with it)`);
   }
 }
 
-/** An open cartd: what front ends use, and the parts behind it. */
+/** An open cartd, as front ends use it: the service, workers, housekeeping, the schema. */
 export interface Cartd {
   readonly config: Config;
   /** Everything a front end asks of carts. */
   readonly service: CartService;
-  /** The periodic sweep a long-running process starts. */
+  /** The periodic sweep a long-running process starts; `close` stops it. */
   readonly housekeeping: Housekeeping;
-  /** The core's own parts, for its tests and benchmarks; front ends use `service`. */
-  readonly store: Store;
-  readonly volume: Volume;
   /** A worker: `run` stages every cart (a server), `drainCart` one cart. */
   worker(onEvent?: WorkerEvent): Worker;
   /**
@@ -60,8 +53,25 @@ export interface Cartd {
   close(): Promise<void>;
 }
 
-/** Opens cartd on `config`; see `OpenOptions`. */
-export async function openCartd(config: Config, options: OpenOptions = {}): Promise<Cartd> {
+/**
+ * cartd with its parts in reach, for the core's own tests and benchmarks, which check what the
+ * store and the volume hold. Front ends get `Cartd`, which the compiler keeps them to.
+ */
+export interface CartdCore extends Cartd {
+  readonly store: Store;
+  readonly volume: Volume;
+}
+
+/** Opens cartd on `config` for a front end; see `OpenOptions`. */
+export function openCartd(config: Config, options: OpenOptions = {}): Promise<Cartd> {
+  return openCartdCore(config, options);
+}
+
+/** Opens cartd on `config` with its parts in reach (tests, benchmarks); see `OpenOptions`. */
+export async function openCartdCore(
+  config: Config,
+  options: OpenOptions = {},
+): Promise<CartdCore> {
   if (!options.create) assertDatabaseExists(config.databaseUrl);
   const store = Store.open(config.databaseUrl, {
     cartLifetime: config.cartLifetime,
@@ -78,10 +88,11 @@ export async function openCartd(config: Config, options: OpenOptions = {}): Prom
   let archive: Archive | undefined;
   const worker = (onEvent?: WorkerEvent) =>
     new Worker(store, archive ??= openArchive(config.archiveUrl, config), volume, config, onEvent);
+  const housekeeping = new Housekeeping(store, volume);
   return {
     config,
     service,
-    housekeeping: new Housekeeping(store, volume),
+    housekeeping,
     store,
     volume,
     worker,
@@ -112,7 +123,10 @@ export async function openCartd(config: Config, options: OpenOptions = {}): Prom
     },
     migrate: () => store.migrate(),
     pendingMigrations: () => store.pendingMigrations(),
-    close: () => store.close(),
+    async close() {
+      await housekeeping.stop();
+      await store.close();
+    },
   };
 }
 

@@ -33,8 +33,9 @@ export class CartdError extends Error {
   /** What the user can do about it, when there is something; shown after the message. */
   hint?: string;
 
-  constructor(readonly kind: ErrorKind, message: string) {
-    super(message);
+  /** `cause`: the failure behind it (a driver error, say), for logs; users see `message`. */
+  constructor(readonly kind: ErrorKind, message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = "CartdError";
   }
 
@@ -66,8 +67,11 @@ export const cartFailed = (message: string) => new CartdError("cartFailed", mess
 /** A configuration key has a value cartd cannot use. */
 export const configError = (message: string) => new CartdError("config", message);
 
-/** The text of any thrown value, for logs. */
+/** The text of any thrown value, for logs: with the failure behind it, when it has one. */
 export function describe(err: unknown): string {
-  if (err instanceof Error) return err.message || err.name;
-  return String(err);
+  if (!(err instanceof Error)) return String(err);
+  const text = err.message || err.name;
+  return err instanceof CartdError && err.cause !== undefined
+    ? `${text} (${describe(err.cause)})`
+    : text;
 }

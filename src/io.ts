@@ -96,7 +96,7 @@ export function passThrough<T>(
         controller.error(new Error(reason));
       } catch { /* already finished */ }
       reader.cancel(reason).catch(() => {});
-      end();
+      end().catch(() => {});
     },
   };
 }

@@ -6,3 +6,9 @@ export const controlCharacter = /[\u0000-\u001f\u007f-\u009f]/;
 
 /** Every control character in a string, for replacing them. */
 export const controlCharacters = new RegExp(controlCharacter.source, "g");
+
+/** Text of printable ASCII only (what a ustar header or a plain header parameter can carry). */
+export const printableAscii = /^[\x20-\x7e]*$/;
+
+/** Each character outside printable ASCII, for replacing them. */
+export const notPrintableAscii = /[^\x20-\x7e]/g;

@@ -134,8 +134,13 @@ Deno.test("read-only commands never create a database, and name the one they loo
   for (const args of [["status", "x"], ["get", "x"], ["delete", "x"], ["bundle", "x"]]) {
     const result = await runCli(args, { env, cwd: work });
     assertEquals(result.code, 3, args.join(" "));
-    assertEquals(result.stderr.trim().split("\n").length, 1, result.stderr);
-    assert(result.stderr.includes(`there is no database at ${expected}`), result.stderr);
+    const [message, hint, ...rest] = result.stderr.trim().split("\n");
+    assertEquals(
+      message,
+      `cartd: there is no database at ${expected} (no cart was ever created with it)`,
+    );
+    assertMatch(hint, /is this the right configuration\? \(--config, --volume, --database\)/);
+    assertEquals(rest, []);
   }
   const list = await runCli(["list"], { env, cwd: work });
   assertEquals([list.code, list.stdout], [0, "no carts\n"]);

@@ -5,6 +5,7 @@
  */
 import { sleep } from "../src/time.ts";
 import { join } from "node:path";
+import { isKind } from "../src/errors.ts";
 import { createApp } from "../src/http/app.ts";
 import { Downloads } from "../src/http/downloads.ts";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
@@ -415,12 +416,18 @@ Deno.test("a cart deleted mid-pull stops its pull soon, leaves nothing, and reco
       "d",
       parseCartRequest(JSON.stringify(archive.request)),
     );
-    const draining = cartd.worker().drainCart(cart.id);
+    // Staged in the foreground, as `cartd bundle` does.
+    const staging = cartd.stage("d").catch((err) => err);
     while (simulator.activePulls === 0) await sleep(20);
     await sleep(300);
     await cartd.service.delete("d");
     const deleted = Date.now();
-    assertEquals(await draining, undefined, "the worker saw the cart go");
+    const outcome = await staging;
+    assert(isKind(outcome, "notFound"), String(outcome));
+    assertMatch(
+      outcome.message,
+      /cart d was deleted, replaced or evicted while it was being staged/,
+    );
     while (simulator.activePulls > 0 && Date.now() - deleted < 7000) await sleep(20);
     assertEquals(simulator.activePulls, 0, "the pull was cut, not run to its end (10 s)");
     await sleep(200);

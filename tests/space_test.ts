@@ -450,7 +450,10 @@ Deno.test("the server's housekeeping removes what a crashed process left: its do
     const { cart, done } = await stageCart(cartd, "c", requestFor(archive, "a"));
     assertEquals(done?.status, "ready");
     // A download registered by a cartd process of this host that has since died.
-    await cartd.store.startDownload(cart.id, `${hostname()}:999999:dead`, Date.now() + 3_600_000);
+    const gone = new Deno.Command("true").spawn();
+    await gone.status;
+    const owner = `${hostname()}:${gone.pid}:dead`;
+    await cartd.store.startDownload(cart.id, owner, Date.now() + 3_600_000);
     assertEquals((await fetch(`${url}c`, { method: "DELETE" })).status, 200);
     assert(await exists(cartd.volume.cartDir(cart.id)), "held by the dead download");
     const deadline = Date.now() + 5000;

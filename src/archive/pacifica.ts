@@ -83,8 +83,9 @@ const overloaded = new Set([408, 429]);
 export function failureOf(status: number, detail: string): ArchiveFailure {
   if (overloaded.has(status)) return "outage";
   if (status < 500) return "permanent";
-  // The real archive answers 500 for a missing id, with the backend's OSError: "[Errno 2] ...".
-  if (/\[Errno 2\]/.test(detail)) return "file";
+  // The real archive answers 500 for a missing id, with the backend's OSError: "[Errno 2] No
+  // such file or directory" (ENOENT, by its number or its fixed text).
+  if (/\[Errno 2\]|No such file or directory/.test(detail)) return "file";
   return "unknown";
 }
 

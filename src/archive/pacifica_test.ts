@@ -65,6 +65,7 @@ Deno.test("error answers: 408/429 an outage, 4xx permanent, a missing file a fil
     failureOf(500, "Can't open posix file with error: [Errno 2] No such file or directory: '…'"),
     "file",
   );
+  assertEquals(failureOf(500, "OSError: No such file or directory: '…'"), "file");
   assertEquals(failureOf(500, "simulated pull failure"), "unknown");
   assertEquals(failureOf(507, ""), "unknown");
 });
@@ -82,4 +83,23 @@ Deno.test("network failures are named by their errno", () => {
   });
   assertEquals(networkReason(reset), "connection reset");
   assertEquals(networkReason(new DOMException("too slow", "TimeoutError")), "no answer in time");
+});
+
+Deno.test("network failures as Deno's fetch really reports them", async () => {
+  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = closed.addr.port;
+  closed.close();
+  const refused = await fetch(`http://127.0.0.1:${port}/`).catch((err) => err);
+  assertEquals(networkReason(refused), "connection refused");
+  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  (async () => {
+    for await (const conn of silent) held.push(conn);
+  })();
+  const timeout = await fetch(`http://127.0.0.1:${silent.addr.port}/`, {
+    signal: AbortSignal.timeout(200),
+  }).catch((err) => err);
+  assertEquals(networkReason(timeout), "no answer in time");
+  silent.close();
+  for (const conn of held) conn.close();
 });

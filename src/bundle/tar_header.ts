@@ -3,6 +3,7 @@
  * fit ustar (or is not ASCII) or a size does not fit its 11 octal digits (8 GiB and over).
  * Owner and group are fixed (0/root), so equal inputs always give equal bytes.
  */
+import { notPrintableAscii, printableAscii } from "../text.ts";
 
 export const blockSize = 512;
 
@@ -24,7 +25,7 @@ const maxOctalSize = 0o77777777777;
 export function encodeHeader(fields: HeaderFields): Uint8Array {
   const pax: [string, string][] = [];
   const nameBytes = encoder.encode(fields.name);
-  const split = /^[\x20-\x7e]*$/.test(fields.name) ? splitUstarName(nameBytes) : undefined;
+  const split = printableAscii.test(fields.name) ? splitUstarName(nameBytes) : undefined;
   if (!split) pax.push(["path", fields.name]);
   if (fields.size > maxOctalSize) pax.push(["size", String(fields.size)]);
 
@@ -90,7 +91,7 @@ function splitUstarName(bytes: Uint8Array): { name: Uint8Array; prefix: Uint8Arr
 
 /** A printable stand-in for a name that only PAX carries in full. */
 function asciiFallback(name: string, max: number): Uint8Array {
-  const ascii = name.replace(/[^\x20-\x7e]/g, "_");
+  const ascii = name.replace(notPrintableAscii, "_");
   return encoder.encode(ascii.length > max ? ascii.slice(ascii.length - max) : ascii);
 }
 

@@ -22,11 +22,11 @@ export class Housekeeping {
 
   constructor(private readonly store: Store, private readonly volume: Volume) {}
 
-  /** One sweep, now. */
+  /** One sweep, now: dead processes' claims first, since their downloads may hold carts. */
   async runOnce(): Promise<void> {
+    await reclaimCrashedWork(this.store);
     await removeDeletedCarts(this.store, this.volume);
     await this.store.deleteStaleDrafts(Date.now() - staleDraftAge);
-    await reclaimCrashedWork(this.store);
   }
 
   /** Sweeps every `intervalMs` until `stop`; a failed sweep is logged and the next one tries again. */

@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import { parseBoolean } from "../config.ts";
 import { invalidInput } from "../errors.ts";
-import { controlCharacter as controlChars } from "../text.ts";
+import { controlCharacter as controlChars, printableAscii } from "../text.ts";
 import { checksumAlgorithm, checksumNames } from "./checksum.ts";
 
 /** One file of a validated cart request. */
@@ -139,7 +139,7 @@ export function normalisePath(path: unknown, where = "path"): string {
   for (const segment of segments) {
     if (segment === "..") refuse('has a ".." segment');
     // Plain ASCII is its own NFKC form; only other text can hide a "/" or "." look-alike.
-    if (!/^[\x20-\x7e]*$/.test(segment)) {
+    if (!printableAscii.test(segment)) {
       const folded = segment.normalize("NFKC");
       if (
         folded.includes("/") || folded.includes("\\") || folded === "." || folded === ".." ||

@@ -119,9 +119,9 @@ export class CartService {
   private readonly touched = new Map<number, number>();
 
   constructor(
-    readonly store: Store,
-    readonly volume: Volume,
-    readonly config: Config,
+    private readonly store: Store,
+    private readonly volume: Volume,
+    private readonly config: Config,
   ) {}
 
   /** Registers a cart; see `Store.createCart` for what a repeated uid does. */

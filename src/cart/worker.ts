@@ -87,7 +87,7 @@ export class Worker {
    * time, and returns the cart as it ends (undefined if it was deleted).
    */
   async drainCart(cartId: number, signal?: AbortSignal): Promise<Cart | undefined> {
-    await this.reclaimCrashedWork();
+    await reclaimCrashedWork(this.store);
     await this.store.settleCart(cartId, Date.now());
     // The first loop to see the cart finished wakes the others from their idle sleep.
     const finished = new AbortController();
@@ -102,14 +102,9 @@ export class Worker {
 
   /** Works on every cart until `signal` aborts (the server's workers). */
   async run(signal: AbortSignal): Promise<void> {
-    await this.reclaimCrashedWork();
+    await reclaimCrashedWork(this.store);
     const loops = Array.from({ length: this.config.workers }, () => this.loop(signal));
     await Promise.all(loops);
-  }
-
-  /** Frees leases left by crashed cartd processes of this host. */
-  reclaimCrashedWork(): Promise<void> {
-    return reclaimCrashedWork(this.store);
   }
 
   /** Hands back every lease this worker holds. */
@@ -125,7 +120,7 @@ export class Worker {
         wait = await this.step(signal, cartId);
       } catch (err) {
         // The database is busy or gone for a moment: say so, wait, and carry on.
-        log.warn(`worker: ${describe(err)}; trying again shortly`);
+        log.warn(`worker paused for a moment: ${describe(err)}`);
         wait = idlePollMs;
       }
       if (wait === "done") return;

@@ -59,7 +59,7 @@ async function answer(req: Request, deps: AppDeps): Promise<Response> {
     const where = `${req.method} ${new URL(req.url).pathname}`;
     if (err instanceof CartdError) {
       const wait = retryAfter[err.kind];
-      if (wait !== undefined) log.warn(`${where}: ${err.message}`);
+      if (wait !== undefined) log.warn(`${where}: ${describe(err)}`);
       const headers: Record<string, string> = wait ? { "retry-after": String(wait) } : {};
       return errorResponse(httpStatus[err.kind], err.message, headers);
     }

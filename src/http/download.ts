@@ -5,12 +5,13 @@
  */
 import rangeParser from "range-parser";
 import type { CartDownload } from "../cart/service.ts";
+import { notPrintableAscii } from "../text.ts";
 import type { Downloads } from "./downloads.ts";
 import { baseHeaders, errorResponse, headerValue } from "./responses.ts";
 
 /** `attachment; filename="NAME"`, with an RFC 5987 form when NAME is not plain ASCII. */
 function contentDisposition(name: string): string {
-  const ascii = name.replace(/[^\x20-\x7e]/g, "_").replace(/["\\]/g, "_");
+  const ascii = name.replace(notPrintableAscii, "_").replace(/["\\]/g, "_");
   if (ascii === name) return `attachment; filename="${ascii}"`;
   return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`;
 }

@@ -21,6 +21,6 @@ export const httpStatus: Record<ErrorKind, number> = {
 /** Seconds a client should wait before trying again, for kinds that pass. */
 export const retryAfter: Partial<Record<ErrorKind, number>> = {
   busy: 5,
-  unavailable: 30,
+  unavailable: 5,
   interrupted: 5,
 };

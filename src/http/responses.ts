@@ -3,6 +3,7 @@
  * `{"status", "message", "traceback", "version"}` (with an empty traceback: no stack trace is ever
  * sent), and `Allow: DELETE, GET, HEAD, POST` on every answer.
  */
+import { controlCharacter } from "../text.ts";
 import { version } from "../version.ts";
 
 const allowedMethods = "DELETE, GET, HEAD, POST";
@@ -99,7 +100,7 @@ export function headerValue(text: string, max = 2048): string {
   for (const char of text) {
     const code = char.codePointAt(0)!;
     let piece: string;
-    if (code < 0x20 || (code >= 0x7f && code < 0xa0)) piece = " ";
+    if (controlCharacter.test(char)) piece = " ";
     else if (code <= 0xff) piece = char;
     else piece = plainForms[char] ?? escapeCodePoint(code);
     if (out.length + piece.length > max) return `${out.slice(0, max - 3)}...`;

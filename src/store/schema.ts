@@ -13,7 +13,7 @@ export type CartStatus = "creating" | "staging" | "ready" | "error";
 /** A file's place in the pipeline: waiting → staging → staged → pulling → ready | error. */
 export type FileState = "waiting" | "staging" | "staged" | "pulling" | "ready" | "error";
 
-/** A row of `carts`. */
+/** A row of `carts`: a cart's own state, which outlives its deletion for the record. */
 export interface CartTable {
   id: Generated<number>;
   uid: string;
@@ -83,16 +83,16 @@ export interface DownloadTable {
   lease_until: number;
 }
 
-/** Every table, for Kysely's typed queries. */
+/** Every table, so Kysely can check each query's columns and types at compile time. */
 export interface Database {
   carts: CartTable;
   files: FileTable;
   downloads: DownloadTable;
 }
 
-/** A cart row as read. */
+/** A cart row as read; it stays inside the core (front ends get reports). */
 export type Cart = Selectable<CartTable>;
-/** A file row as read. */
+/** A file row as read; it stays inside the core (front ends get reports and events). */
 export type CartFile = Selectable<FileTable>;
 /** What a cart request says of a file; the store fills in the pipeline's starting values. */
 export type NewFile = Pick<FileTable, "seq" | "archive_id" | "path" | "hash_type" | "hash_sum">;

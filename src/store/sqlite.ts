@@ -18,6 +18,7 @@ import {
   SqliteDialect,
 } from "kysely";
 import { CartdError, describe } from "../errors.ts";
+import { sleep } from "../time.ts";
 
 const bind = (params: ReadonlyArray<unknown>) =>
   params.map((v) => (typeof v === "boolean" ? (v ? 1 : 0) : v)) as SQLInputValue[];
@@ -54,24 +55,38 @@ function adapt(db: DatabaseSync): SqliteDatabase {
 const blockingWaitMs = 25;
 
 /**
- * SQLite's own text for the result codes cartd acts on (what `sqlite3_errstr` returns). node:sqlite
- * in Deno gives its errors only `code: "ERR_SQLITE_ERROR"` and this text, no `errcode`, so the fixed
- * text stands in for the code, here and nowhere else.
+ * SQLite's own text for the result codes cartd acts on (`sqlite3_errstr`). node:sqlite in Deno
+ * gives its errors `code: "ERR_SQLITE_ERROR"` and SQLite's message, which is this text, alone or
+ * followed by `: detail`; it has no `errcode` (checked on Deno 2.9.6), so the fixed text stands in
+ * for the code, here and nowhere else. A numeric `errcode`, should one appear, wins.
  */
-const resultCodeTexts: Record<string, string> = {
-  "database is locked": "SQLITE_BUSY",
-  "database table is locked": "SQLITE_LOCKED",
-  "database or disk is full": "SQLITE_FULL",
-  "disk I/O error": "SQLITE_IOERR",
-  "unable to open database file": "SQLITE_CANTOPEN",
-  "attempt to write a readonly database": "SQLITE_READONLY",
+const resultCodeTexts: [string, string][] = [
+  ["database is locked", "SQLITE_BUSY"],
+  ["database table is locked", "SQLITE_LOCKED"],
+  ["database or disk is full", "SQLITE_FULL"],
+  ["disk I/O error", "SQLITE_IOERR"],
+  ["unable to open database file", "SQLITE_CANTOPEN"],
+  ["attempt to write a readonly database", "SQLITE_READONLY"],
+];
+
+/** SQLite's primary result codes for the same failures, by number. */
+const resultCodeNumbers: Record<number, string> = {
+  5: "SQLITE_BUSY",
+  6: "SQLITE_LOCKED",
+  13: "SQLITE_FULL",
+  10: "SQLITE_IOERR",
+  14: "SQLITE_CANTOPEN",
+  8: "SQLITE_READONLY",
 };
 
 /** The SQLite result code of a driver error (`SQLITE_BUSY`, ...), or undefined. */
-function sqliteResultCode(err: unknown): string | undefined {
+export function sqliteResultCode(err: unknown): string | undefined {
   const e = err as { code?: unknown; errcode?: unknown; message?: unknown };
   if (e?.code !== "ERR_SQLITE_ERROR") return undefined;
-  return typeof e.message === "string" ? resultCodeTexts[e.message] : undefined;
+  if (typeof e.errcode === "number") return resultCodeNumbers[e.errcode & 0xff];
+  if (typeof e.message !== "string") return undefined;
+  const message = e.message;
+  return resultCodeTexts.find(([text]) => message === text || message.startsWith(`${text}:`))?.[1];
 }
 
 const isBusy = (err: unknown) => {
@@ -80,17 +95,20 @@ const isBusy = (err: unknown) => {
 };
 
 /** The error a user sees for a database failure cartd knows, or `err` itself. */
-function userError(err: unknown): unknown {
+export function userError(err: unknown): unknown {
   const code = sqliteResultCode(err);
   if (code === "SQLITE_BUSY" || code === "SQLITE_LOCKED") {
     return new CartdError(
       "busy",
       "The database is busy (locked by another process); try again shortly",
+      { cause: err },
     );
   }
-  if (code === "SQLITE_FULL") return new CartdError("unavailable", "The database's disk is full");
+  if (code === "SQLITE_FULL") {
+    return new CartdError("unavailable", "The database's disk is full", { cause: err });
+  }
   if (code === "SQLITE_IOERR" || code === "SQLITE_CANTOPEN" || code === "SQLITE_READONLY") {
-    return new CartdError("unavailable", `The database cannot be used: ${describe(err)}`);
+    return new CartdError("failure", `The database cannot be used: ${describe(err)}`);
   }
   return err;
 }
@@ -121,7 +139,7 @@ class ImmediateSqliteDialect extends SqliteDialect {
             return await execute(query);
           } catch (err) {
             if (!isBusy(err) || Date.now() + pause > deadline) throw userError(err);
-            await new Promise((resolve) => setTimeout(resolve, pause));
+            await sleep(pause);
           }
         }
       };
@@ -138,9 +156,13 @@ class ImmediateSqliteDialect extends SqliteDialect {
 export function sqliteDialect(file: string, busyTimeoutMs = 30_000): SqliteDialect {
   return new ImmediateSqliteDialect({
     database: () => {
-      const raw = new DatabaseSync(file, { timeout: blockingWaitMs });
-      raw.exec("pragma journal_mode=WAL; pragma synchronous=NORMAL; pragma foreign_keys=ON");
-      return Promise.resolve(adapt(raw));
+      try {
+        const raw = new DatabaseSync(file, { timeout: blockingWaitMs });
+        raw.exec("pragma journal_mode=WAL; pragma synchronous=NORMAL; pragma foreign_keys=ON");
+        return Promise.resolve(adapt(raw));
+      } catch (err) {
+        return Promise.reject(userError(err));
+      }
     },
   }, busyTimeoutMs);
 }

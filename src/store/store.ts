@@ -11,6 +11,7 @@ import { CartdError, configError } from "../errors.ts";
 import { parseDatabaseUrl } from "./database_url.ts";
 import { type Dialect, migrationProvider } from "./migrations.ts";
 import type { Cart, CartFile, Database, FileState, FileTable, NewFile } from "./schema.ts";
+import { sleep } from "../time.ts";
 import { sqliteDialect } from "./sqlite.ts";
 
 export type { Cart, CartFile, FileState };
@@ -736,6 +737,6 @@ async function insertFiles(
     }));
     await db.insertInto("files").values(rows).execute();
     // node:sqlite is synchronous: let other requests in between batches.
-    if (i + insertBatch < files.length) await new Promise((resolve) => setTimeout(resolve, 0));
+    if (i + insertBatch < files.length) await sleep(0);
   }
 }

@@ -33,7 +33,7 @@ export class Volume {
       isAbsolute(relative) || relative.includes("\0") ||
       segments.some((s) => s === "" || s === "." || s === "..")
     ) {
-      throw new CartdError("invalid", `refusing unsafe cart path ${JSON.stringify(relative)}`);
+      throw new CartdError("failure", `refusing unsafe cart path ${JSON.stringify(relative)}`);
     }
     return join(this.dataRoot(cartId), ...segments);
   }

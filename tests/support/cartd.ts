@@ -4,15 +4,15 @@ import {
   type SimulatorOptions,
   startArchiveSimulator,
 } from "../../fixtures/archive_server.ts";
-import { type Cartd, openCartd } from "../../src/cartd.ts";
+import { type CartdCore, openCartdCore } from "../../src/cartd.ts";
 import { parseCartRequest } from "../../src/cart/request.ts";
 import { loadConfig } from "../../src/config.ts";
 import { type FileSpec, makeArchive, type TestArchive } from "./archive.ts";
 
 /** cartd opened on a fresh temporary volume, which `dir` names. */
-export type TestCartd = Cartd & { dir: string };
+export type TestCartd = CartdCore & { dir: string };
 
-/** Opens cartd (through `openCartd`, as the CLI does) on a fresh volume with quick timings. */
+/** Opens cartd (as the CLI does, with its parts in reach) on a fresh volume with quick timings. */
 export async function openTestCartd(
   archiveUrl: string,
   env: Record<string, string> = {},
@@ -28,7 +28,7 @@ export async function openTestCartd(
       ...env,
     },
   });
-  return { ...await openCartd(config, { create: true }), dir };
+  return { ...await openCartdCore(config, { create: true }), dir };
 }
 
 /** Every regular file under `dir`, as paths relative to it. */
