@@ -1,31 +1,33 @@
-/** `cartd db migrate` (alias `dbsync`) and `cartd db check`. */
+/** `cartd db migrate` (alias `dbsync`), `cartd db check` and `cartd db copy`. */
 import { Command } from "@commander-js/extra-typings";
-import { MissingDatabase } from "../src/cartd.ts";
+import { MissingDatabase, newerSchema } from "../src/cartd.ts";
 import { CartdError } from "../src/errors.ts";
 import { type GlobalOptions, withCartd } from "./context.ts";
 
-/** The `db` subcommand and its own subcommands. */
+/** The `db` subcommand and its own subcommands: the schema is changed only when asked. */
 export function dbCommand(globals: () => GlobalOptions) {
-  const db = new Command("db").description("database schema: migrate or check");
+  const db = new Command("db").description("database schema: migrate, check, or copy a database");
   db.command("migrate").alias("dbsync")
-    .description("create or update the database schema")
+    .description("create or update the database schema (refused for a newer cartd's schema)")
     .action(async () => {
       await withCartd(globals(), async (cartd) => {
         const applied = await cartd.migrate();
         console.log(applied.length ? `applied: ${applied.join(", ")}` : "schema is up to date");
-      }, { create: true, migrate: false });
+      }, { create: true, checkSchema: false });
     });
   db.command("check")
-    .description("exit 0 when the schema is up to date, 1 when migrations are pending")
+    .description("exit 0 when the schema is up to date, 1 when it is older or newer than cartd's")
     .action(async () => {
       try {
         await withCartd(globals(), async (cartd) => {
-          const pending = await cartd.pendingMigrations();
-          if (pending.length) {
-            throw new CartdError("failure", `pending migrations: ${pending.join(", ")}`);
+          const state = await cartd.schema();
+          if (state.unknown.length) throw newerSchema(state);
+          if (state.pending.length) {
+            throw new CartdError("failure", `pending migrations: ${state.pending.join(", ")}`)
+              .withHint('run "cartd db migrate" to apply them');
           }
           console.log("schema is up to date");
-        }, { migrate: false });
+        }, { checkSchema: false });
       } catch (err) {
         if (!(err instanceof MissingDatabase)) throw err;
         throw new CartdError("failure", `${err.message}; "cartd db migrate" creates it`);

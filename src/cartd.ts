@@ -13,15 +13,18 @@ import { Worker, type WorkerEvent } from "./cart/worker.ts";
 import type { Config } from "./config.ts";
 import { CartdError } from "./errors.ts";
 import { parseDatabaseUrl } from "./store/database_url.ts";
-import { Store } from "./store/store.ts";
+import { type SchemaState, Store } from "./store/store.ts";
 import { Volume } from "./volume/volume.ts";
 
 /** How to open cartd. */
 export interface OpenOptions {
   /** Create the database when there is none; otherwise refuse, naming the one looked for. */
   create?: boolean;
-  /** Bring the schema up to date on opening (default); `cartd db` does it itself. */
-  migrate?: boolean;
+  /**
+   * Check the schema on opening (default): a new database is set up, an older schema migrated
+   * where `auto_migrate` allows (else refused), a newer one refused. `cartd db` checks itself.
+   */
+  checkSchema?: boolean;
 }
 
 /** No database where the configuration says: no cart was ever made with this configuration. */
@@ -47,9 +50,9 @@ export interface Cartd {
   stage(uid: string, options?: { signal?: AbortSignal; onEvent?: WorkerEvent }): Promise<
     CartReport
   >;
-  /** Schema migrations: apply the pending ones, or name them. */
+  /** Where the schema stands, and applying what is pending (refused for a newer schema). */
+  schema(): Promise<SchemaState>;
   migrate(): Promise<string[]>;
-  pendingMigrations(): Promise<string[]>;
   close(): Promise<void>;
 }
 
@@ -76,9 +79,12 @@ export async function openCartdCore(
   const store = Store.open(config.databaseUrl, {
     cartLifetime: config.cartLifetime,
     busyTimeout: config.databaseBusyTimeout,
+    // Every worker loop and a few requests at once, with room to spare.
+    poolSize: Math.max(10, config.workers * 2 + 5),
   });
   try {
-    if (options.migrate ?? true) await store.migrate();
+    await store.connect(config.connectAttempts, config.connectWait);
+    if (options.checkSchema ?? true) await prepareSchema(store, config.autoMigrate);
   } catch (err) {
     await store.close();
     throw err;
@@ -121,13 +127,59 @@ export async function openCartdCore(
       }
       return await service.report(uid);
     },
-    migrate: () => store.migrate(),
-    pendingMigrations: () => store.pendingMigrations(),
+    schema: () => store.schemaState(),
+    async migrate() {
+      const state = await store.schemaState();
+      if (state.unknown.length) throw newerSchema(state);
+      return await store.migrate();
+    },
     async close() {
       await housekeeping.stop();
       await store.close();
     },
   };
+}
+
+/**
+ * Gets the schema ready to use: a new database is set up; an older schema is migrated where
+ * `autoMigrate` allows (by default with SQLite, not with PostgreSQL, where nodes of several
+ * versions may share it) and refused otherwise; a newer schema is always refused.
+ */
+async function prepareSchema(store: Store, autoMigrate: boolean | undefined): Promise<void> {
+  const state = await store.schemaState();
+  if (state.unknown.length) throw newerSchema(state);
+  if (state.empty) {
+    await store.migrate();
+    return;
+  }
+  if (state.pending.length === 0) return;
+  if (autoMigrate ?? store.engine === "sqlite") {
+    await store.migrate();
+    return;
+  }
+  throw new CartdError(
+    "failure",
+    `the database schema is older than this cartd: it is at ${
+      schemaVersion(state.applied[state.applied.length - 1])
+    }, this cartd needs ${schemaVersion(state.latest)}`,
+  ).withHint('run "cartd db migrate" to bring it up to date ([database] auto_migrate is off)');
+}
+
+/** The refusal of a database a newer cartd has written. */
+export function newerSchema(state: SchemaState): CartdError {
+  return new CartdError(
+    "failure",
+    `the database was written by a newer cartd: its schema is at ${
+      schemaVersion(state.applied[state.applied.length - 1])
+    }, this cartd knows up to ${schemaVersion(state.latest)}`,
+  ).withHint("use a cartd at least as new as the one that last migrated it");
+}
+
+/** `version 5 (0005_outages)` for a migration name. */
+function schemaVersion(migration: string | undefined): string {
+  if (migration === undefined) return "no version";
+  const number = /^(\d+)_/.exec(migration);
+  return number ? `version ${Number(number[1])} (${migration})` : migration;
 }
 
 /** Refuses, naming the database looked for, when a SQLite database does not exist. */

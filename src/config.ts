@@ -16,7 +16,7 @@ import { durationProblem, parseDuration, parseSize } from "./units.ts";
 export interface Config {
   /** Where carts are staged; the SQLite database lives here too unless `databaseUrl` says not. */
   volumePath: string;
-  /** `sqlite:///path`-style URL, plain path, or `postgres://` URL. */
+  /** `sqlite:///path`-style URL, plain path, or `postgres://` (`postgresql://`) URL. */
   databaseUrl: string;
   /** Pacifica archive interface (`http(s)://…/`) or a mounted directory (`file:///dir`). */
   archiveUrl: string;
@@ -58,6 +58,12 @@ export interface Config {
   cartLifetime: number;
   /** How long (ms) to wait for a database another process has locked. */
   databaseBusyTimeout: number;
+  /** Tries to reach a database server that is not up yet, before giving up. */
+  connectAttempts: number;
+  /** How long (ms) between those tries. */
+  connectWait: number;
+  /** Migrate an older schema at start; undefined: on for SQLite, off for PostgreSQL. */
+  autoMigrate: boolean | undefined;
   /** How long (ms) an archive request may go without an answer or a byte of its body. */
   transferTimeout: number;
 }
@@ -93,6 +99,7 @@ type Kind =
   | "count"
   | "optional-size"
   | "optional-duration"
+  | "optional-boolean"
   | "space";
 
 /** One configuration key: where it is set, its default, how it is read, and what it means. */
@@ -324,6 +331,35 @@ export const configKeys: readonly KeyDef[] = [
     kind: "duration",
     meaning: "how long to wait for a database another process has locked (then 503, or exit 1)",
   },
+  {
+    field: "connectAttempts",
+    section: "database",
+    key: "connect_attempts",
+    env: "DATABASE_CONNECT_ATTEMPTS",
+    default: "10",
+    kind: "count",
+    meaning: "tries to reach a database server that is not up yet before cartd gives up (exit 1)",
+  },
+  {
+    field: "connectWait",
+    section: "database",
+    key: "connect_wait",
+    env: "DATABASE_CONNECT_WAIT",
+    default: "20",
+    kind: "seconds",
+    meaning: "seconds between those tries",
+  },
+  {
+    field: "autoMigrate",
+    section: "database",
+    key: "auto_migrate",
+    env: "CARTD_AUTO_MIGRATE",
+    default: "",
+    kind: "optional-boolean",
+    meaning:
+      "migrate an older schema at start (else `cartd db migrate` must); empty: on for SQLite, off for PostgreSQL",
+    shownDefault: "auto",
+  },
 ];
 
 /** README's configuration table, made from `configKeys`. */
@@ -341,13 +377,11 @@ export function configTableMarkdown(): string {
   return rows.map((cells) => `| ${cells.join(" | ")} |`).join("\n");
 }
 
-/** Keys of the original that cartd accepts and has no use for (no broker, no connect retries). */
+/** Keys of the original that cartd accepts and has no use for (it has no broker). */
 const ignoredKeys = new Set([
   "celery.broker_url",
   "celery.backend_url",
   "database.debug_logging",
-  "database.connect_attempts",
-  "database.connect_wait",
 ]);
 
 /** What the command line says: a config file and any keys set by flags (`section.key` → value). */
@@ -400,6 +434,9 @@ const readAtStart = new Set<keyof Config>([
   "transferTimeout",
   "cartLifetime",
   "databaseBusyTimeout",
+  "connectAttempts",
+  "connectWait",
+  "autoMigrate",
 ]);
 
 /** What a reload changed: keys now in effect, and keys whose new value waits for a restart. */
@@ -473,14 +510,10 @@ function convert(k: KeyDef, value: string, from: string): unknown {
     case "database-url": {
       // Empty means the default, a file on the volume.
       if (value.trim() === "") return "";
-      let target;
       try {
-        target = parseDatabaseUrl(value.trim());
+        parseDatabaseUrl(value.trim());
       } catch (err) {
         return failWith(describe(err));
-      }
-      if (target.kind === "postgres") {
-        return failWith("PostgreSQL is not supported by this build yet; use a SQLite database");
       }
       return value.trim();
     }
@@ -494,6 +527,10 @@ function convert(k: KeyDef, value: string, from: string): unknown {
     }
     case "boolean":
       return parseBoolean(value) ?? fail("on/off, true/false, yes/no or 1/0");
+    case "optional-boolean":
+      return value.trim() === ""
+        ? undefined
+        : parseBoolean(value) ?? fail("on/off, true/false, yes/no, 1/0, or empty");
     case "count":
       return positive(/^\s*\d+\s*$/.test(value) ? Number(value) : undefined) ??
         fail("a whole number above 0");

@@ -368,14 +368,14 @@ Deno.test("a create cut short by a crash leaves only an invisible draft, which g
   try {
     // What a process killed between its file batches leaves behind: a draft row with files.
     const hourAgo = Date.now() - 2 * 3_600_000;
-    await cartd.store.createDraft({
+    await cartd.store.carts.createDraft({
       uid: "half",
       fingerprint: "x",
       bundle: false,
       files: [{ seq: 0, archive_id: "a", path: "a", hash_type: "md5", hash_sum: "" }],
     }, hourAgo);
     assertEquals(
-      await cartd.store.claimFile("w", Date.now(), 1000),
+      await cartd.store.work.claim("w", Date.now(), 1000),
       undefined,
       "no work from a draft",
     );
@@ -394,7 +394,7 @@ Deno.test("a create cut short by a crash leaves only an invisible draft, which g
   assertEquals((await runCli(["gc"], { env })).code, 0);
   const check = await openTestCartd(`file://${archive.dir}`, { VOLUME_PATH: volume });
   try {
-    const left = (await check.store.allCarts()).filter((c) => c.uid === "half");
+    const left = (await check.store.carts.all()).filter((c) => c.uid === "half");
     assertEquals(
       left.map((c) => c.status),
       ["ready"],

@@ -147,7 +147,7 @@ Deno.test("a generated corpus of malformed bodies always gets a 4xx JSON answer,
     assertEquals((await fetch(url)).status, 200, "the server is still up");
     assertEquals(await volumeContents(join(parent, "volume")), [], "nothing written to the volume");
     assertEquals([...Deno.readDirSync(parent)].map((e) => e.name), ["volume"], "nothing beside it");
-    assertEquals(await cartd.store.allCarts(), []);
+    assertEquals(await cartd.store.carts.all(), []);
     console.log(
       `malformed bodies: ${bodies.length} sent, answers ${
         JSON.stringify(Object.fromEntries(statuses))
@@ -332,7 +332,7 @@ Deno.test("symlinks planted in the volume cannot make cartd read or write outsid
       "partial",
       parseCartRequest(JSON.stringify({ fileids: archive.request.fileids.slice(1) })),
     );
-    const files = await cartd.store.cartFiles(third.cart.id);
+    const files = await cartd.store.carts.files(third.cart.id);
     await Deno.mkdir(join(cartd.volume.cartDir(third.cart.id), "partial"), { recursive: true });
     await Deno.symlink(secret, cartd.volume.partialPath(third.cart.id, files[0].id));
     assertEquals((await cartd.worker().drainCart(third.cart.id))?.status, "ready");

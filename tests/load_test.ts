@@ -100,7 +100,7 @@ Deno.test("200 concurrent creates, 20 racing create/delete clients and 100 polle
     const audit = await openTestCartd("file:///nowhere", { VOLUME_PATH: volume });
     const store = audit.store;
     try {
-      const carts = await store.allCarts();
+      const carts = await store.carts.all();
       const live = carts.filter((c) => c.deleted_at === null && c.status !== "creating");
       const perUid = new Map<string, number>();
       for (const c of live) perUid.set(c.uid, (perUid.get(c.uid) ?? 0) + 1);
@@ -108,7 +108,7 @@ Deno.test("200 concurrent creates, 20 racing create/delete clients and 100 polle
       assert(live.length === 200 || live.length === 201, `${live.length} live carts`);
       // No orphaned files: every cart folder belongs to a cart whose files are still wanted.
       await sleep(500);
-      const after = await store.allCarts();
+      const after = await store.carts.all();
       const kept = new Set(after.filter((c) => c.removed_at === null).map((c) => Number(c.id)));
       const folders = [...Deno.readDirSync(join(volume, "carts"))].map((e) => Number(e.name));
       const orphans = folders.filter((id) => !kept.has(id));

@@ -218,7 +218,7 @@ Deno.test("status headers: HTTP-date Last-Modified and missing informational hea
   await withSimulator(files, { faults }, {}, async ({ archive, cartd }) => {
     const { cart, done } = await stageCart(cartd, "c", archive.request);
     assertEquals(done?.status, "ready");
-    assertEquals(Number((await cartd.store.cartFiles(cart.id))[0].mtime), 1_500_000_000);
+    assertEquals(Number((await cartd.store.carts.files(cart.id))[0].mtime), 1_500_000_000);
   });
 });
 
@@ -249,10 +249,10 @@ Deno.test("carts take turns: a small cart created after a big one is not stuck b
     const big = await cartd.service.create("big", parseCartRequest(JSON.stringify(many(300))));
     await cartd.service.create("small", parseCartRequest(JSON.stringify(many(3))));
     const working = cartd.worker().run(stop.signal);
-    while ((await cartd.store.liveCart("small"))?.status !== "ready") {
+    while ((await cartd.store.carts.live("small"))?.status !== "ready") {
       await sleep(10);
     }
-    const progress = await cartd.store.progress(big.cart.id);
+    const progress = await cartd.store.carts.progress(big.cart.id);
     assert(progress.filesReady < 30, `the big cart had ${progress.filesReady} files ready first`);
     stop.abort();
     await working;

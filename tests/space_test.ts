@@ -18,7 +18,7 @@ function requestFor(archive: Awaited<ReturnType<typeof makeArchive>>, id: string
 }
 
 async function isLive(cartd: TestCartd, uid: string) {
-  return await cartd.store.liveCart(uid) !== undefined;
+  return await cartd.store.carts.live(uid) !== undefined;
 }
 
 Deno.test("with a small volume_size_limit, carts are evicted least recently used first, never one being downloaded", async () => {
@@ -42,7 +42,7 @@ Deno.test("with a small volume_size_limit, carts are evicted least recently used
 
     // A download of B is running: B must not be evicted, although it is the least recently used.
     const b = await cartd.service.download("B", "b");
-    await cartd.store.touchCart((await cartd.service.find("B")).id, 0); // B is the oldest for sure
+    await cartd.store.carts.touch((await cartd.service.find("B")).id, 0); // B is the oldest for sure
     const download = await b.open();
 
     const d = await stageCart(cartd, "D", requestFor(archive, "D"));
@@ -62,7 +62,7 @@ Deno.test("with a small volume_size_limit, carts are evicted least recently used
       false,
       true,
     ]);
-    const reasons = (await cartd.store.allCarts()).filter((c) => c.deleted_at !== null)
+    const reasons = (await cartd.store.carts.all()).filter((c) => c.deleted_at !== null)
       .sort((a, b) => Number(a.deleted_at) - Number(b.deleted_at) || a.id - b.id);
     // C went alone for D; B and A went together (in one eviction) for E.
     const evicted = reasons.map((r) => `${r.uid}:${r.delete_reason}`);
@@ -276,7 +276,7 @@ Deno.test("gc --dry-run removes nothing and reports what gc removes; a second gc
   // x and y were last used a day ago; z just now.
   const cartd = await openTestCartd("file:///nowhere", { VOLUME_PATH: volume });
   for (const uid of ["x", "y"]) {
-    await cartd.store.touchCart((await cartd.service.find(uid)).id, Date.now() - 86_400_000);
+    await cartd.store.carts.touch((await cartd.service.find(uid)).id, Date.now() - 86_400_000);
   }
   await cartd.close();
   // A stray directory no cart owns.
@@ -453,7 +453,7 @@ Deno.test("the server's housekeeping removes what a crashed process left: its do
     const gone = new Deno.Command("true").spawn();
     await gone.status;
     const owner = `${hostname()}:${gone.pid}:dead`;
-    await cartd.store.startDownload(cart.id, owner, Date.now() + 3_600_000);
+    await cartd.store.space.startDownload(cart.id, owner, Date.now() + 3_600_000);
     assertEquals((await fetch(`${url}c`, { method: "DELETE" })).status, 200);
     assert(await exists(cartd.volume.cartDir(cart.id)), "held by the dead download");
     const deadline = Date.now() + 5000;

@@ -26,7 +26,7 @@ export class Housekeeping {
   async runOnce(): Promise<void> {
     await reclaimCrashedWork(this.store);
     await removeDeletedCarts(this.store, this.volume);
-    await this.store.deleteStaleDrafts(Date.now() - staleDraftAge);
+    await this.store.carts.deleteStaleDrafts(Date.now() - staleDraftAge);
   }
 
   /** Sweeps every `intervalMs` until `stop`; a failed sweep is logged and the next one tries again. */

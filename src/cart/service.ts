@@ -128,7 +128,7 @@ export class CartService {
   async create(uid: string, request: CartRequest): Promise<CreateOutcome> {
     validateUid(uid);
     const bundle = request.bundle ?? this.config.bundleTask;
-    const result = await this.store.createCart({
+    const result = await this.store.carts.create({
       uid,
       fingerprint: fingerprint(request, bundle),
       bundle,
@@ -148,7 +148,7 @@ export class CartService {
     };
     // The same request for a cart that failed: try its failed files again, as the original did.
     if (!result.created && result.cart.status === "error") {
-      const retried = await this.store.retryCart(result.cart.id, Date.now());
+      const retried = await this.store.carts.retry(result.cart.id, Date.now());
       if (retried !== undefined) return { ...outcome, retried, cart: await this.find(uid) };
     }
     return outcome;
@@ -161,12 +161,12 @@ export class CartService {
   async retry(uid: string): Promise<number> {
     const cart = await this.find(uid);
     if (cart.status !== "error") return 0;
-    return await this.store.retryCart(cart.id, Date.now()) ?? 0;
+    return await this.store.carts.retry(cart.id, Date.now()) ?? 0;
   }
 
   /** The live cart of `uid`; throws the contract's not-found error when there is none. */
   async find(uid: string): Promise<Cart> {
-    const cart = await this.store.liveCart(uid);
+    const cart = await this.store.carts.live(uid);
     if (!cart) throw cartNotFound(uid);
     return cart;
   }
@@ -191,14 +191,14 @@ export class CartService {
    * when and why (the Pacifica status stays `staging`).
    */
   private async reportOf(cart: Cart): Promise<CartReport> {
-    const progress = await this.store.progress(cart.id);
+    const progress = await this.store.carts.progress(cart.id);
     let message = cart.message;
     if (cart.status === "staging" && progress.archiveWaitSince !== null) {
-      const reason = await this.store.waitReason(cart.id, "outage_since");
+      const reason = await this.store.carts.waitReason(cart.id, "outage_since");
       message = `Waiting for the archive since ${isoTime(progress.archiveWaitSince)}` +
         (reason ? `: ${reason}` : "");
     } else if (cart.status === "staging" && progress.spaceWaitSince !== null) {
-      const reason = await this.store.waitReason(cart.id, "space_wait_since");
+      const reason = await this.store.carts.waitReason(cart.id, "space_wait_since");
       message = `Waiting for space on the volume since ${isoTime(progress.spaceWaitSince)}` +
         (reason ? `: ${reason}` : "");
     }
@@ -214,12 +214,12 @@ export class CartService {
     if (now - (this.touched.get(cartId) ?? 0) < touchPrecisionMs) return;
     if (this.touched.size > 10_000) this.touched.clear();
     this.touched.set(cartId, now);
-    await this.store.touchCart(cartId, now);
+    await this.store.carts.touch(cartId, now);
   }
 
   /** Every file of the cart, in request order. */
   async fileReports(cart: Cart): Promise<FileReport[]> {
-    const files = await this.store.cartFiles(cart.id);
+    const files = await this.store.carts.files(cart.id);
     return files.map((f) => ({
       id: f.archive_id,
       path: f.path,
@@ -239,7 +239,7 @@ export class CartService {
    * the volume as soon as no download of it is running.
    */
   async delete(uid: string): Promise<Cart> {
-    const cart = await this.store.deleteCart(uid, Date.now());
+    const cart = await this.store.carts.delete(uid, Date.now());
     if (!cart) throw cartNotFound(uid);
     await removeDeletedCarts(this.store, this.volume);
     return cart;
@@ -247,7 +247,7 @@ export class CartService {
 
   /** Every live cart with its size, least recently used first (`cartd list`). */
   async list(): Promise<CartListing[]> {
-    const carts = await this.store.sizedCarts(Date.now());
+    const carts = await this.store.carts.sized(Date.now());
     return carts.map((c) => ({
       uid: c.uid,
       status: c.status,
@@ -267,14 +267,14 @@ export class CartService {
     const cart = await this.find(uid);
     if (cart.status === "error") throw cartFailed(cart.message);
     if (cart.status !== "ready") {
-      const p = await this.store.progress(cart.id);
+      const p = await this.store.carts.progress(cart.id);
       throw cartNotReady(
         `The cart is not ready for download (${p.filesReady} of ${p.files} files ready).`,
       );
     }
     const readyAt = Number(cart.ready_at ?? cart.created_at);
     const { root, filename } = downloadName(requestedName || defaultTarName(new Date(readyAt)));
-    const files = await this.store.cartFiles(cart.id);
+    const files = await this.store.carts.files(cart.id);
     const sources: TarSource[] = files.map((f) => ({
       path: f.path,
       size: Number(f.size),
@@ -306,16 +306,18 @@ export class CartService {
     end?: number,
   ): Promise<ReadableStream<Uint8Array>> {
     const lease = this.config.leaseTime;
-    const download = await this.store.startDownload(cart.id, this.owner, Date.now() + lease);
+    const download = await this.store.space.startDownload(cart.id, this.owner, Date.now() + lease);
+    // Deleted and its files removed since the layout was made.
+    if (download === undefined) throw cartNotFound(cart.uid);
     const heartbeat = setInterval(() => {
-      this.store.renewDownload(download, Date.now() + lease).catch((err) =>
+      this.store.space.renewDownload(download, Date.now() + lease).catch((err) =>
         log.warn(`cannot renew download of cart ${cart.uid}: ${describe(err)}`)
       );
     }, Math.max(lease / 3, 50));
     const finished = async () => {
       clearInterval(heartbeat);
       try {
-        await this.store.endDownload(download);
+        await this.store.space.endDownload(download);
         await removeDeletedCarts(this.store, this.volume);
       } catch (err) {
         log.warn(`cannot close download of cart ${cart.uid}: ${describe(err)}`);

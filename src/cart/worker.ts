@@ -88,7 +88,7 @@ export class Worker {
    */
   async drainCart(cartId: number, signal?: AbortSignal): Promise<Cart | undefined> {
     await reclaimCrashedWork(this.store);
-    await this.store.settleCart(cartId, Date.now());
+    await this.store.carts.settle(cartId, Date.now());
     // The first loop to see the cart finished wakes the others from their idle sleep.
     const finished = new AbortController();
     const loops = Array.from({ length: this.config.workers }, async () => {
@@ -96,7 +96,7 @@ export class Worker {
       finished.abort();
     });
     await Promise.all(loops);
-    const cart = await this.store.cartById(cartId);
+    const cart = await this.store.carts.byId(cartId);
     return cart?.deleted_at === null ? cart : undefined;
   }
 
@@ -109,7 +109,7 @@ export class Worker {
 
   /** Hands back every lease this worker holds. */
   releaseLeases(): Promise<void> {
-    return this.store.releaseLeases(this.owner);
+    return this.store.work.release(this.owner);
   }
 
   private async loop(signal?: AbortSignal, cartId?: number, finished?: AbortSignal): Promise<void> {
@@ -134,7 +134,7 @@ export class Worker {
     const archive = this.health.permit(Date.now());
     if (archive.wait === 0) {
       try {
-        const file = await this.store.claimFile(
+        const file = await this.store.work.claim(
           this.owner,
           Date.now(),
           this.config.leaseTime,
@@ -149,12 +149,12 @@ export class Worker {
       }
     }
     if (cartId === undefined) return Math.min(archive.wait || idlePollMs, idlePollMs);
-    const cart = await this.store.cartById(cartId);
+    const cart = await this.store.carts.byId(cartId);
     if (!cart || cart.deleted_at !== null || cart.status !== "staging") return "done";
     if (archive.wait > 0) return Math.min(archive.wait, idlePollMs);
-    const due = await this.store.nextDue(cartId);
+    const due = await this.store.work.nextDue(cartId);
     if (due === undefined) {
-      await this.store.settleCart(cartId, Date.now());
+      await this.store.carts.settle(cartId, Date.now());
       return 0;
     }
     return Math.min(Math.max(due - Date.now(), 20), idlePollMs);
@@ -166,7 +166,7 @@ export class Worker {
     const signal = outer ? AbortSignal.any([outer, lease.signal]) : lease.signal;
     const heartbeat = setInterval(async () => {
       try {
-        const held = await this.store.renewLease(
+        const held = await this.store.work.renew(
           claimed.id,
           this.owner,
           Date.now() + this.config.leaseTime,
@@ -202,7 +202,7 @@ export class Worker {
 
   /** Whether the cart was deleted, replaced or evicted while one of its files was worked on. */
   private async cartGone(cartId: number): Promise<boolean> {
-    const cart = await this.store.cartById(cartId).catch(() => undefined);
+    const cart = await this.store.carts.byId(cartId).catch(() => undefined);
     return cart !== undefined && cart.deleted_at !== null;
   }
 
@@ -212,7 +212,7 @@ export class Worker {
    */
   private async removeIfCartGone(cartId: number): Promise<void> {
     try {
-      const cart = await this.store.cartById(cartId);
+      const cart = await this.store.carts.byId(cartId);
       if (cart?.removed_at !== null) await this.volume.removeCart(cartId);
     } catch (err) {
       log.warn(`cart ${cartId}: cannot tidy up after deletion: ${describe(err)}`);
@@ -293,7 +293,7 @@ export class Worker {
         lastWrite = now;
         job.file.bytes_pulled = bytes;
         this.onEvent?.(fileEvent(job.file), "progress");
-        this.store.saveFile(file.id, this.owner, { bytes_pulled: bytes }, false, now)
+        this.store.work.save(file.id, this.owner, { bytes_pulled: bytes }, false, now)
           .catch((err) => log.warn(`cannot record progress of file ${file.id}: ${describe(err)}`));
       },
     });
@@ -304,7 +304,7 @@ export class Worker {
       verified: result.verified ? 1 : 0,
       ...recovered,
     };
-    if (!(await this.store.completeFile(file, this.owner, done, Date.now()))) {
+    if (!(await this.store.work.complete(file, this.owner, done, Date.now()))) {
       throw new LeaseLost(`lost the lease on file ${file.id}`);
     }
     job.file = { ...job.file, ...done, state: "ready", reserved: 0 };
@@ -314,8 +314,8 @@ export class Worker {
         result.verified ? "verified" : "unverified (no hashsum)"
       }`,
     );
-    await this.store.touchCart(file.cart_id, Date.now());
-    await this.store.settleCart(file.cart_id, Date.now());
+    await this.store.carts.touch(file.cart_id, Date.now());
+    await this.store.carts.settle(file.cart_id, Date.now());
   }
 
   /**
@@ -449,7 +449,7 @@ export class Worker {
     this.spaceWaitLogged.delete(job.file.id);
     await this.save(job, { state: "error", error: message }, true);
     log.warn(`file ${job.file.archive_id} (${job.file.path}) failed: ${message}`);
-    await this.store.settleCart(job.file.cart_id, Date.now());
+    await this.store.carts.settle(job.file.cart_id, Date.now());
   }
 
   private async release(job: Job): Promise<void> {
@@ -460,7 +460,7 @@ export class Worker {
   /** Writes `changes` to the file's row (while this worker holds it) and to `job.file`. */
   private async save(job: Job, changes: Partial<CartFile>, release: boolean): Promise<void> {
     const now = Date.now();
-    const held = await this.store.saveFile(job.file.id, this.owner, changes, release, now);
+    const held = await this.store.work.save(job.file.id, this.owner, changes, release, now);
     if (!held) throw new LeaseLost(`lost the lease on file ${job.file.id}`);
     job.file = { ...job.file, ...changes, updated_at: now };
     if (changes.state !== undefined) this.onEvent?.(fileEvent(job.file), "state");
@@ -472,7 +472,7 @@ export class Worker {
  * so a restarted cartd carries on at once instead of waiting for them to run out.
  */
 export async function reclaimCrashedWork(store: Store): Promise<void> {
-  const freed = await store.reapLeases(isDeadLocalOwner);
+  const freed = await store.work.reap(isDeadLocalOwner);
   if (freed > 0) log.info(`took back ${freed} file(s) left by a cartd process that has exited`);
 }
 

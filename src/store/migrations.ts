@@ -6,7 +6,7 @@ import { type CreateTableBuilder, type Kysely, sql } from "kysely";
 import type { Migration, MigrationProvider } from "kysely/migration";
 
 /** The SQL dialects the migrations are written for. */
-export type Dialect = "sqlite" | "postgres";
+import type { DialectName as Dialect } from "./sql_dialect.ts";
 
 /** Column types that differ between the two databases. */
 function types(dialect: Dialect) {

@@ -13,7 +13,9 @@ import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlit
 import {
   CompiledQuery,
   type DatabaseConnection,
+  type DialectAdapter,
   type Driver,
+  SqliteAdapter,
   type SqliteDatabase,
   SqliteDialect,
 } from "kysely";
@@ -113,7 +115,21 @@ export function userError(err: unknown): unknown {
   return err;
 }
 
+/**
+ * SQLite's DDL is transactional: telling Kysely so makes its migrator run every migration in one
+ * `BEGIN IMMEDIATE` transaction, so two processes starting at once migrate exactly once.
+ */
+class TransactionalDdlSqliteAdapter extends SqliteAdapter {
+  override get supportsTransactionalDdl(): boolean {
+    return true;
+  }
+}
+
 class ImmediateSqliteDialect extends SqliteDialect {
+  override createAdapter(): DialectAdapter {
+    return new TransactionalDdlSqliteAdapter();
+  }
+
   constructor(
     config: ConstructorParameters<typeof SqliteDialect>[0],
     private busyTimeoutMs: number,

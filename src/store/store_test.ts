@@ -3,13 +3,13 @@
  * once), reaping dead owners, reservations that must not fit, retries and settling. Real SQLite
  * files, no worker: each step is driven by hand.
  */
-import { join } from "node:path";
 import { assert, assertEquals } from "../../tests/support/assert.ts";
+import { engines, type TestEngine } from "../../tests/support/databases.ts";
 import type { NewFile } from "./schema.ts";
 import { Store } from "./store.ts";
 
-async function openStore(): Promise<Store> {
-  const store = Store.open(join(await Deno.makeTempDir(), "cartd.sqlite3"));
+async function openStore(engine: TestEngine): Promise<Store> {
+  const store = Store.open(await engine.freshDatabase());
   await store.migrate();
   return store;
 }
@@ -24,119 +24,127 @@ const files = (n: number): NewFile[] =>
   }));
 
 async function cart(store: Store, uid: string, n: number, now = 1000) {
-  const { cart } = await store.createCart(
+  const { cart } = await store.carts.create(
     { uid, fingerprint: uid, bundle: false, files: files(n) },
     now,
   );
   return cart;
 }
 
-Deno.test("a claimed file is leased to one owner until its lease runs out or is handed back", async () => {
-  const store = await openStore();
-  try {
-    const c = await cart(store, "c", 1);
-    const claimed = await store.claimFile("a", 2000, 1000, c.id);
-    assertEquals([claimed?.owner, claimed?.lease_until], ["a", 3000]);
-    assertEquals(await store.claimFile("b", 2500, 1000, c.id), undefined, "leased to a");
-    assert(await store.renewLease(claimed!.id, "a", 4000));
-    assertEquals(await store.claimFile("b", 3500, 1000, c.id), undefined, "renewed");
-    // a stops renewing; once the lease has run out, b takes the file and a's writes are refused.
-    const taken = await store.claimFile("b", 4001, 1000, c.id);
-    assertEquals(taken?.owner, "b");
-    assertEquals(await store.saveFile(claimed!.id, "a", { polls: 9 }, false, 4002), false);
-    assertEquals(await store.renewLease(claimed!.id, "a", 9000), false);
-    await store.releaseLeases("b");
-    assertEquals((await store.claimFile("c", 4003, 1000, c.id))?.owner, "c", "handed back");
-  } finally {
-    await store.close();
-  }
-});
+for (const engine of engines) {
+  Deno.test(`${engine.name}: a claimed file is leased to one owner until its lease runs out or is handed back`, async () => {
+    const store = await openStore(engine);
+    try {
+      const c = await cart(store, "c", 1);
+      const claimed = await store.work.claim("a", 2000, 1000, c.id);
+      assertEquals([claimed?.owner, claimed?.lease_until], ["a", 3000]);
+      assertEquals(await store.work.claim("b", 2500, 1000, c.id), undefined, "leased to a");
+      assert(await store.work.renew(claimed!.id, "a", 4000));
+      assertEquals(await store.work.claim("b", 3500, 1000, c.id), undefined, "renewed");
+      // a stops renewing; once the lease has run out, b takes the file and a's writes are refused.
+      const taken = await store.work.claim("b", 4001, 1000, c.id);
+      assertEquals(taken?.owner, "b");
+      assertEquals(await store.work.save(claimed!.id, "a", { polls: 9 }, false, 4002), false);
+      assertEquals(await store.work.renew(claimed!.id, "a", 9000), false);
+      await store.work.release("b");
+      assertEquals((await store.work.claim("c", 4003, 1000, c.id))?.owner, "c", "handed back");
+    } finally {
+      await store.close();
+    }
+  });
 
-Deno.test("carts take turns: claims alternate between a big cart and a small one", async () => {
-  const store = await openStore();
-  try {
-    const big = await cart(store, "big", 50);
-    const small = await cart(store, "small", 2);
-    const order: number[] = [];
-    for (let i = 0; i < 4; i++) order.push((await store.claimFile("w", 2000 + i, 60_000))!.cart_id);
-    assertEquals(order, [big.id, small.id, big.id, small.id]);
-    assertEquals(await store.claimFile("w", 2010, 60_000, small.id), undefined, "small is all out");
-  } finally {
-    await store.close();
-  }
-});
+  Deno.test(`${engine.name}: carts take turns: claims alternate between a big cart and a small one`, async () => {
+    const store = await openStore(engine);
+    try {
+      const big = await cart(store, "big", 50);
+      const small = await cart(store, "small", 2);
+      const order: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        order.push((await store.work.claim("w", 2000 + i, 60_000))!.cart_id);
+      }
+      assertEquals(order, [big.id, small.id, big.id, small.id]);
+      assertEquals(
+        await store.work.claim("w", 2010, 60_000, small.id),
+        undefined,
+        "small is all out",
+      );
+    } finally {
+      await store.close();
+    }
+  });
 
-Deno.test("leases and downloads of dead owners are reaped; live owners keep theirs", async () => {
-  const store = await openStore();
-  try {
-    const c = await cart(store, "c", 3);
-    await store.claimFile("dead:1", 2000, 60_000, c.id);
-    await store.claimFile("dead:1", 2000, 60_000, c.id);
-    await store.claimFile("alive:2", 2000, 60_000, c.id);
-    await store.startDownload(c.id, "dead:1", 60_000);
-    const freed = await store.reapLeases((owner) => owner.startsWith("dead"));
-    assertEquals(freed, 2);
-    const owners = (await store.allFiles()).map((f) => f.owner).sort();
-    assertEquals(owners, ["alive:2", null, null]);
-    await store.markDeleted(c.id, 3000, "deleted");
-    assertEquals(
-      (await store.removableCarts(3000)).map((r) => r.id),
-      [c.id],
-      "no download holds it",
-    );
-  } finally {
-    await store.close();
-  }
-});
+  Deno.test(`${engine.name}: leases and downloads of dead owners are reaped; live owners keep theirs`, async () => {
+    const store = await openStore(engine);
+    try {
+      const c = await cart(store, "c", 3);
+      await store.work.claim("dead:1", 2000, 60_000, c.id);
+      await store.work.claim("dead:1", 2000, 60_000, c.id);
+      await store.work.claim("alive:2", 2000, 60_000, c.id);
+      await store.space.startDownload(c.id, "dead:1", 60_000);
+      const freed = await store.work.reap((owner) => owner.startsWith("dead"));
+      assertEquals(freed, 2);
+      const owners = (await store.work.all()).map((f) => f.owner).sort();
+      assertEquals(owners, ["alive:2", null, null]);
+      await store.carts.markDeleted(c.id, 3000, "deleted");
+      assertEquals(
+        await store.space.removable(3000),
+        [c.id],
+        "no download holds it",
+      );
+    } finally {
+      await store.close();
+    }
+  });
 
-Deno.test("reservations: what fits, what must not, and what an expired lease no longer holds", async () => {
-  const store = await openStore();
-  try {
-    const c = await cart(store, "c", 3);
-    const [a, b, d] = [
-      await store.claimFile("w", 2000, 1000, c.id),
-      await store.claimFile("w", 2000, 1000, c.id),
-      await store.claimFile("w", 2000, 60_000, c.id),
-    ];
-    const free = () => 1000;
-    assert((await store.reserveSpace(a!.id, "w", 600, free, 0, 2000)).fits);
-    const second = await store.reserveSpace(b!.id, "w", 600, free, 0, 2000);
-    assertEquals([second.fits, second.reserved], [false, 600], "600 + 600 exceeds 1000 free");
-    assertEquals((await store.reserveSpace(b!.id, "w", 400, free, 0, 2000)).fits, true);
-    // Under a limit, what carts already hold counts too.
-    const limited = await store.reserveSpace(d!.id, "w", 1, () => 1e9, 1000, 2000);
-    assertEquals([limited.fits, limited.used], [false, 1000]);
-    // a's and b's leases run out: their reservations no longer hold space.
-    const later = await store.reserveSpace(d!.id, "w", 900, free, 0, 3001);
-    assertEquals([later.fits, later.reserved], [true, 0]);
-  } finally {
-    await store.close();
-  }
-});
+  Deno.test(`${engine.name}: reservations: what fits, what must not, and what an expired lease no longer holds`, async () => {
+    const store = await openStore(engine);
+    try {
+      const c = await cart(store, "c", 3);
+      const [a, b, d] = [
+        await store.work.claim("w", 2000, 1000, c.id),
+        await store.work.claim("w", 2000, 1000, c.id),
+        await store.work.claim("w", 2000, 60_000, c.id),
+      ];
+      const free = () => 1000;
+      assert((await store.space.reserve(a!.id, "w", 600, free, 0, 2000)).fits);
+      const second = await store.space.reserve(b!.id, "w", 600, free, 0, 2000);
+      assertEquals([second.fits, second.reserved], [false, 600], "600 + 600 exceeds 1000 free");
+      assertEquals((await store.space.reserve(b!.id, "w", 400, free, 0, 2000)).fits, true);
+      // Under a limit, what carts already hold counts too.
+      const limited = await store.space.reserve(d!.id, "w", 1, () => 1e9, 1000, 2000);
+      assertEquals([limited.fits, limited.used], [false, 1000]);
+      // a's and b's leases run out: their reservations no longer hold space.
+      const later = await store.space.reserve(d!.id, "w", 900, free, 0, 3001);
+      assertEquals([later.fits, later.reserved], [true, 0]);
+    } finally {
+      await store.close();
+    }
+  });
 
-Deno.test("settling: one failed file fails the cart; a retry restarts only the failed files", async () => {
-  const store = await openStore();
-  try {
-    const c = await cart(store, "c", 2);
-    const [one, two] = [
-      await store.claimFile("w", 2000, 1000, c.id),
-      await store.claimFile("w", 2000, 1000, c.id),
-    ];
-    assert(await store.completeFile(one!, "w", { size: 10 }, 2100));
-    await store.saveFile(two!.id, "w", { state: "error", error: "gone" }, true, 2100);
-    const failed = await store.settleCart(c.id, 2200);
-    assertEquals([failed?.status, failed?.message], ["error", "Failed to pull file(f1: gone)"]);
-    assertEquals(await store.retryCart(c.id, 2300), 1);
-    assertEquals(await store.retryCart(c.id, 2300), undefined, "no longer failed");
-    const after = await store.allFiles();
-    assertEquals(after.map((f) => [f.state, f.error]), [["ready", ""], ["waiting", ""]]);
-    const progress = await store.progress(c.id);
-    assertEquals([progress.filesReady, progress.filesUnverified], [1, 1]);
-    const retried = await store.claimFile("w", 2400, 1000, c.id);
-    assert(await store.completeFile(retried!, "w", { size: 5, verified: 1 }, 2500));
-    assertEquals((await store.settleCart(c.id, 2600))?.status, "ready");
-    assertEquals((await store.cartById(c.id))?.bytes, 15);
-  } finally {
-    await store.close();
-  }
-});
+  Deno.test(`${engine.name}: settling: one failed file fails the cart; a retry restarts only the failed files`, async () => {
+    const store = await openStore(engine);
+    try {
+      const c = await cart(store, "c", 2);
+      const [one, two] = [
+        await store.work.claim("w", 2000, 1000, c.id),
+        await store.work.claim("w", 2000, 1000, c.id),
+      ];
+      assert(await store.work.complete(one!, "w", { size: 10 }, 2100));
+      await store.work.save(two!.id, "w", { state: "error", error: "gone" }, true, 2100);
+      const failed = await store.carts.settle(c.id, 2200);
+      assertEquals([failed?.status, failed?.message], ["error", "Failed to pull file(f1: gone)"]);
+      assertEquals(await store.carts.retry(c.id, 2300), 1);
+      assertEquals(await store.carts.retry(c.id, 2300), undefined, "no longer failed");
+      const after = await store.work.all();
+      assertEquals(after.map((f) => [f.state, f.error]), [["ready", ""], ["waiting", ""]]);
+      const progress = await store.carts.progress(c.id);
+      assertEquals([progress.filesReady, progress.filesUnverified], [1, 1]);
+      const retried = await store.work.claim("w", 2400, 1000, c.id);
+      assert(await store.work.complete(retried!, "w", { size: 5, verified: 1 }, 2500));
+      assertEquals((await store.carts.settle(c.id, 2600))?.status, "ready");
+      assertEquals((await store.carts.byId(c.id))?.bytes, 15);
+    } finally {
+      await store.close();
+    }
+  });
+}

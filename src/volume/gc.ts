@@ -67,7 +67,7 @@ export async function collectGarbage(
   };
 
   if (!options.skipExpired) {
-    for (const cart of await store.expiredCarts(now)) {
+    for (const cart of await store.carts.expired(now)) {
       choose(
         cart,
         "expired",
@@ -78,14 +78,14 @@ export async function collectGarbage(
     }
   }
   if (options.olderThan !== undefined) {
-    for (const cart of await store.sizedCarts(now, { unusedSince: now - options.olderThan })) {
+    for (const cart of await store.carts.sized(now, { unusedSince: now - options.olderThan })) {
       choose(cart, "unused", `unused since ${isoTime(cart.used_at) ?? "never"}`);
     }
   }
   if (options.free) {
     const target = spaceBytes(options.free, volume.totalBytes());
     let projected = freeBefore + [...chosen.values()].reduce((sum, r) => sum + r.bytes, 0);
-    const candidates = await store.sizedCarts(now, {
+    const candidates = await store.carts.sized(now, {
       evictable: true,
       unusedSince: now - config.lruBufferTime,
     });
@@ -103,7 +103,7 @@ export async function collectGarbage(
 
   const removed = [...chosen.values()];
   if (options.dryRun) {
-    const onVolume = await store.cartIdsOnVolume();
+    const onVolume = await store.carts.idsOnVolume();
     const stray = (await volume.cartDirectories()).filter((id) => !onVolume.has(id)).length;
     const freed = removed.reduce((sum, r) => sum + r.bytes, 0);
     return {
@@ -118,11 +118,11 @@ export async function collectGarbage(
   // Another gc or a user may have deleted a cart meanwhile: report only what this run removed.
   const done: GcRemoval[] = [];
   for (const removal of removed) {
-    if (await store.markDeleted(removal.cartId, now, removal.cause)) done.push(removal);
+    if (await store.carts.markDeleted(removal.cartId, now, removal.cause)) done.push(removal);
   }
   await removeDeletedCarts(store, volume);
-  await store.deleteStaleDrafts(now - staleDraftAge);
-  const onVolume = await store.cartIdsOnVolume();
+  await store.carts.deleteStaleDrafts(now - staleDraftAge);
+  const onVolume = await store.carts.idsOnVolume();
   const stray = (await volume.cartDirectories()).filter((id) => !onVolume.has(id));
   for (const id of stray) await volume.removeCart(id);
   return {

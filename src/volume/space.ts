@@ -35,7 +35,7 @@ export class SpaceManager {
     const free = () => this.volume.availableBytes(this.config.volumeReserve);
     while (true) {
       const now = Date.now();
-      const check = await this.store.reserveSpace(file.id, owner, bytes, free, limit, now);
+      const check = await this.store.space.reserve(file.id, owner, bytes, free, limit, now);
       if (check.fits) return { ok: true };
       const available = free();
       // With every cart and pull gone, cartd could use what is free now plus what they hold.
@@ -79,7 +79,7 @@ export class SpaceManager {
    * freed. Evicts nothing, and returns false, when all of them together would not free enough.
    */
   private async evict(forCart: number, shortfall: number, now: number): Promise<boolean> {
-    const candidates = await this.store.sizedCarts(now, {
+    const candidates = await this.store.carts.sized(now, {
       evictable: true,
       unusedSince: now - this.config.lruBufferTime,
       excludeCart: forCart,
@@ -88,7 +88,8 @@ export class SpaceManager {
     let freed = 0;
     for (const victim of candidates) {
       if (freed >= shortfall) break;
-      if (await this.store.markDeleted(victim.id, now, "evicted")) {
+      // Not a cart a download (on any node) started on since it was listed.
+      if (await this.store.carts.evict(victim.id, now)) {
         log.info(
           `evicted cart ${victim.uid} (${
             formatBytes(victim.bytes)
@@ -104,13 +105,16 @@ export class SpaceManager {
 
 /**
  * Removes from the volume the files of deleted carts that no download holds any more, and returns
- * those carts. Safe to run from any process at any time: each removal is idempotent.
+ * their ids. Safe to run from any process on any node at any time: each removal is claimed in the
+ * database first (so no download can start on it), then done; a crash between leaves only a
+ * folder no cart owns, which gc removes.
  */
-export async function removeDeletedCarts(store: Store, volume: Volume) {
-  const carts = await store.removableCarts(Date.now());
-  for (const cart of carts) {
-    await volume.removeCart(cart.id);
-    await store.markRemoved(cart.id, Date.now());
+export async function removeDeletedCarts(store: Store, volume: Volume): Promise<number[]> {
+  const removed: number[] = [];
+  for (const cartId of await store.space.removable(Date.now())) {
+    if (!(await store.space.claimRemoval(cartId, Date.now()))) continue;
+    await volume.removeCart(cartId);
+    removed.push(cartId);
   }
-  return carts;
+  return removed;
 }

@@ -142,7 +142,7 @@ export async function runCrashScenario(scenario: CrashScenario): Promise<CrashFi
     // The database and the volume agree, and nothing is left half-done.
     const audit = await openTestCartd("file:///nowhere", { VOLUME_PATH: volume });
     try {
-      const files = await audit.store.allFiles();
+      const files = await audit.store.work.all();
       assert(files.every((f) => f.state === "ready"), "every file ready");
       const held = files.filter((f) => Number(f.reserved) > 0).length;
       assertEquals(held, 0, "no reservation left");

@@ -1,0 +1,131 @@
+/**
+ * Kysely on PostgreSQL through the npm `pg` driver, for several nodes sharing one database.
+ *
+ * - 64-bit integers (ids, epoch milliseconds, byte counts) and sums come back as numbers, as they
+ *   do from SQLite; every value cartd stores is far below 2^53.
+ * - A database that restarts or drops connections must not bring cartd down: every pooled client
+ *   gets an error listener (an unheard 'error' event would end the process), and broken clients
+ *   leave the pool when released.
+ * - Driver failures are classed once, here, by SQLSTATE or socket errno, into the errors users see
+ *   (busy, unavailable); anything else passes through.
+ */
+// @ts-types="@types/pg"
+import pg from "pg";
+import { type DatabaseConnection, type Driver, PostgresDialect } from "kysely";
+import { CartdError, describe } from "../errors.ts";
+import { log } from "../log.ts";
+
+/** Socket errors that mean the server cannot be reached. */
+const unreachable = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+]);
+
+/**
+ * pg's own texts for a connection that ended under a query; they carry no code. Matched here and
+ * nowhere else.
+ */
+const connectionEnded = [
+  "Connection terminated",
+  "Client has encountered a connection error and is not queryable",
+  "Client was closed and is not queryable",
+];
+
+/** Whether `err` says the database server is unreachable or went away. */
+export function isConnectionFailure(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  if (typeof code === "string") {
+    // Class 08: connection exceptions; 57P01-03: the server is shutting down or starting.
+    if (code.startsWith("08") || ["57P01", "57P02", "57P03"].includes(code)) return true;
+    if (unreachable.has(code)) return true;
+  }
+  const message = (err as Error)?.message;
+  return typeof message === "string" && connectionEnded.some((text) => message.startsWith(text));
+}
+
+/** The error a user sees for a database failure cartd knows, or `err` itself. */
+export function userError(err: unknown): unknown {
+  if (err instanceof CartdError) return err;
+  const code = (err as { code?: unknown })?.code;
+  // Serialization failure, deadlock, lock not available: another transaction was in the way.
+  if (code === "40001" || code === "40P01" || code === "55P03") {
+    return new CartdError(
+      "busy",
+      "The database is busy (a conflicting transaction); try again shortly",
+      { cause: err },
+    );
+  }
+  if (code === "53100") {
+    return new CartdError("unavailable", "The database's disk is full", { cause: err });
+  }
+  if (code === "53300" || isConnectionFailure(err)) {
+    return new CartdError("unavailable", "The database is unavailable", { cause: err });
+  }
+  return err;
+}
+
+/** Options of the PostgreSQL connection pool. */
+export interface PostgresOptions {
+  /** Connections the pool may open (workers and requests share them). */
+  poolSize: number;
+  /** How long (ms) to wait for a connection or for a lock before giving up. */
+  busyTimeout: number;
+}
+
+/** A Kysely dialect for the PostgreSQL database at `url`. */
+export function postgresDialect(url: string, options: PostgresOptions): PostgresDialect {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.poolSize,
+    connectionTimeoutMillis: Math.min(options.busyTimeout, 10_000),
+    idleTimeoutMillis: 30_000,
+    // Waits for row locks are bounded like SQLite's busy timeout.
+    options: `-c lock_timeout=${Math.round(options.busyTimeout)}`,
+    types: {
+      getTypeParser: ((oid: number, format?: string) =>
+        oid === pg.types.builtins.INT8 || oid === pg.types.builtins.NUMERIC
+          ? (value: string) =>
+            Number(value)
+          : pg.types.getTypeParser(oid, format as "text")) as typeof pg.types.getTypeParser,
+    },
+  });
+  pool.on("error", (err) => log.warn(`database connection lost while idle: ${describe(err)}`));
+  pool.on("connect", (client) => {
+    client.on("error", (err) => log.debug(`database connection failed: ${describe(err)}`));
+  });
+  return new ClassifyingPostgresDialect({ pool });
+}
+
+class ClassifyingPostgresDialect extends PostgresDialect {
+  override createDriver(): Driver {
+    const driver = super.createDriver();
+    const acquire = driver.acquireConnection.bind(driver);
+    const wrapped = new WeakSet<DatabaseConnection>();
+    driver.acquireConnection = async () => {
+      let connection: DatabaseConnection;
+      try {
+        connection = await acquire();
+      } catch (err) {
+        throw userError(err);
+      }
+      if (wrapped.has(connection)) return connection;
+      wrapped.add(connection);
+      const execute = connection.executeQuery.bind(connection);
+      connection.executeQuery = async (query) => {
+        try {
+          return await execute(query);
+        } catch (err) {
+          throw userError(err);
+        }
+      };
+      return connection;
+    };
+    return driver;
+  }
+}

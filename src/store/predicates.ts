@@ -1,0 +1,49 @@
+/**
+ * The conditions the store's queries share, written once: what a live cart is, what work is due
+ * and unleased, which carts a running download holds, and which files a worker still has work for.
+ */
+import type { ExpressionBuilder } from "kysely";
+import type { Database, FileState } from "./schema.ts";
+
+/** States a worker still has something to do for. */
+export const pendingStates: FileState[] = ["waiting", "staging", "staged", "pulling"];
+
+/** A cart that answers to its uid: not deleted, not a draft, not expired (`lifetime` > 0). */
+export function liveCart(now: number, lifetime: number) {
+  return (eb: ExpressionBuilder<Database, "carts">) => {
+    const notDeleted = eb.and([
+      eb("carts.deleted_at", "is", null),
+      eb("carts.status", "!=", "creating"),
+    ]);
+    if (lifetime <= 0) return notDeleted;
+    return eb.and([
+      notDeleted,
+      eb.or([eb("carts.finished_at", "is", null), eb("carts.finished_at", ">", now - lifetime)]),
+    ]);
+  };
+}
+
+/** A cart whose files workers still take: staging and not deleted. */
+export function stagingCart(eb: ExpressionBuilder<Database, "carts">) {
+  return eb.and([eb("carts.status", "=", "staging"), eb("carts.deleted_at", "is", null)]);
+}
+
+/** A file with a step to do now that no worker holds (or whose holder's lease ran out). */
+export function dueAndUnleased(now: number) {
+  return (eb: ExpressionBuilder<Database, "files">) =>
+    eb.and([
+      eb("files.state", "in", pendingStates),
+      eb("files.next_try_at", "<=", now),
+      eb.or([eb("files.lease_until", "is", null), eb("files.lease_until", "<", now)]),
+    ]);
+}
+
+/** A cart no running download holds (a download's lease runs out if its process dies). */
+export function noLiveDownload(now: number) {
+  return ({ not, exists, selectFrom }: ExpressionBuilder<Database, "carts">) =>
+    not(exists(
+      selectFrom("downloads").select("downloads.id")
+        .whereRef("downloads.cart_id", "=", "carts.id")
+        .where("downloads.lease_until", ">", now),
+    ));
+}

@@ -1,0 +1,174 @@
+/**
+ * Work as leased rows: a worker claims a due file (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
+ * nodes never claim the same file and never wait for each other), holds it by renewing its lease,
+ * records each step's outcome only while it still holds it, and hands it back. A worker that dies
+ * holds nothing past its lease; one of this host that has exited is reaped at once.
+ *
+ * Lock order: a claim that marks its cart's turn locks the cart row before the file row, as every
+ * transaction touching both does (see carts.ts).
+ */
+import { type Kysely, sql } from "kysely";
+import { dueAndUnleased, pendingStates, stagingCart } from "./predicates.ts";
+import type { CartFile, Database, FileTable } from "./schema.ts";
+import type { SqlDialect } from "./sql_dialect.ts";
+
+/** Columns a worker may change on a file it holds. */
+export type FileChanges = Partial<Omit<FileTable, "id" | "cart_id">>;
+
+/** Claims, leases and step outcomes; see the module comment. */
+export class WorkRecords {
+  constructor(private readonly db: Kysely<Database>, private readonly dialect: SqlDialect) {}
+
+  /**
+   * Leases a file that is due: of a cart still staging, not leased (or its lease ran out), and
+   * past its `next_try_at`. Carts take turns (the one whose work was taken longest ago goes
+   * first), so a small cart is not stuck behind a large one. Limited to one cart when `cartId`
+   * is given.
+   */
+  async claim(
+    owner: string,
+    now: number,
+    leaseMs: number,
+    cartId?: number,
+  ): Promise<CartFile | undefined> {
+    return await this.db.transaction().execute(async (tx) => {
+      const target = cartId ?? await this.cartWithDueWork(tx, now);
+      if (target === undefined) return undefined;
+      // Its turn is taken (cart row first, as the lock order says).
+      if (cartId === undefined) {
+        await tx.updateTable("carts").set({ claimed_at: now }).where("id", "=", target).execute();
+      }
+      const due = await this.dialect.forUpdateSkipLocked(
+        tx.selectFrom("files").select("id")
+          .where("cart_id", "=", target)
+          .where(dueAndUnleased(now))
+          .where("cart_id", "in", (eb) => eb.selectFrom("carts").select("id").where(stagingCart))
+          .limit(1),
+      ).executeTakeFirst();
+      if (!due) return undefined;
+      return await tx.updateTable("files")
+        .set({ owner, lease_until: now + leaseMs, updated_at: now })
+        .where("id", "=", due.id).returningAll().executeTakeFirst();
+    });
+  }
+
+  /** The staging cart with a due, unleased file whose turn it is, if any. */
+  private async cartWithDueWork(tx: Kysely<Database>, now: number): Promise<number | undefined> {
+    const cart = await tx.selectFrom("carts").select("id")
+      .where(stagingCart)
+      .where(({ exists, selectFrom }) =>
+        exists(
+          selectFrom("files").select("files.id")
+            .whereRef("files.cart_id", "=", "carts.id")
+            .where(dueAndUnleased(now)),
+        )
+      )
+      .orderBy("claimed_at").orderBy("id").limit(1).executeTakeFirst();
+    return cart === undefined ? undefined : Number(cart.id);
+  }
+
+  /** Extends a lease; false when the file is no longer ours or its cart is gone. */
+  async renew(fileId: number, owner: string, until: number): Promise<boolean> {
+    const result = await this.db.updateTable("files").set({ lease_until: until })
+      .where("id", "=", fileId).where("owner", "=", owner)
+      .where("cart_id", "in", (eb) => eb.selectFrom("carts").select("id").where(stagingCart))
+      .executeTakeFirst();
+    return result.numUpdatedRows > 0n;
+  }
+
+  /**
+   * Records a step's outcome on a file this worker holds, and hands the lease back when
+   * `release` is set. False when the lease was lost meanwhile (the change is then not made).
+   */
+  async save(
+    fileId: number,
+    owner: string,
+    changes: FileChanges,
+    release: boolean,
+    now: number,
+  ): Promise<boolean> {
+    const result = await this.db.updateTable("files")
+      .set({
+        ...changes,
+        updated_at: now,
+        // A file that is let go holds no claim and no space.
+        ...(release ? { owner: null, lease_until: null, reserved: 0 } : {}),
+      })
+      .where("id", "=", fileId).where("owner", "=", owner)
+      .executeTakeFirst();
+    return result.numUpdatedRows > 0n;
+  }
+
+  /**
+   * Records a verified file (with `changes`) and adds its bytes to its cart's total, in one
+   * transaction; releases the lease. False when the lease was lost meanwhile.
+   */
+  async complete(
+    file: { id: number; cart_id: number },
+    owner: string,
+    changes: FileChanges & { size: number },
+    now: number,
+  ): Promise<boolean> {
+    return await this.db.transaction().execute(async (tx) => {
+      // The cart row first, as the lock order says.
+      await this.dialect.forUpdate(
+        tx.selectFrom("carts").select("id").where("id", "=", file.cart_id),
+      ).execute();
+      const result = await tx.updateTable("files")
+        .set({
+          ...changes,
+          state: "ready",
+          updated_at: now,
+          owner: null,
+          lease_until: null,
+          reserved: 0,
+        })
+        .where("id", "=", file.id).where("owner", "=", owner).where("state", "!=", "ready")
+        .executeTakeFirst();
+      if (result.numUpdatedRows === 0n) return false;
+      await tx.updateTable("carts").set((eb) => ({ bytes: eb("bytes", "+", changes.size) }))
+        .where("id", "=", file.cart_id).execute();
+      return true;
+    });
+  }
+
+  /** Hands back every lease `owner` holds (on shutdown), so others need not wait them out. */
+  async release(owner: string): Promise<void> {
+    await this.db.updateTable("files").set({ owner: null, lease_until: null, reserved: 0 })
+      .where("owner", "=", owner).execute();
+    await this.db.deleteFrom("downloads").where("owner", "=", owner).execute();
+  }
+
+  /** Frees the leases of owners `isDead` says are gone; returns how many files were freed. */
+  async reap(isDead: (owner: string) => boolean): Promise<number> {
+    const owners = await this.db.selectFrom("files").select("owner").distinct()
+      .where("owner", "is not", null)
+      .union(this.db.selectFrom("downloads").select("owner").distinct())
+      .execute();
+    let freed = 0;
+    for (const { owner } of owners) {
+      if (owner === null || !isDead(owner)) continue;
+      const result = await this.db.updateTable("files")
+        .set({ owner: null, lease_until: null, reserved: 0 })
+        .where("owner", "=", owner).executeTakeFirst();
+      await this.db.deleteFrom("downloads").where("owner", "=", owner).execute();
+      freed += Number(result.numUpdatedRows);
+    }
+    return freed;
+  }
+
+  /** The earliest time a pending file of the cart may be claimed, or undefined if none is left. */
+  async nextDue(cartId: number): Promise<number | undefined> {
+    const due = this.dialect.larger(sql.ref("next_try_at"), sql`coalesce(lease_until, 0)`);
+    const row = await this.db.selectFrom("files")
+      .select(sql<number | null>`min(${due})`.as("due"))
+      .where("cart_id", "=", cartId).where("state", "in", pendingStates)
+      .executeTakeFirst();
+    return row?.due === null || row?.due === undefined ? undefined : Number(row.due);
+  }
+
+  /** Every file row of every cart: for audits and tests. */
+  all(): Promise<CartFile[]> {
+    return this.db.selectFrom("files").selectAll().orderBy("id").execute();
+  }
+}
