@@ -1,8 +1,8 @@
 /** `cartd db migrate` (alias `dbsync`), `cartd db check` and `cartd db copy`. */
 import { Command } from "@commander-js/extra-typings";
-import { MissingDatabase, newerSchema } from "../src/cartd.ts";
+import { copyDatabase, MissingDatabase, newerSchema } from "../src/cartd.ts";
 import { CartdError } from "../src/errors.ts";
-import { type GlobalOptions, withCartd } from "./context.ts";
+import { type GlobalOptions, resolveConfig, withCartd } from "./context.ts";
 
 /** The `db` subcommand and its own subcommands: the schema is changed only when asked. */
 export function dbCommand(globals: () => GlobalOptions) {
@@ -32,6 +32,19 @@ export function dbCommand(globals: () => GlobalOptions) {
         if (!(err instanceof MissingDatabase)) throw err;
         throw new CartdError("failure", `${err.message}; "cartd db migrate" creates it`);
       }
+    });
+  db.command("copy")
+    .description(
+      "copy every cart and file of one database into another (SQLite to PostgreSQL as a site " +
+        "grows, or back), ids, states and use times kept; stop the site's cartd processes first",
+    )
+    .argument("<from>", "the database to copy: a SQLite path or URL, or a postgres:// URL")
+    .argument("<to>", "the database to fill: set up if needed, and empty unless --force")
+    .option("--force", "replace whatever carts the target already holds")
+    .action(async (from, to, options) => {
+      const config = resolveConfig(globals());
+      const report = await copyDatabase(from, to, config, { force: options.force ?? false });
+      console.log(`copied ${report.carts} cart(s) and ${report.files} file(s)`);
     });
   return db;
 }

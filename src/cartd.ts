@@ -13,7 +13,7 @@ import { Worker, type WorkerEvent } from "./cart/worker.ts";
 import type { Config } from "./config.ts";
 import { CartdError } from "./errors.ts";
 import { parseDatabaseUrl } from "./store/database_url.ts";
-import { type SchemaState, Store } from "./store/store.ts";
+import { type CopyReport, type SchemaState, Store } from "./store/store.ts";
 import { Volume } from "./volume/volume.ts";
 
 /** How to open cartd. */
@@ -138,6 +138,45 @@ export async function openCartdCore(
       await store.close();
     },
   };
+}
+
+/**
+ * Copies a whole site's database into another (`cartd db copy`): the source must exist and be at
+ * this cartd's schema (it is never changed); the target is set up, and must be empty unless
+ * `force`. Connection and timing settings come from `config`.
+ */
+export async function copyDatabase(
+  fromUrl: string,
+  toUrl: string,
+  config: Config,
+  options: { force?: boolean } = {},
+): Promise<CopyReport> {
+  assertDatabaseExists(fromUrl);
+  const open = (url: string) =>
+    Store.open(url, { busyTimeout: config.databaseBusyTimeout, poolSize: 2 });
+  const source = open(fromUrl);
+  const target = open(toUrl);
+  try {
+    await source.connect(config.connectAttempts, config.connectWait);
+    await target.connect(config.connectAttempts, config.connectWait);
+    const from = await source.schemaState();
+    if (from.unknown.length) throw newerSchema(from);
+    if (from.pending.length || from.empty) {
+      throw new CartdError(
+        "failure",
+        `the source database's schema is not this cartd's (${
+          from.empty ? "it is empty" : `pending: ${from.pending.join(", ")}`
+        }); nothing was copied`,
+      ).withHint('run "cartd db migrate" on the source first');
+    }
+    const to = await target.schemaState();
+    if (to.unknown.length) throw newerSchema(to);
+    await target.migrate();
+    return await source.copyTo(target, options);
+  } finally {
+    await source.close();
+    await target.close();
+  }
 }
 
 /**

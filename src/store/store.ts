@@ -14,6 +14,7 @@ import { CartdError, configError, describe } from "../errors.ts";
 import { log } from "../log.ts";
 import { sleep } from "../time.ts";
 import { CartRecords } from "./carts.ts";
+import { type CopyReport, copyRows } from "./copy.ts";
 import { parseDatabaseUrl } from "./database_url.ts";
 import { migrationProvider } from "./migrations.ts";
 import { postgresDialect } from "./postgres.ts";
@@ -27,6 +28,7 @@ export type { Cart, CartFile, FileState };
 export type { CartProgress, CreateCartInput, CreateCartResult, SizedCart } from "./carts.ts";
 export type { SpaceCheck } from "./space.ts";
 export type { FileChanges } from "./work.ts";
+export type { CopyReport } from "./copy.ts";
 
 /** How to open the database. */
 export interface StoreOptions {
@@ -163,6 +165,11 @@ export class Store {
       throw new CartdError("failure", `database migration failed: ${describe(error)}`);
     }
     return (results ?? []).filter((r) => r.status === "Success").map((r) => r.migrationName);
+  }
+
+  /** Copies every cart and file of this database into `target` (`cartd db copy`). */
+  copyTo(target: Store, options: { force?: boolean } = {}): Promise<CopyReport> {
+    return copyRows(this.db, target.db, target.dialect, options);
   }
 
   /** Answers when the database does; throws when it cannot be reached. */

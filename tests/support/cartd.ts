@@ -8,6 +8,7 @@ import { type CartdCore, openCartdCore } from "../../src/cartd.ts";
 import { parseCartRequest } from "../../src/cart/request.ts";
 import { loadConfig } from "../../src/config.ts";
 import { type FileSpec, makeArchive, type TestArchive } from "./archive.ts";
+import { currentEngine } from "./databases.ts";
 
 /** cartd opened on a fresh temporary volume, which `dir` names. */
 export type TestCartd = CartdCore & { dir: string };
@@ -18,9 +19,13 @@ export async function openTestCartd(
   env: Record<string, string> = {},
 ): Promise<TestCartd> {
   const dir = await Deno.makeTempDir({ prefix: "cartd-volume-" });
+  // Under testOnEngines, a fresh database of that engine (SQLite on the volume otherwise).
+  const engine = currentEngine();
+  const database = engine?.name === "postgres" ? { PEEWEE_URL: await engine.freshDatabase() } : {};
   const config = loadConfig({
     env: {
       VOLUME_PATH: dir,
+      ...database,
       ARCHIVE_INTERFACE_URL: archiveUrl,
       CARTD_POLL_INTERVAL: "100ms",
       CARTD_RETRY_INTERVAL: "50ms",

@@ -23,3 +23,27 @@ export const engines: TestEngine[] = [
     freshDatabase: async () => (await testPostgres()).createDatabase(),
   },
 ];
+
+let current: TestEngine | undefined;
+
+/** The engine the running test was registered for (tests in a module run one at a time). */
+export function currentEngine(): TestEngine | undefined {
+  return current;
+}
+
+/**
+ * Registers `body` once per engine, named `<engine>: <name>`; cartd opened by `openTestCartd`
+ * inside it uses that engine.
+ */
+export function testOnEngines(name: string, body: () => Promise<void>): void {
+  for (const engine of engines) {
+    Deno.test(`${engine.name}: ${name}`, async () => {
+      current = engine;
+      try {
+        await body();
+      } finally {
+        current = undefined;
+      }
+    });
+  }
+}

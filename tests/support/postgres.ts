@@ -11,6 +11,8 @@ import { join } from "node:path";
 /** A running cluster. */
 export interface TestPostgres {
   port: number;
+  /** The folder of its Unix socket, for `?host=/socket/dir` URLs. */
+  socketDir: string;
   /** A URL for `database` on this cluster (the `postgres` database by default). */
   url(database?: string): string;
   /** Makes a new, empty database and returns its URL. */
@@ -135,6 +137,7 @@ async function startPostgres(): Promise<TestPostgres> {
   const url = (database = "postgres") => `postgres://postgres@127.0.0.1:${port}/${database}`;
   return {
     port,
+    socketDir: sockets,
     url,
     async createDatabase() {
       const name = `cartd_test_${Deno.pid}_${++databases}`;

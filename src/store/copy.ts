@@ -1,0 +1,87 @@
+/**
+ * `cartd db copy`: every cart and file of one database into another (SQLite to PostgreSQL as a
+ * site grows, or back), ids kept, since cart folders on the volume are named by them. States, use
+ * times and errors come along; claims do not: they belonged to the processes of the old site, so
+ * files being pulled go back to staged. Running downloads are not copied either.
+ *
+ * The source is read in one transaction (one consistent state) and the target written in one, so
+ * a failed copy leaves the target as it was.
+ */
+import { type Kysely, sql, type Transaction } from "kysely";
+import { CartdError } from "../errors.ts";
+import type { CartFile, Database } from "./schema.ts";
+import type { SqlDialect } from "./sql_dialect.ts";
+
+/** What a copy moved. */
+export interface CopyReport {
+  carts: number;
+  files: number;
+}
+
+const batch = 1000;
+
+/** Copies every cart and file from `source` into `target`; see the module comment. */
+export async function copyRows(
+  source: Kysely<Database>,
+  target: Kysely<Database>,
+  targetDialect: SqlDialect,
+  options: { force?: boolean },
+): Promise<CopyReport> {
+  return await source.transaction().execute((from) =>
+    target.transaction().execute(async (to) => {
+      const existing = await to.selectFrom("carts").select((eb) => eb.fn.countAll<number>().as("n"))
+        .executeTakeFirstOrThrow();
+      if (Number(existing.n) > 0) {
+        if (!options.force) {
+          throw new CartdError(
+            "failure",
+            `the target database already holds ${existing.n} cart(s); nothing was copied`,
+          ).withHint("--force replaces what it holds");
+        }
+        await to.deleteFrom("downloads").execute();
+        await to.deleteFrom("files").execute();
+        await to.deleteFrom("carts").execute();
+      }
+      const report = { carts: 0, files: 0 };
+      for (let after = -1;;) {
+        const carts = await from.selectFrom("carts").selectAll().where("id", ">", after)
+          .orderBy("id").limit(batch).execute();
+        if (carts.length === 0) break;
+        await to.insertInto("carts").values(carts).execute();
+        report.carts += carts.length;
+        after = Number(carts[carts.length - 1].id);
+      }
+      for (let after = -1;;) {
+        const files = await from.selectFrom("files").selectAll().where("id", ">", after)
+          .orderBy("id").limit(batch).execute();
+        if (files.length === 0) break;
+        await to.insertInto("files").values(files.map(withoutClaims)).execute();
+        report.files += files.length;
+        after = Number(files[files.length - 1].id);
+      }
+      if (targetDialect.name === "postgres") await resetSequences(to);
+      return report;
+    })
+  );
+}
+
+/** A file as the new site starts it: held by no one, a pull under way back to staged. */
+function withoutClaims(file: CartFile): CartFile {
+  return {
+    ...file,
+    owner: null,
+    lease_until: null,
+    reserved: 0,
+    state: file.state === "pulling" ? "staged" : file.state,
+    bytes_pulled: file.state === "ready" ? file.bytes_pulled : 0,
+  };
+}
+
+/** PostgreSQL's id sequences carry on after the copied ids. */
+async function resetSequences(tx: Transaction<Database>): Promise<void> {
+  for (const table of ["carts", "files", "downloads"]) {
+    await sql`select setval(pg_get_serial_sequence(${table}, 'id'),
+      coalesce((select max(id) from ${sql.table(table)}), 1),
+      (select max(id) from ${sql.table(table)}) is not null)`.execute(tx);
+  }
+}
