@@ -14,7 +14,11 @@ export interface CliOptions {
 }
 
 /** Environment variables that point cartd at a test volume and archive, with quick timings. */
-export function cartdEnv(volume: string, archiveUrl: string, extra: Record<string, string> = {}) {
+export function cartdEnv(
+  volume: string,
+  archiveUrl: string,
+  extra: Record<string, string> = {},
+): Record<string, string> {
   return {
     VOLUME_PATH: volume,
     ARCHIVE_INTERFACE_URL: archiveUrl,

@@ -17,8 +17,12 @@ export interface TestPostgres {
   url(database?: string): string;
   /** Makes a new, empty database and returns its URL. */
   createDatabase(): Promise<string>;
-  /** Stops the server (`immediate`: like a crash) and starts it again on the same port. */
-  restart(options?: { downMs?: number }): Promise<void>;
+  /**
+   * Stops the server and starts it again on the same port after `downMs`: `fast` (the default)
+   * ends every session as an operator's restart does; `immediate` is a crash (with this test
+   * cluster's fsync off, the last commits may then be lost).
+   */
+  restart(options?: { downMs?: number; mode?: "fast" | "immediate" }): Promise<void>;
   stop(): void;
 }
 
@@ -150,8 +154,8 @@ async function startPostgres(): Promise<TestPostgres> {
       }
       return url(name);
     },
-    async restart({ downMs = 0 } = {}) {
-      await stop("immediate");
+    async restart({ downMs = 0, mode = "fast" } = {}) {
+      await stop(mode);
       await new Promise((resolve) => setTimeout(resolve, downMs));
       await start();
     },
