@@ -7,7 +7,7 @@
  * under a lock on its cart row, and a removal is claimed under the same lock after checking that
  * no download runs, so files are never removed under a download on any node.
  */
-import { type Kysely, sql } from "kysely";
+import { type Kysely, type RawBuilder, sql } from "kysely";
 import { noLiveDownload } from "./predicates.ts";
 import type { Database } from "./schema.ts";
 import type { SqlDialect } from "./sql_dialect.ts";
@@ -15,6 +15,8 @@ import type { SqlDialect } from "./sql_dialect.ts";
 /** The volume's accounting at the moment a reservation was tried. */
 export interface SpaceCheck {
   fits: boolean;
+  /** The file is no longer this worker's: nothing was reserved, and nothing need be made room for. */
+  leaseLost?: boolean;
   /** Bytes held by other pulls in progress and not yet on disk. */
   reserved: number;
   /** What cartd's carts and reservations take, for `volume_size_limit`. */
@@ -41,26 +43,34 @@ export class SpaceRecords {
   ): Promise<SpaceCheck> {
     return await this.db.transaction().execute(async (tx) => {
       await this.dialect.lockReservations(tx);
-      const unwritten = this.dialect.larger(sql`reserved - bytes_pulled`, sql`0`);
-      const held = await tx.selectFrom("files")
-        .select((eb) => [
-          eb.fn.coalesce(eb.fn.sum<number>("reserved"), eb.lit(0)).as("reserved"),
-          eb.fn.coalesce(eb.fn.sum<number>(unwritten), eb.lit(0)).as("unwritten"),
-        ])
-        .where("reserved", ">", 0).where("lease_until", ">", now).where("id", "!=", fileId)
-        .executeTakeFirstOrThrow();
-      const stored = await tx.selectFrom("carts")
-        .select((eb) => eb.fn.coalesce(eb.fn.sum<number>("bytes"), eb.lit(0)).as("bytes"))
-        .where("removed_at", "is", null)
-        .executeTakeFirstOrThrow();
-      const reserved = Number(held.unwritten);
-      const used = Number(stored.bytes) + Number(held.reserved);
-      const fits = bytes <= freeBytes() - reserved && (limit <= 0 || used + bytes <= limit);
-      if (fits) {
-        await tx.updateTable("files").set({ reserved: bytes, space_wait_since: null, error: "" })
-          .where("id", "=", fileId).where("owner", "=", owner).execute();
-      }
-      return { fits, reserved, used };
+      // Under the lock, as few round trips as can be: the free space is read here, and the check
+      // and the reservation are one statement. The totals are read only when it does not fit.
+      const free = freeBytes();
+      const others = (column: RawBuilder<unknown>) =>
+        sql`(select coalesce(sum(${column}), 0) from files
+          where reserved > 0 and lease_until > ${now} and id <> ${fileId})`;
+      const unwritten = others(this.dialect.larger(sql`reserved - bytes_pulled`, sql`0`));
+      const stored = sql`(select coalesce(sum(bytes), 0) from carts where removed_at is null)`;
+      const need = sql`cast(${bytes} as bigint)`;
+      const reserved = await sql<{ id: number }>`update files
+        set reserved = ${need}, space_wait_since = null, error = ''
+        where id = ${fileId} and owner = ${owner}
+          and ${need} <= cast(${free} as bigint) - ${unwritten}
+          and (cast(${limit} as bigint) <= 0
+            or ${stored} + ${others(sql`reserved`)} + ${need} <= cast(${limit} as bigint))
+        returning id`.execute(tx);
+      if (reserved.rows.length > 0) return { fits: true, reserved: 0, used: 0 };
+      const totals = await sql<{ unwritten: number; held: number; stored: number; ours: number }>`
+        select ${unwritten} as unwritten, ${others(sql`reserved`)} as held, ${stored} as stored,
+          (select count(*) from files where id = ${fileId} and owner = ${owner}) as ours`
+        .execute(tx);
+      const row = totals.rows[0];
+      return {
+        fits: false,
+        leaseLost: Number(row.ours) === 0,
+        reserved: Number(row.unwritten),
+        used: Number(row.stored) + Number(row.held),
+      };
     });
   }
 

@@ -20,6 +20,8 @@ interface Lockable {
 /** The helpers the queries use where the engines differ. */
 export interface SqlDialect {
   readonly name: DialectName;
+  /** Whether rows are locked one by one (PostgreSQL); else every writer takes its turn (SQLite). */
+  readonly rowLocks: boolean;
   /** Locks the selected rows for an update (no-op on SQLite, whose writers take turns). */
   forUpdate<Q extends Lockable>(query: Q): Q;
   /** Locks the selected rows against updates while reading them. */
@@ -37,6 +39,7 @@ export interface SqlDialect {
 /** SQLite: every write transaction begins with `BEGIN IMMEDIATE`, so writers already take turns. */
 export const sqliteSql: SqlDialect = {
   name: "sqlite",
+  rowLocks: false,
   forUpdate: (query) => query,
   forShare: (query) => query,
   forUpdateSkipLocked: (query) => query,
@@ -53,6 +56,7 @@ const reservationLock = 7347001;
 /** PostgreSQL: row locks where rows are read to be changed, an advisory lock for reservations. */
 export const postgresSql: SqlDialect = {
   name: "postgres",
+  rowLocks: true,
   forUpdate: (query) => query.forUpdate(),
   forShare: (query) => query.forShare(),
   forUpdateSkipLocked: (query) => query.forUpdate().skipLocked(),

@@ -6,7 +6,7 @@
  * and leases), space.ts (reservations, downloads, removals); what differs between SQLite and
  * PostgreSQL is in sql_dialect.ts and the two connection modules.
  */
-import { Kysely, sql } from "kysely";
+import { Kysely, type LogEvent, sql } from "kysely";
 import { Migrator } from "kysely/migration";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
@@ -88,14 +88,18 @@ export class Store {
         poolSize: options.poolSize ?? 10,
         busyTimeout,
       });
-      return new Store(new Kysely({ dialect }), postgresSql, describeServer(target.url), lifetime);
+      const db = new Kysely<Database>({ dialect, log: databaseTime.log });
+      return new Store(db, postgresSql, describeServer(target.url), lifetime);
     }
     try {
       mkdirSync(dirname(target.file), { recursive: true });
     } catch (err) {
       throw configError(`cannot create the database folder for ${target.file}: ${err}`);
     }
-    const db = new Kysely<Database>({ dialect: sqliteDialect(target.file, busyTimeout) });
+    const db = new Kysely<Database>({
+      dialect: sqliteDialect(target.file, busyTimeout),
+      log: databaseTime.log,
+    });
     return new Store(db, sqliteSql, target.file, lifetime);
   }
 
@@ -177,11 +181,35 @@ export class Store {
     await sql`select 1`.execute(this.db);
   }
 
-  /** Closes every connection. */
-  close(): Promise<void> {
-    return this.db.destroy();
+  /** Closes every connection (and, under `CARTD_DB_TIMING`, logs the time spent waiting on it). */
+  async close(): Promise<void> {
+    await this.db.destroy();
+    databaseTime.report(this.location);
   }
 }
+
+/**
+ * With `CARTD_DB_TIMING=1`, the time this process spent in database queries (waits for locks and
+ * the network included), logged when the store closes: for benchmarks and capacity planning.
+ */
+const databaseTime = (() => {
+  const enabled = Deno.env.get("CARTD_DB_TIMING") === "1";
+  let queries = 0;
+  let ms = 0;
+  return {
+    log: enabled
+      ? (event: LogEvent) => {
+        queries++;
+        ms += event.queryDurationMillis;
+      }
+      : undefined,
+    report(location: string) {
+      if (enabled) {
+        log.info(`database time: ${queries} queries, ${Math.round(ms)} ms (${location})`);
+      }
+    },
+  };
+})();
 
 /** `host:port/database` of a PostgreSQL URL (or its socket folder), without user or password. */
 function describeServer(url: string): string {

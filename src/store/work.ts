@@ -52,9 +52,13 @@ export class WorkRecords {
     });
   }
 
-  /** The staging cart with a due, unleased file whose turn it is, if any. */
+  /**
+   * The staging cart with a due, unleased file whose turn it is, if any, locked for this claim.
+   * Claimers on other nodes skip a cart one of them holds and take the next in turn, rather than
+   * queueing on it; only when every cart with work is held does a claimer wait for one.
+   */
   private async cartWithDueWork(tx: Kysely<Database>, now: number): Promise<number | undefined> {
-    const cart = await tx.selectFrom("carts").select("id")
+    const query = tx.selectFrom("carts").select("id")
       .where(stagingCart)
       .where(({ exists, selectFrom }) =>
         exists(
@@ -63,7 +67,11 @@ export class WorkRecords {
             .where(dueAndUnleased(now)),
         )
       )
-      .orderBy("claimed_at").orderBy("id").limit(1).executeTakeFirst();
+      .orderBy("claimed_at").orderBy("id").limit(1);
+    let cart = await this.dialect.forUpdateSkipLocked(query).executeTakeFirst();
+    if (!cart && this.dialect.rowLocks) {
+      cart = await this.dialect.forUpdate(query).executeTakeFirst();
+    }
     return cart === undefined ? undefined : Number(cart.id);
   }
 

@@ -37,6 +37,7 @@ export class SpaceManager {
       const now = Date.now();
       const check = await this.store.space.reserve(file.id, owner, bytes, free, limit, now);
       if (check.fits) return { ok: true };
+      if (check.leaseLost) return { ok: false, never: false, message: "the file's claim was lost" };
       const available = free();
       // With every cart and pull gone, cartd could use what is free now plus what they hold.
       const ceiling = available + check.used;
