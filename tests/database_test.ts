@@ -7,6 +7,7 @@ import pg from "pg";
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { makeArchive } from "./support/archive.ts";
+import { openTestCartd } from "./support/cartd.ts";
 import { runCli } from "./support/cli.ts";
 import { testPostgres } from "./support/postgres.ts";
 
@@ -66,18 +67,53 @@ Deno.test("postgres: a server that is not up is tried connect_attempts times, th
       PEEWEE_URL: `postgres://cartd:s3cret@127.0.0.1:${port}/cartd`,
       DATABASE_CONNECT_ATTEMPTS: "3",
       DATABASE_CONNECT_WAIT: "1",
-      CARTD_LOG: "error",
     },
   });
   const elapsed = Date.now() - started;
   assertEquals(result.code, 1);
+  const lines = result.stderr.trimEnd().split("\n");
+  // A warning per failed try, then one line that says it all.
+  assertEquals(lines.length, 3, result.stderr);
   assertEquals(
-    result.stderr,
+    lines[2],
     `cartd: cannot connect to the database at 127.0.0.1:${port}/cartd after 3 attempts: ` +
-      `The database is unavailable (connect ECONNREFUSED 127.0.0.1:${port})\n`,
+      `The database is unavailable (connect ECONNREFUSED 127.0.0.1:${port})`,
   );
   assert(!result.stderr.includes("s3cret"), "never the password");
   assert(elapsed >= 2000 && elapsed < 15_000, `waited ${elapsed} ms`);
+
+  // A database that does not exist is not waited for; a URL pg cannot read is not repeated.
+  const postgres = await testPostgres();
+  const fast = Date.now();
+  const missing = await runCli(["list"], {
+    env: {
+      PEEWEE_URL: `postgres://postgres:s3cret@127.0.0.1:${postgres.port}/nosuchdb`,
+      DATABASE_CONNECT_ATTEMPTS: "5",
+      DATABASE_CONNECT_WAIT: "2",
+    },
+  });
+  assertEquals(missing.code, 1);
+  assertMatch(missing.stderr, /after 1 attempt: .*database "nosuchdb" does not exist/);
+  assert(Date.now() - fast < 5000, "no waiting for what waiting cannot mend");
+  assert(!missing.stderr.includes("s3cret"), "never the password");
+  const unreadable = await runCli(["list"], {
+    env: { PEEWEE_URL: "postgres://cartd:s3cr#et@127.0.0.1/cartd" },
+  });
+  assertEquals(unreadable.code, 6);
+  assert(!unreadable.stderr.includes("s3cr"), unreadable.stderr);
+});
+
+Deno.test("postgres: another schema's migration table does not confuse cartd's", async () => {
+  const url = await (await testPostgres()).createDatabase();
+  await sqlOn(
+    url,
+    "create schema other; create table other.kysely_migration (name varchar(255) primary key, " +
+      "timestamp varchar(255)); insert into other.kysely_migration values ('0099_theirs', 'x')",
+  );
+  const env = { PEEWEE_URL: url, VOLUME_PATH: await Deno.makeTempDir() };
+  const listed = await runCli(["list"], { env });
+  assertEquals([listed.code, listed.stdout], [0, "no carts\n"], listed.stderr);
+  assertEquals((await runCli(["db", "check"], { env })).code, 0);
 });
 
 Deno.test("postgres: an older schema is refused with the command to run unless auto_migrate is on", async () => {
@@ -211,6 +247,20 @@ Deno.test("db copy moves a SQLite site to PostgreSQL and back: ready carts serve
     assertEquals((await server.exited).code, 0, server.log());
   }
 
+  // Copied again over what it now holds: ids are never handed out twice.
+  const audit = (url: string) =>
+    openTestCartd("file:///nowhere", { PEEWEE_URL: url, VOLUME_PATH: volume });
+  const beforeForce = await audit(pgUrl);
+  const highest = Math.max(...(await beforeForce.store.carts.all()).map((c) => c.id));
+  await beforeForce.close();
+  assertEquals((await run(["db", "copy", sqliteFile, pgUrl, "--force"])).code, 0);
+  const later = await run(["create", "later", "-"], pgEnv, JSON.stringify(pick("r2")));
+  assertEquals(later.code, 0, later.stderr);
+  const afterForce = await audit(pgUrl);
+  const laterCart = (await afterForce.store.carts.all()).find((c) => c.uid === "later")!;
+  await afterForce.close();
+  assert(laterCart.id > highest, `id ${laterCart.id} came after ${highest}`);
+
   // And back to a new SQLite file.
   const back = join(await Deno.makeTempDir(), "back.sqlite3");
   assertEquals((await run(["db", "copy", pgUrl, back])).code, 0);
@@ -219,7 +269,7 @@ Deno.test("db copy moves a SQLite site to PostgreSQL and back: ready carts serve
   );
   assertEquals(listBack.map((c: { uid: string }) => c.uid).sort(), [
     "failed",
-    "new",
+    "later",
     "ready",
     "staging",
   ]);

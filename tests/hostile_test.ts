@@ -334,7 +334,9 @@ Deno.test("symlinks planted in the volume cannot make cartd read or write outsid
     );
     const files = await cartd.store.carts.files(third.cart.id);
     await Deno.mkdir(join(cartd.volume.cartDir(third.cart.id), "partial"), { recursive: true });
-    await Deno.symlink(secret, cartd.volume.partialPath(third.cart.id, files[0].id));
+    const partial = join(cartd.volume.cartDir(third.cart.id), "partial");
+    await Deno.symlink(secret, join(partial, `${files[0].id}.part`));
+    await Deno.symlink(secret, join(partial, `${files[0].id}.left-by-a-crash.part`));
     assertEquals((await cartd.worker().drainCart(third.cart.id))?.status, "ready");
 
     assertEquals(

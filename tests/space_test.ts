@@ -441,7 +441,7 @@ Deno.test("an expired cart answers 404 over HTTP and not found on the CLI, and g
 });
 
 Deno.test("the server's housekeeping removes what a crashed process left: its downloads' hold on a deleted cart", async () => {
-  const { hostname } = await import("node:os");
+  const { ownerNameFor } = await import("../src/cart/owner.ts");
   const { serveApp } = await import("./support/app.ts");
   const archive = await makeArchive([{ id: "a", size: 1000 }]);
   const cartd = await openTestCartd(`file://${archive.dir}`);
@@ -452,7 +452,7 @@ Deno.test("the server's housekeeping removes what a crashed process left: its do
     // A download registered by a cartd process of this host that has since died.
     const gone = new Deno.Command("true").spawn();
     await gone.status;
-    const owner = `${hostname()}:${gone.pid}:dead`;
+    const owner = ownerNameFor(gone.pid);
     await cartd.store.space.startDownload(cart.id, owner, Date.now() + 3_600_000);
     assertEquals((await fetch(`${url}c`, { method: "DELETE" })).status, 200);
     assert(await exists(cartd.volume.cartDir(cart.id)), "held by the dead download");

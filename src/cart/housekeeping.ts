@@ -1,13 +1,14 @@
 /**
  * What crashed or cut-short work leaves behind, swept up once a minute by `cartd serve` (and the
- * in-process test server): files of deleted carts whose downloads never said they ended, drafts of
- * carts whose creation was cut short, claims of cartd processes of this host that have exited.
+ * in-process test server): claims of cartd processes of this host that have exited, carts whose
+ * last file finished as their worker died, files of deleted carts whose downloads never said they
+ * ended, drafts of carts whose creation was cut short, folders no cart owns.
  * Every step is idempotent and safe beside other processes doing the same.
  */
 import { describe } from "../errors.ts";
 import { log } from "../log.ts";
 import type { Store } from "../store/store.ts";
-import { staleDraftAge } from "../volume/gc.ts";
+import { removeStrayFolders, staleDraftAge } from "../volume/gc.ts";
 import { removeDeletedCarts } from "../volume/space.ts";
 import type { Volume } from "../volume/volume.ts";
 import { reclaimCrashedWork } from "./worker.ts";
@@ -22,11 +23,18 @@ export class Housekeeping {
 
   constructor(private readonly store: Store, private readonly volume: Volume) {}
 
-  /** One sweep, now: dead processes' claims first, since their downloads may hold carts. */
+  /**
+   * One sweep, now: dead processes' claims first (their downloads may hold carts), then carts
+   * whose files are done but which no one settled, deleted carts' files, drafts and folders that
+   * a crash left.
+   */
   async runOnce(): Promise<void> {
     await reclaimCrashedWork(this.store);
+    const settled = await this.store.carts.settleStuck(Date.now());
+    if (settled > 0) log.info(`settled ${settled} cart(s) whose work had ended unannounced`);
     await removeDeletedCarts(this.store, this.volume);
     await this.store.carts.deleteStaleDrafts(Date.now() - staleDraftAge);
+    await removeStrayFolders(this.store, this.volume);
   }
 
   /** Sweeps every `intervalMs` until `stop`; a failed sweep is logged and the next one tries again. */

@@ -17,7 +17,7 @@ import {
 import type { Cart, CartFile, CartProgress, Store } from "../store/store.ts";
 import { describe } from "../errors.ts";
 import { passThrough } from "../io.ts";
-import { isoTime } from "../time.ts";
+import { isoTime, repeat } from "../time.ts";
 import { log } from "../log.ts";
 import { collectGarbage, type GcOptions, type GcReport } from "../volume/gc.ts";
 
@@ -306,24 +306,33 @@ export class CartService {
     end?: number,
   ): Promise<ReadableStream<Uint8Array>> {
     const lease = this.config.leaseTime;
-    const download = await this.store.space.startDownload(cart.id, this.owner, Date.now() + lease);
+    const register = () => this.store.space.startDownload(cart.id, this.owner, Date.now() + lease);
+    let download = await register();
     // Deleted and its files removed since the layout was made.
     if (download === undefined) throw cartNotFound(cart.uid);
-    const heartbeat = setInterval(() => {
-      this.store.space.renewDownload(download, Date.now() + lease).catch((err) =>
-        log.warn(`cannot renew download of cart ${cart.uid}: ${describe(err)}`)
-      );
-    }, Math.max(lease / 3, 50));
-    const finished = async () => {
-      clearInterval(heartbeat);
+    // The hold is renewed like a claim; if it was taken away (a node reaped it by mistake, or it
+    // ran out while the database was unreachable) it is taken again while the files are there,
+    // and the download ends when they are not.
+    const heartbeat = repeat(Math.max(Math.min(lease / 3, 5000), 50), async () => {
       try {
-        await this.store.space.endDownload(download);
+        if (await this.store.space.renewDownload(download!, Date.now() + lease)) return;
+        download = await register();
+        if (download === undefined) tar.abort(`the files of cart ${cart.uid} were removed`);
+      } catch (err) {
+        log.warn(`cannot renew download of cart ${cart.uid}: ${describe(err)}`);
+      }
+    });
+    const finished = async () => {
+      await heartbeat.stop();
+      try {
+        if (download !== undefined) await this.store.space.endDownload(download);
         await removeDeletedCarts(this.store, this.volume);
       } catch (err) {
         log.warn(`cannot close download of cart ${cart.uid}: ${describe(err)}`);
       }
     };
-    return passThrough(this.tarStreamOf(cart, layout, start, end), finished).stream;
+    const tar = passThrough(this.tarStreamOf(cart, layout, start, end), finished);
+    return tar.stream;
   }
 
   /** Throws an `unavailable` error when the database does not answer. */

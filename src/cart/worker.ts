@@ -14,7 +14,7 @@ import { SpaceManager } from "../volume/space.ts";
 import type { Volume } from "../volume/volume.ts";
 import { formatDuration } from "../units.ts";
 import { ArchiveHealth, type ArchiveStep } from "./archive_health.ts";
-import { sleep } from "../time.ts";
+import { repeat, sleep } from "../time.ts";
 import { backoffDelay } from "./backoff.ts";
 import { isDeadLocalOwner, newOwnerName } from "./owner.ts";
 import { ChecksumMismatch, pullFile } from "./pull.ts";
@@ -46,9 +46,16 @@ function fileEvent(file: CartFile): FileEvent {
 
 class LeaseLost extends Error {}
 
-/** A claimed file as the worker last saved it. */
+/**
+ * A claimed file as the worker last saved it, and the claim's own name: every write checks it, so
+ * a claim that ran out and was taken by anyone else, even another loop of this worker, can no
+ * longer change the file.
+ */
 interface Job {
   file: CartFile;
+  owner: string;
+  /** Names this claim's partial file, so two claims never write the same one. */
+  token: string;
 }
 
 const progressWriteMs = 1000;
@@ -65,7 +72,11 @@ const idlePollMs = 1000;
 
 /** A set of worker loops sharing one lease owner and one view of the archive's health. */
 export class Worker {
+  /** This worker's name; each claim is named `owner#n`. */
   readonly owner = newOwnerName();
+  /** Counts this worker's claims; with a random prefix, names each one apart on every node. */
+  private claims = 0;
+  private readonly claimPrefix = crypto.randomUUID().slice(0, 8);
   private readonly space: SpaceManager;
   private readonly health: ArchiveHealth;
   /** When this worker last logged each file's wait for space. */
@@ -134,14 +145,11 @@ export class Worker {
     const archive = this.health.permit(Date.now());
     if (archive.wait === 0) {
       try {
-        const file = await this.store.work.claim(
-          this.owner,
-          Date.now(),
-          this.config.leaseTime,
-          cartId,
-        );
+        const token = `${this.claimPrefix}-${++this.claims}`;
+        const owner = `${this.owner}#${token}`;
+        const file = await this.store.work.claim(owner, Date.now(), this.config.leaseTime, cartId);
         if (file) {
-          await this.process(file, signal);
+          await this.process({ file, owner, token }, signal);
           return 0;
         }
       } finally {
@@ -160,24 +168,29 @@ export class Worker {
     return Math.min(Math.max(due - Date.now(), 20), idlePollMs);
   }
 
-  /** Runs the steps a claimed file is due for, holding its lease with a heartbeat. */
-  private async process(claimed: CartFile, outer?: AbortSignal): Promise<void> {
+  /**
+   * Runs the steps a claimed file is due for, holding its lease with a heartbeat. Work stops when
+   * the lease is lost, and also when it could not be renewed in time (the database is out of
+   * reach): by then another worker may have the file.
+   */
+  private async process(job: Job, outer?: AbortSignal): Promise<void> {
+    const claimed = job.file;
     const lease = new AbortController();
     const signal = outer ? AbortSignal.any([outer, lease.signal]) : lease.signal;
-    const heartbeat = setInterval(async () => {
+    const every = heartbeatMs(this.config.leaseTime);
+    let renewed = Date.now();
+    const heartbeat = repeat(every, async () => {
       try {
-        const held = await this.store.work.renew(
-          claimed.id,
-          this.owner,
-          Date.now() + this.config.leaseTime,
-        );
-        if (!held) lease.abort(new LeaseLost("lease lost or cart gone"));
+        const until = Date.now() + this.config.leaseTime;
+        if (await this.store.work.renew(claimed.id, job.owner, until)) renewed = Date.now();
+        else lease.abort(new LeaseLost("lease lost or cart gone"));
       } catch (err) {
         log.warn(`cannot renew lease on file ${claimed.id}: ${describe(err)}`);
+        if (Date.now() - renewed > this.config.leaseTime - every) {
+          lease.abort(new LeaseLost("the lease could not be renewed in time"));
+        }
       }
-    }, heartbeatMs(this.config.leaseTime));
-    // Each step records its outcome here, so a failure is judged on the file as it last stood.
-    const job: Job = { file: claimed };
+    });
     try {
       if (job.file.state === "waiting") await this.stage(job, signal);
       if (job.file.state === "staging") await this.poll(job, signal);
@@ -195,7 +208,7 @@ export class Worker {
         await this.fail(job, err);
       }
     } finally {
-      clearInterval(heartbeat);
+      await heartbeat.stop();
     }
     await this.removeIfCartGone(claimed.cart_id);
   }
@@ -266,7 +279,7 @@ export class Worker {
     const size = Number(file.size);
     // No byte is pulled without a reservation; a released file holds none.
     if (Number(file.reserved) < size) {
-      const space = await this.space.reserve(file, this.owner);
+      const space = await this.space.reserve(file, job.owner);
       if (!space.ok && space.never) return await this.markError(job, space.message);
       if (!space.ok) return await this.waitForSpace(job, space.message);
       job.file = { ...job.file, reserved: size, space_wait_since: null };
@@ -275,6 +288,7 @@ export class Worker {
     const target = await this.volume.prepareDirectories(file.cart_id, file.path);
     await this.save(job, { state: "pulling", attempts: file.attempts + 1, bytes_pulled: 0 }, false);
     let lastWrite = Date.now();
+    let recording = false;
     const result = await pullFile({
       archive: this.archive,
       id: file.archive_id,
@@ -282,7 +296,7 @@ export class Worker {
       hashsum: file.hash_sum,
       size,
       mtime: file.mtime === null ? undefined : Number(file.mtime),
-      partial: this.volume.partialPath(file.cart_id, file.id),
+      partial: await this.volume.claimPartial(file.cart_id, file.id, job.token),
       target,
       signal,
       transferSize: this.config.transferSize,
@@ -293,8 +307,12 @@ export class Worker {
         lastWrite = now;
         job.file.bytes_pulled = bytes;
         this.onEvent?.(fileEvent(job.file), "progress");
-        this.store.work.save(file.id, this.owner, { bytes_pulled: bytes }, false, now)
-          .catch((err) => log.warn(`cannot record progress of file ${file.id}: ${describe(err)}`));
+        // One progress write at a time: a slow database never piles them up.
+        if (recording) return;
+        recording = true;
+        this.store.work.save(file.id, job.owner, { bytes_pulled: bytes }, false, now)
+          .catch((err) => log.warn(`cannot record progress of file ${file.id}: ${describe(err)}`))
+          .finally(() => recording = false);
       },
     });
     this.health.answered("pull", Date.now());
@@ -304,7 +322,7 @@ export class Worker {
       verified: result.verified ? 1 : 0,
       ...recovered,
     };
-    if (!(await this.store.work.complete(file, this.owner, done, Date.now()))) {
+    if (!(await this.store.work.complete(file, job.owner, done, Date.now()))) {
       throw new LeaseLost(`lost the lease on file ${file.id}`);
     }
     job.file = { ...job.file, ...done, state: "ready", reserved: 0 };
@@ -315,7 +333,6 @@ export class Worker {
       }`,
     );
     await this.store.carts.touch(file.cart_id, Date.now());
-    await this.store.carts.settle(file.cart_id, Date.now());
   }
 
   /**
@@ -387,6 +404,14 @@ export class Worker {
       if (err instanceof CartdError) return void await this.markError(job, err.message);
       const message = diskMessage(err);
       if (message) return void await this.markError(job, message);
+      // A file the step worked on went from under it: taken over by another claim whose lease
+      // this one outlived, or removed by hand. Worth another try, within the budget.
+      if (
+        (err as { code?: unknown })?.code === "ENOENT" && file.failures + 1 < this.config.retryLimit
+      ) {
+        log.warn(`file ${file.archive_id}: ${describe(err)}; trying again`);
+        return void await this.retryLater(job, file.failures + 1, describe(err));
+      }
       log.error(`file ${file.id} (${file.archive_id}): unexpected failure: ${describe(err)}`);
       if (err instanceof Error && err.stack) log.debug(err.stack);
       await this.markError(job, `internal error while staging: ${describe(err)}`);
@@ -445,11 +470,15 @@ export class Worker {
     }, true);
   }
 
+  /** Fails the file for good, and settles its cart in the same transaction. */
   private async markError(job: Job, message: string): Promise<void> {
     this.spaceWaitLogged.delete(job.file.id);
-    await this.save(job, { state: "error", error: message }, true);
+    if (!(await this.store.work.fail(job.file, job.owner, message, Date.now()))) {
+      throw new LeaseLost(`lost the lease on file ${job.file.id}`);
+    }
+    job.file = { ...job.file, state: "error", error: message };
+    this.onEvent?.(fileEvent(job.file), "state");
     log.warn(`file ${job.file.archive_id} (${job.file.path}) failed: ${message}`);
-    await this.store.carts.settle(job.file.cart_id, Date.now());
   }
 
   private async release(job: Job): Promise<void> {
@@ -460,7 +489,7 @@ export class Worker {
   /** Writes `changes` to the file's row (while this worker holds it) and to `job.file`. */
   private async save(job: Job, changes: Partial<CartFile>, release: boolean): Promise<void> {
     const now = Date.now();
-    const held = await this.store.work.save(job.file.id, this.owner, changes, release, now);
+    const held = await this.store.work.save(job.file.id, job.owner, changes, release, now);
     if (!held) throw new LeaseLost(`lost the lease on file ${job.file.id}`);
     job.file = { ...job.file, ...changes, updated_at: now };
     if (changes.state !== undefined) this.onEvent?.(fileEvent(job.file), "state");

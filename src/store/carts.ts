@@ -92,13 +92,12 @@ export class CartRecords {
     for (let attempt = 1;; attempt++) {
       try {
         const result = await this.takeUid(input, draft.id, now);
-        if (!result.created) {
-          await this.db.deleteFrom("carts").where("id", "=", draft.id).execute();
-        }
+        if (!result.created) await this.deleteDraft(draft.id);
         return result;
       } catch (err) {
         if (!this.dialect.isUniqueViolation(err) || attempt >= 5) {
-          await this.db.deleteFrom("carts").where("id", "=", draft.id).execute().catch(() => {});
+          // Only while it is still a draft: a commit cut off may have made it the live cart.
+          await this.deleteDraft(draft.id).catch(() => {});
           throw err;
         }
       }
@@ -160,10 +159,16 @@ export class CartRecords {
     try {
       await insertFiles(this.db, Number(draft.id), input.files, now);
     } catch (err) {
-      await this.db.deleteFrom("carts").where("id", "=", draft.id).execute().catch(() => {});
+      await this.deleteDraft(Number(draft.id)).catch(() => {});
       throw err;
     }
     return { id: Number(draft.id) };
+  }
+
+  /** Removes a draft, and only a draft. */
+  private async deleteDraft(id: number): Promise<void> {
+    await this.db.deleteFrom("carts").where("id", "=", id).where("status", "=", "creating")
+      .execute();
   }
 
   /** Removes drafts of carts whose creation stopped (a crash) before `before`. */
@@ -189,23 +194,23 @@ export class CartRecords {
   }
 
   /**
-   * Evicts a cart to make room, unless a download of it is running (on any node): the cart row is
-   * locked while that is checked, as `startDownload` locks it before registering a download, so
-   * the two cannot pass each other. False when it was not evicted.
+   * Evicts a cart to make room, if it still may be: finished (ready or failed), unused since
+   * `unusedSince`, and no download of it running (on any node). The cart row is locked while that
+   * is checked, as `startDownload` locks it before registering a download, so the two cannot pass
+   * each other. False when it was not evicted.
    */
-  evict(cartId: number, now: number): Promise<boolean> {
+  evict(cartId: number, now: number, unusedSince: number): Promise<boolean> {
     return this.db.transaction().execute(async (tx) => {
-      const cart = await this.dialect.forUpdate(
-        tx.selectFrom("carts").select("id").where("id", "=", cartId).where(
-          "deleted_at",
-          "is",
-          null,
-        ),
+      const locked = await this.dialect.forUpdate(
+        tx.selectFrom("carts").select("id").where("id", "=", cartId)
+          .where("deleted_at", "is", null),
       ).executeTakeFirst();
-      if (!cart) return false;
+      if (!locked) return false;
       const result = await tx.updateTable("carts")
         .set({ deleted_at: now, delete_reason: "evicted" })
-        .where("id", "=", cartId).where(noLiveDownload(now)).executeTakeFirst();
+        .where("id", "=", cartId).where("deleted_at", "is", null)
+        .where("status", "in", ["ready", "error"]).where("used_at", "<", unusedSince)
+        .where(noLiveDownload(now)).executeTakeFirst();
       return result.numUpdatedRows > 0n;
     });
   }
@@ -331,37 +336,31 @@ export class CartRecords {
    * error, and it is ready once every file is. Returns the cart as it now stands. Safe to run
    * from any number of workers at once: only a cart still staging changes.
    */
-  async settle(cartId: number, now: number): Promise<Cart | undefined> {
-    return await this.db.transaction().execute(async (tx) => {
-      const cart = await tx.selectFrom("carts").selectAll().where("id", "=", cartId)
-        .executeTakeFirst();
-      if (!cart || cart.status !== "staging") return cart;
-      const failed = await tx.selectFrom("files").select(["path", "error"])
-        .where("cart_id", "=", cartId).where("state", "=", "error")
-        .orderBy("seq").limit(1).executeTakeFirst();
-      let settled: Partial<Cart>;
-      if (failed) {
-        settled = {
-          status: "error",
-          message: `Failed to pull file(${failed.path}: ${failed.error})`,
-          used_at: now,
-          finished_at: now,
-        };
-      } else {
-        // An IN list over the (cart_id, state) index: a few seeks, not a walk over the cart.
-        const unfinished = await tx.selectFrom("files").select("id")
-          .where("cart_id", "=", cartId).where("state", "in", pendingStates)
-          .limit(1).executeTakeFirst();
-        if (unfinished) return cart;
-        settled = { status: "ready", ready_at: now, used_at: now, finished_at: now };
-      }
-      const changed = await tx.updateTable("carts").set(settled)
-        .where("id", "=", cartId).where("status", "=", "staging")
-        .returningAll().executeTakeFirst();
-      // Another worker settled it a moment before: its word stands.
-      return changed ?? await tx.selectFrom("carts").selectAll().where("id", "=", cartId)
-        .executeTakeFirst();
-    });
+  settle(cartId: number, now: number): Promise<Cart | undefined> {
+    return this.db.transaction().execute((tx) => settleWithin(tx, cartId, now));
+  }
+
+  /**
+   * Settles every staging cart whose files say it is done (all ready, or one failed) but which
+   * was never settled: its worker died, or lost the database, between the two. Returns how many.
+   */
+  async settleStuck(now: number): Promise<number> {
+    const stuck = await this.db.selectFrom("carts").select("id")
+      .where("status", "=", "staging").where("deleted_at", "is", null)
+      .where(({ or, not, exists, selectFrom }) =>
+        or([
+          not(exists(
+            selectFrom("files").select("files.id").whereRef("files.cart_id", "=", "carts.id")
+              .where("files.state", "in", pendingStates),
+          )),
+          exists(
+            selectFrom("files").select("files.id").whereRef("files.cart_id", "=", "carts.id")
+              .where("files.state", "=", "error"),
+          ),
+        ])
+      ).execute();
+    for (const { id } of stuck) await this.settle(Number(id), now);
+    return stuck.length;
   }
 
   /**
@@ -404,6 +403,45 @@ export class CartRecords {
   all(): Promise<Cart[]> {
     return this.db.selectFrom("carts").selectAll().orderBy("id").execute();
   }
+}
+
+/**
+ * `CartRecords.settle` within a transaction that may already hold the cart row (a file's last
+ * step settles its cart in the same transaction, so no crash can come between the two).
+ */
+export async function settleWithin(
+  tx: Kysely<Database>,
+  cartId: number,
+  now: number,
+): Promise<Cart | undefined> {
+  const cart = await tx.selectFrom("carts").selectAll().where("id", "=", cartId)
+    .executeTakeFirst();
+  if (!cart || cart.status !== "staging") return cart;
+  const failed = await tx.selectFrom("files").select(["path", "error"])
+    .where("cart_id", "=", cartId).where("state", "=", "error")
+    .orderBy("seq").limit(1).executeTakeFirst();
+  let settled: Partial<Cart>;
+  if (failed) {
+    settled = {
+      status: "error",
+      message: `Failed to pull file(${failed.path}: ${failed.error})`,
+      used_at: now,
+      finished_at: now,
+    };
+  } else {
+    // An IN list over the (cart_id, state) index: a few seeks, not a walk over the cart.
+    const unfinished = await tx.selectFrom("files").select("id")
+      .where("cart_id", "=", cartId).where("state", "in", pendingStates)
+      .limit(1).executeTakeFirst();
+    if (unfinished) return cart;
+    settled = { status: "ready", ready_at: now, used_at: now, finished_at: now };
+  }
+  const changed = await tx.updateTable("carts").set(settled)
+    .where("id", "=", cartId).where("status", "=", "staging")
+    .returningAll().executeTakeFirst();
+  // Another worker settled it a moment before: its word stands.
+  return changed ?? await tx.selectFrom("carts").selectAll().where("id", "=", cartId)
+    .executeTakeFirst();
 }
 
 /** The earlier of a time and a value read from the database (either may be missing). */

@@ -22,13 +22,12 @@ const batch = 1000;
 
 /** Copies every cart and file from `source` into `target`; see the module comment. */
 export async function copyRows(
-  source: Kysely<Database>,
-  target: Kysely<Database>,
-  targetDialect: SqlDialect,
+  source: { db: Kysely<Database>; dialect: SqlDialect },
+  target: { db: Kysely<Database>; dialect: SqlDialect },
   options: { force?: boolean },
 ): Promise<CopyReport> {
-  return await source.transaction().execute((from) =>
-    target.transaction().execute(async (to) => {
+  return await inSnapshot(source, (from) =>
+    target.db.transaction().execute(async (to) => {
       const existing = await to.selectFrom("carts").select((eb) => eb.fn.countAll<number>().as("n"))
         .executeTakeFirstOrThrow();
       if (Number(existing.n) > 0) {
@@ -59,10 +58,9 @@ export async function copyRows(
         report.files += files.length;
         after = Number(files[files.length - 1].id);
       }
-      if (targetDialect.name === "postgres") await resetSequences(to);
+      if (target.dialect.name === "postgres") await resetSequences(to);
       return report;
-    })
-  );
+    }));
 }
 
 /** A file as the new site starts it: held by no one, a pull under way back to staged. */
@@ -77,11 +75,41 @@ function withoutClaims(file: CartFile): CartFile {
   };
 }
 
-/** PostgreSQL's id sequences carry on after the copied ids. */
+/**
+ * PostgreSQL's id sequences carry on after the copied ids, and never go back (cart ids name
+ * folders on the volume, so an id must not come round again).
+ */
 async function resetSequences(tx: Transaction<Database>): Promise<void> {
   for (const table of ["carts", "files", "downloads"]) {
-    await sql`select setval(pg_get_serial_sequence(${table}, 'id'),
-      coalesce((select max(id) from ${sql.table(table)}), 1),
-      (select max(id) from ${sql.table(table)}) is not null)`.execute(tx);
+    const sequence = sql`pg_get_serial_sequence(${table}, 'id')`;
+    await sql`select setval(${sequence}, greatest(
+      (select coalesce(max(id), 0) from ${sql.table(table)}),
+      coalesce(pg_sequence_last_value(${sequence}::regclass), 0),
+      1))`.execute(tx);
   }
+}
+
+/**
+ * Runs `body` on one consistent state of the source: a read-only repeatable-read transaction on
+ * PostgreSQL; on SQLite a deferred transaction (a snapshot that blocks no writer).
+ */
+function inSnapshot<T>(
+  source: { db: Kysely<Database>; dialect: SqlDialect },
+  body: (db: Kysely<Database>) => Promise<T>,
+): Promise<T> {
+  if (source.dialect.name === "postgres") {
+    return source.db.transaction().setIsolationLevel("repeatable read")
+      .setAccessMode("read only").execute(body);
+  }
+  return source.db.connection().execute(async (connection) => {
+    await sql`begin`.execute(connection);
+    try {
+      const result = await body(connection);
+      await sql`commit`.execute(connection);
+      return result;
+    } catch (err) {
+      await sql`rollback`.execute(connection).catch(() => {});
+      throw err;
+    }
+  });
 }

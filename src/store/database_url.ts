@@ -2,6 +2,7 @@
  * Reads the database setting: the original's peewee URLs (`sqliteext:///db.sqlite3` is relative,
  * `sqlite:////srv/db.sqlite3` absolute), a plain file path, or a `postgres://` URL.
  */
+import { parse as parseConnectionString } from "pg-connection-string";
 import { configError } from "../errors.ts";
 
 /** The database a URL names: a SQLite file, or a PostgreSQL server. */
@@ -21,7 +22,18 @@ export function parseDatabaseUrl(url: string): DatabaseTarget {
     const file = rest.slice(1);
     return { kind: "sqlite", file: decodeURIComponent(file) };
   }
-  if (/^postgres(ql)?:\/\//i.test(url)) return { kind: "postgres", url };
+  if (/^postgres(ql)?:\/\//i.test(url)) {
+    try {
+      parseConnectionString(url);
+    } catch {
+      // Never repeat the URL: it holds the password.
+      throw configError(
+        "bad PostgreSQL URL: it cannot be read (percent-encode characters such as # / @ : " +
+          "in the user name and password)",
+      );
+    }
+    return { kind: "postgres", url };
+  }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) {
     throw configError(
       `unsupported database URL ${JSON.stringify(url.replace(/\/\/[^@/]*@/, "//…@"))}: ` +

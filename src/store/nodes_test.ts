@@ -100,7 +100,7 @@ for (const engine of engines) {
           1000,
         );
         const [evicted, download] = await Promise.all([
-          stores[0].carts.evict(cart.id, 2000),
+          stores[0].carts.evict(cart.id, 2000, 2000),
           stores[1].space.startDownload(cart.id, "reader", Date.now() + 60_000),
         ]);
         // A download that started first stops the eviction; one that starts after it is still
@@ -157,6 +157,115 @@ for (const engine of engines) {
         0,
         "no draft left behind",
       );
+    } finally {
+      await closeAll(stores);
+    }
+  });
+}
+
+for (const engine of engines) {
+  Deno.test(`${engine.name}: a download registered first keeps eviction away; so do staging and recent use`, async () => {
+    const stores = await nodes(await engine.freshDatabase(), 2);
+    try {
+      const make = async (uid: string, n = 0) =>
+        (await stores[0].carts.create(
+          { uid, fingerprint: uid, bundle: false, files: files(n) },
+          1000,
+        ))
+          .cart;
+      const held = await make("held");
+      const download = await stores[1].space.startDownload(held.id, "reader", Date.now() + 60_000);
+      assert(download !== undefined);
+      assertEquals(await stores[0].carts.evict(held.id, 2000, 2000), false, "being downloaded");
+      const staging = await make("staging", 1);
+      assertEquals(await stores[0].carts.evict(staging.id, 2000, 2000), false, "still staging");
+      const used = await make("used");
+      await stores[0].carts.touch(used.id, 1500);
+      assertEquals(await stores[0].carts.evict(used.id, 2000, 1200), false, "used since");
+      const idle = await make("idle");
+      assertEquals(await stores[0].carts.evict(idle.id, 2000, 1200), true);
+    } finally {
+      await closeAll(stores);
+    }
+  });
+
+  Deno.test(`${engine.name}: a removal and a download racing on a deleted cart: never both`, async () => {
+    const stores = await nodes(await engine.freshDatabase(), 2);
+    try {
+      let both = 0;
+      for (let round = 0; round < 30; round++) {
+        const { cart } = await stores[0].carts.create(
+          { uid: `d${round}`, fingerprint: "x", bundle: false, files: [] },
+          1000,
+        );
+        await stores[0].carts.markDeleted(cart.id, 2000, "deleted");
+        const [removed, download] = await Promise.all([
+          stores[0].space.claimRemoval(cart.id, Date.now()),
+          stores[1].space.startDownload(cart.id, "reader", Date.now() + 60_000),
+        ]);
+        if (removed && download !== undefined) both++;
+        assert(removed || download !== undefined, "one of the two goes through");
+      }
+      assertEquals(both, 0, "files never removed under a registered download");
+    } finally {
+      await closeAll(stores);
+    }
+  });
+
+  Deno.test(`${engine.name}: a claim that ran out can write nothing, even for a loop of its own process`, async () => {
+    const stores = await nodes(await engine.freshDatabase(), 1);
+    const [store] = stores;
+    try {
+      const { cart } = await store.carts.create(
+        { uid: "c", fingerprint: "c", bundle: false, files: files(1) },
+        1000,
+      );
+      const first = await store.work.claim("node:1:x:y#1", 2000, 1000, cart.id);
+      const second = await store.work.claim("node:1:x:y#2", 3001, 1000, cart.id);
+      assertEquals(second?.id, first?.id, "taken over once the first lease ran out");
+      assertEquals(
+        await store.work.save(first!.id, "node:1:x:y#1", { polls: 5 }, false, 3002),
+        false,
+      );
+      assertEquals(await store.work.complete(first!, "node:1:x:y#1", { size: 1 }, 3003), false);
+      assertEquals(await store.work.fail(first!, "node:1:x:y#1", "stale", 3004), false);
+      assert(await store.work.complete(second!, "node:1:x:y#2", { size: 1 }, 3005));
+      assertEquals(
+        (await store.carts.byId(cart.id))?.status,
+        "ready",
+        "settled with its last file",
+      );
+      // A process handing back its claims hands back every one of them.
+      const { cart: more } = await store.carts.create(
+        { uid: "m", fingerprint: "m", bundle: false, files: files(2, "m") },
+        1000,
+      );
+      await store.work.claim("node:1:x:y#3", 4000, 60_000, more.id);
+      await store.work.claim("node:1:x:y#4", 4000, 60_000, more.id);
+      await store.work.release("node:1:x:y");
+      assertEquals((await store.work.all()).filter((f) => f.owner !== null), []);
+    } finally {
+      await closeAll(stores);
+    }
+  });
+
+  Deno.test(`${engine.name}: a cart whose work ended unannounced is settled by the sweep`, async () => {
+    const stores = await nodes(await engine.freshDatabase(), 1);
+    const [store] = stores;
+    try {
+      const { cart } = await store.carts.create(
+        { uid: "c", fingerprint: "c", bundle: false, files: files(2) },
+        1000,
+      );
+      // The last step was written, then its worker died before settling the cart.
+      for (let i = 0; i < 2; i++) {
+        const file = await store.work.claim("w", 2000, 60_000, cart.id);
+        await store.work.save(file!.id, "w", { state: "ready", size: 1 }, true, 2000);
+      }
+      assertEquals((await store.carts.byId(cart.id))?.status, "staging");
+      assertEquals(await store.carts.settleStuck(3000), 1);
+      assertEquals((await store.carts.byId(cart.id))?.status, "ready");
+      assertEquals(await store.carts.settleStuck(3000), 0);
     } finally {
       await closeAll(stores);
     }

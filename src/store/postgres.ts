@@ -28,33 +28,43 @@ const unreachable = new Set([
 ]);
 
 /**
- * pg's own texts for a connection that ended under a query; they carry no code. Matched here and
- * nowhere else.
+ * pg's and pg-pool's own texts for a connection that ended, or could not be had in time; they
+ * carry no code. Matched here and nowhere else.
  */
-const connectionEnded = [
+const connectionTexts = [
   "Connection terminated",
   "Client has encountered a connection error and is not queryable",
   "Client was closed and is not queryable",
+  "timeout exceeded when trying to connect",
 ];
 
-/** Whether `err` says the database server is unreachable or went away. */
-export function isConnectionFailure(err: unknown): boolean {
+/** A failure that says the database cannot be used right now (reached, or reached in time). */
+export function isUnavailable(err: unknown): boolean {
   const code = (err as { code?: unknown })?.code;
   if (typeof code === "string") {
-    // Class 08: connection exceptions; 57P01-03: the server is shutting down or starting.
-    if (code.startsWith("08") || ["57P01", "57P02", "57P03"].includes(code)) return true;
+    // 08: connection exceptions; 53: out of resources (disk, memory, connections); 57: the
+    // server is shutting down, starting, or cancelled the query; 58: its own I/O failed;
+    // 25006: a read-only server (a replica during a failover).
+    if (/^(08|53|57|58)/.test(code) || code === "25006") return true;
     if (unreachable.has(code)) return true;
   }
   const message = (err as Error)?.message;
-  return typeof message === "string" && connectionEnded.some((text) => message.startsWith(text));
+  return typeof message === "string" && connectionTexts.some((text) => message.startsWith(text));
+}
+
+/** A failure no retry mends: a wrong password or user, a database that does not exist. */
+export function isPermanentConnectFailure(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === "string" && (code.startsWith("28") || code === "3D000");
 }
 
 /** The error a user sees for a database failure cartd knows, or `err` itself. */
 export function userError(err: unknown): unknown {
   if (err instanceof CartdError) return err;
   const code = (err as { code?: unknown })?.code;
-  // Serialization failure, deadlock, lock not available: another transaction was in the way.
-  if (code === "40001" || code === "40P01" || code === "55P03") {
+  // Serialization failure, deadlock, lock not available, object in use: another transaction
+  // was in the way.
+  if (code === "40001" || code === "40P01" || code === "55P03" || code === "55006") {
     return new CartdError(
       "busy",
       "The database is busy (a conflicting transaction); try again shortly",
@@ -64,11 +74,14 @@ export function userError(err: unknown): unknown {
   if (code === "53100") {
     return new CartdError("unavailable", "The database's disk is full", { cause: err });
   }
-  if (code === "53300" || isConnectionFailure(err)) {
+  if (isUnavailable(err)) {
     return new CartdError("unavailable", "The database is unavailable", { cause: err });
   }
   return err;
 }
+
+/** No transaction of cartd's waits between its statements for longer than this. */
+const idleInTransactionMs = 60_000;
 
 /** Options of the PostgreSQL connection pool. */
 export interface PostgresOptions {
@@ -85,8 +98,8 @@ export function postgresDialect(url: string, options: PostgresOptions): Postgres
     max: options.poolSize,
     connectionTimeoutMillis: Math.min(options.busyTimeout, 10_000),
     idleTimeoutMillis: 30_000,
-    // Waits for row locks are bounded like SQLite's busy timeout.
-    options: `-c lock_timeout=${Math.round(options.busyTimeout)}`,
+    // A node cut off by the network is noticed in minutes, not the system's two hours.
+    keepAlive: true,
     types: {
       getTypeParser: ((oid: number, format?: string) =>
         oid === pg.types.builtins.INT8 || oid === pg.types.builtins.NUMERIC
@@ -98,6 +111,13 @@ export function postgresDialect(url: string, options: PostgresOptions): Postgres
   pool.on("error", (err) => log.warn(`database connection lost while idle: ${describe(err)}`));
   pool.on("connect", (client) => {
     client.on("error", (err) => log.debug(`database connection failed: ${describe(err)}`));
+    // Waits for row locks are bounded like SQLite's busy timeout, and a session that stops in
+    // the middle of a transaction (a node that froze) gives its locks back. Set per session,
+    // so a URL's own `options` cannot drop them; queued before any query of this client.
+    client.query(
+      `set lock_timeout = ${Math.round(options.busyTimeout)}; ` +
+        `set idle_in_transaction_session_timeout = ${idleInTransactionMs}`,
+    ).catch((err) => log.warn(`cannot set session timeouts: ${describe(err)}`));
   });
   return new ClassifyingPostgresDialect({ pool });
 }

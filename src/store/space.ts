@@ -49,7 +49,9 @@ export class SpaceRecords {
       const others = (column: RawBuilder<unknown>) =>
         sql`(select coalesce(sum(${column}), 0) from files
           where reserved > 0 and lease_until > ${now} and id <> ${fileId})`;
-      const unwritten = others(this.dialect.larger(sql`reserved - bytes_pulled`, sql`0`));
+      // A pull's whole reservation counts until it completes: what it wrote may not show in the
+      // file system's free space yet (a shared volume's client cache holds it for a while).
+      const unwritten = others(sql`reserved`);
       const stored = sql`(select coalesce(sum(bytes), 0) from carts where removed_at is null)`;
       const need = sql`cast(${bytes} as bigint)`;
       const reserved = await sql<{ id: number }>`update files
@@ -95,10 +97,11 @@ export class SpaceRecords {
     });
   }
 
-  /** Keeps a download's hold on its cart for longer. */
-  async renewDownload(id: number, until: number): Promise<void> {
-    await this.db.updateTable("downloads").set({ lease_until: until }).where("id", "=", id)
-      .execute();
+  /** Keeps a download's hold on its cart for longer; false when the hold is gone. */
+  async renewDownload(id: number, until: number): Promise<boolean> {
+    const result = await this.db.updateTable("downloads").set({ lease_until: until })
+      .where("id", "=", id).executeTakeFirst();
+    return result.numUpdatedRows > 0n;
   }
 
   /** Ends a download's hold on its cart. */

@@ -34,6 +34,8 @@ export interface SqlDialect {
   lockReservations(tx: Kysely<Database>): Promise<void>;
   /** Whether `err` is a unique-constraint violation (two creates of one uid racing). */
   isUniqueViolation(err: unknown): boolean;
+  /** Whether a table of this name exists where cartd's tables live (its own schema). */
+  tableExists(db: Kysely<Database>, name: string): Promise<boolean>;
 }
 
 /** SQLite: every write transaction begins with `BEGIN IMMEDIATE`, so writers already take turns. */
@@ -48,6 +50,9 @@ export const sqliteSql: SqlDialect = {
   isUniqueViolation: (err) =>
     typeof (err as Error)?.message === "string" &&
     (err as Error).message.startsWith("UNIQUE constraint failed"),
+  tableExists: async (db, name) =>
+    (await sql<{ n: number }>`select count(*) as n from sqlite_master
+      where type = 'table' and name = ${name}`.execute(db)).rows[0].n > 0,
 };
 
 /** An arbitrary, fixed key for the advisory lock that serialises reservations. */
@@ -65,4 +70,7 @@ export const postgresSql: SqlDialect = {
     await sql`select pg_advisory_xact_lock(${sql.lit(reservationLock)})`.execute(tx);
   },
   isUniqueViolation: (err) => (err as { code?: unknown })?.code === "23505",
+  tableExists: async (db, name) =>
+    (await sql<{ present: boolean }>`select to_regclass(${name}) is not null as present`
+      .execute(db)).rows[0].present,
 };

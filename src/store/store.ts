@@ -17,7 +17,8 @@ import { CartRecords } from "./carts.ts";
 import { type CopyReport, copyRows } from "./copy.ts";
 import { parseDatabaseUrl } from "./database_url.ts";
 import { migrationProvider } from "./migrations.ts";
-import { postgresDialect } from "./postgres.ts";
+import { parse as parseConnectionString } from "pg-connection-string";
+import { isPermanentConnectFailure, postgresDialect } from "./postgres.ts";
 import type { Cart, CartFile, Database, FileState } from "./schema.ts";
 import { SpaceRecords } from "./space.ts";
 import { type DialectName, postgresSql, type SqlDialect, sqliteSql } from "./sql_dialect.ts";
@@ -69,6 +70,8 @@ export class Store {
     /** Where the database is, for messages: never the password. */
     readonly location: string,
     cartLifetime: number,
+    /** Kept only to be blotted out of error messages. */
+    private readonly password: string,
   ) {
     this.carts = new CartRecords(db, dialect, cartLifetime);
     this.work = new WorkRecords(db, dialect);
@@ -84,12 +87,13 @@ export class Store {
     const busyTimeout = options.busyTimeout ?? 30_000;
     const lifetime = options.cartLifetime ?? 0;
     if (target.kind === "postgres") {
+      const server = describeServer(target.url);
       const dialect = postgresDialect(target.url, {
         poolSize: options.poolSize ?? 10,
         busyTimeout,
       });
       const db = new Kysely<Database>({ dialect, log: databaseTime.log });
-      return new Store(db, postgresSql, describeServer(target.url), lifetime);
+      return new Store(db, postgresSql, server.location, lifetime, server.password);
     }
     try {
       mkdirSync(dirname(target.file), { recursive: true });
@@ -100,7 +104,7 @@ export class Store {
       dialect: sqliteDialect(target.file, busyTimeout),
       log: databaseTime.log,
     });
-    return new Store(db, sqliteSql, target.file, lifetime);
+    return new Store(db, sqliteSql, target.file, lifetime, "");
   }
 
   /** The engine behind this store. */
@@ -117,17 +121,25 @@ export class Store {
     for (let attempt = 1;; attempt++) {
       try {
         await sql`select 1`.execute(this.db);
+        if (this.dialect.name === "postgres") {
+          const row = await sql<{ schema: string }>`select current_schema() as schema`
+            .execute(this.db);
+          this.schemaName = row.rows[0]?.schema ?? undefined;
+        }
         return;
       } catch (err) {
-        if (attempt >= attempts) {
+        const reason = this.redact(describe(err));
+        // A wrong password, user or database name does not mend with waiting.
+        const cause = err instanceof CartdError ? err.cause : err;
+        if (attempt >= attempts || isPermanentConnectFailure(cause)) {
           throw new CartdError(
             "failure",
             `cannot connect to the database at ${this.location} after ${attempt} ` +
-              `attempt${attempt === 1 ? "" : "s"}: ${describe(err)}`,
+              `attempt${attempt === 1 ? "" : "s"}: ${reason}`,
           );
         }
         log.warn(
-          `database at ${this.location} not answering (${describe(err)}); ` +
+          `database at ${this.location} not answering (${reason}); ` +
             `try ${attempt} of ${attempts}, next in ${Math.round(waitMs / 1000)} s`,
         );
         await sleep(waitMs);
@@ -135,16 +147,27 @@ export class Store {
     }
   }
 
+  /** A message with the database password, should it appear, blotted out. */
+  private redact(text: string): string {
+    return this.password ? text.replaceAll(this.password, "…") : text;
+  }
+
+  /** PostgreSQL: the schema cartd's tables live in (the first of the search path). */
+  private schemaName?: string;
+
   private migrator() {
-    return new Migrator({ db: this.db, provider: migrationProvider(this.dialect.name) });
+    return new Migrator({
+      db: this.db,
+      provider: migrationProvider(this.dialect.name),
+      // Only this schema's migration table counts, should other schemas have one too.
+      migrationTableSchema: this.schemaName,
+    });
   }
 
   /** Where the schema stands: applied, pending and unknown migrations. */
   async schemaState(): Promise<SchemaState> {
     const known = Object.keys(await migrationProvider(this.dialect.name).getMigrations()).sort();
-    const tables = await this.db.introspection.getTables({ withInternalKyselyTables: true });
-    const names = new Set(tables.map((t) => t.name));
-    const applied = names.has("kysely_migration")
+    const applied = await this.dialect.tableExists(this.db, "kysely_migration")
       ? (await sql<{ name: string }>`select name from kysely_migration order by name`
         .execute(this.db)).rows.map((r) => r.name)
       : [];
@@ -153,7 +176,7 @@ export class Store {
       pending: known.filter((name) => !applied.includes(name)),
       unknown: applied.filter((name) => !known.includes(name)),
       latest: known[known.length - 1],
-      empty: applied.length === 0 && !names.has("carts"),
+      empty: applied.length === 0 && !(await this.dialect.tableExists(this.db, "carts")),
     };
   }
 
@@ -173,7 +196,11 @@ export class Store {
 
   /** Copies every cart and file of this database into `target` (`cartd db copy`). */
   copyTo(target: Store, options: { force?: boolean } = {}): Promise<CopyReport> {
-    return copyRows(this.db, target.db, target.dialect, options);
+    return copyRows(
+      { db: this.db, dialect: this.dialect },
+      { db: target.db, dialect: target.dialect },
+      options,
+    );
   }
 
   /** Answers when the database does; throws when it cannot be reached. */
@@ -211,14 +238,16 @@ const databaseTime = (() => {
   };
 })();
 
-/** `host:port/database` of a PostgreSQL URL (or its socket folder), without user or password. */
-function describeServer(url: string): string {
-  try {
-    const parsed = new URL(url);
-    const socket = parsed.searchParams.get("host");
-    const host = parsed.host || socket || "localhost";
-    return `${host}${parsed.pathname}`;
-  } catch {
-    return "the configured PostgreSQL server";
-  }
+/**
+ * `host:port/database` of a PostgreSQL URL (or its socket folder), without user or password, and
+ * the password apart (to keep it out of messages).
+ */
+function describeServer(url: string): { location: string; password: string } {
+  // parseDatabaseUrl has read it once already.
+  const parsed = parseConnectionString(url);
+  const port = parsed.port ? `:${parsed.port}` : "";
+  return {
+    location: `${parsed.host || "localhost"}${port}/${parsed.database ?? ""}`,
+    password: typeof parsed.password === "string" ? parsed.password : "",
+  };
 }

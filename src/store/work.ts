@@ -8,6 +8,7 @@
  * transaction touching both does (see carts.ts).
  */
 import { type Kysely, sql } from "kysely";
+import { settleWithin } from "./carts.ts";
 import { dueAndUnleased, pendingStates, stagingCart } from "./predicates.ts";
 import type { CartFile, Database, FileTable } from "./schema.ts";
 import type { SqlDialect } from "./sql_dialect.ts";
@@ -48,7 +49,7 @@ export class WorkRecords {
       if (!due) return undefined;
       return await tx.updateTable("files")
         .set({ owner, lease_until: now + leaseMs, updated_at: now })
-        .where("id", "=", due.id).returningAll().executeTakeFirst();
+        .where("id", "=", due.id).where(dueAndUnleased(now)).returningAll().executeTakeFirst();
     });
   }
 
@@ -108,8 +109,8 @@ export class WorkRecords {
   }
 
   /**
-   * Records a verified file (with `changes`) and adds its bytes to its cart's total, in one
-   * transaction; releases the lease. False when the lease was lost meanwhile.
+   * Records a verified file (with `changes`), adds its bytes to its cart's total and settles the
+   * cart, in one transaction; releases the lease. False when the lease was lost meanwhile.
    */
   async complete(
     file: { id: number; cart_id: number },
@@ -136,14 +137,51 @@ export class WorkRecords {
       if (result.numUpdatedRows === 0n) return false;
       await tx.updateTable("carts").set((eb) => ({ bytes: eb("bytes", "+", changes.size) }))
         .where("id", "=", file.cart_id).execute();
+      await settleWithin(tx, file.cart_id, now);
       return true;
     });
   }
 
-  /** Hands back every lease `owner` holds (on shutdown), so others need not wait them out. */
+  /**
+   * Records that a file this worker holds failed for good, releases it, and settles its cart
+   * (now in error), in one transaction. False when the lease was lost meanwhile.
+   */
+  async fail(
+    file: { id: number; cart_id: number },
+    owner: string,
+    error: string,
+    now: number,
+  ): Promise<boolean> {
+    return await this.db.transaction().execute(async (tx) => {
+      await this.dialect.forUpdate(
+        tx.selectFrom("carts").select("id").where("id", "=", file.cart_id),
+      ).execute();
+      const result = await tx.updateTable("files")
+        .set({
+          state: "error",
+          error,
+          updated_at: now,
+          owner: null,
+          lease_until: null,
+          reserved: 0,
+        })
+        .where("id", "=", file.id).where("owner", "=", owner).executeTakeFirst();
+      if (result.numUpdatedRows === 0n) return false;
+      await settleWithin(tx, file.cart_id, now);
+      return true;
+    });
+  }
+
+  /**
+   * Hands back every lease a process holds (on shutdown), so others need not wait them out: the
+   * claims named `owner` and `owner#…` (each claim is named apart, see the worker).
+   */
   async release(owner: string): Promise<void> {
+    const claims = `${owner.replace(/[\\%_]/g, (c) => `\\${c}`)}#%`;
     await this.db.updateTable("files").set({ owner: null, lease_until: null, reserved: 0 })
-      .where("owner", "=", owner).execute();
+      .where((eb) =>
+        eb.or([eb("owner", "=", owner), sql<boolean>`owner like ${claims} escape '\\'`])
+      ).execute();
     await this.db.deleteFrom("downloads").where("owner", "=", owner).execute();
   }
 

@@ -11,6 +11,23 @@ import { removeDeletedCarts } from "./space.ts";
 import { isoTime } from "../time.ts";
 import type { Volume } from "./volume.ts";
 
+/**
+ * Cart folders on the volume whose cart is gone (or never was). The folders are listed before the
+ * carts are read, so a cart created meanwhile, on any node, is never taken for a stray.
+ */
+async function strayFolders(store: Store, volume: Volume): Promise<number[]> {
+  const folders = await volume.cartDirectories();
+  const onVolume = await store.carts.idsOnVolume();
+  return folders.filter((id) => !onVolume.has(id));
+}
+
+/** Removes the stray cart folders (what a crash between a removal's claim and its work left). */
+export async function removeStrayFolders(store: Store, volume: Volume): Promise<number[]> {
+  const stray = await strayFolders(store, volume);
+  for (const id of stray) await volume.removeCart(id);
+  return stray;
+}
+
 /** A cart still being created after this long was left by a crash. */
 export const staleDraftAge = 3_600_000;
 
@@ -103,8 +120,7 @@ export async function collectGarbage(
 
   const removed = [...chosen.values()];
   if (options.dryRun) {
-    const onVolume = await store.carts.idsOnVolume();
-    const stray = (await volume.cartDirectories()).filter((id) => !onVolume.has(id)).length;
+    const stray = (await strayFolders(store, volume)).length;
     const freed = removed.reduce((sum, r) => sum + r.bytes, 0);
     return {
       dryRun: true,
@@ -118,13 +134,15 @@ export async function collectGarbage(
   // Another gc or a user may have deleted a cart meanwhile: report only what this run removed.
   const done: GcRemoval[] = [];
   for (const removal of removed) {
-    if (await store.carts.markDeleted(removal.cartId, now, removal.cause)) done.push(removal);
+    // An eviction only takes a cart still evictable (no download on any node, not used since).
+    const removed = removal.cause === "evicted"
+      ? await store.carts.evict(removal.cartId, now, now - config.lruBufferTime)
+      : await store.carts.markDeleted(removal.cartId, now, removal.cause);
+    if (removed) done.push(removal);
   }
   await removeDeletedCarts(store, volume);
   await store.carts.deleteStaleDrafts(now - staleDraftAge);
-  const onVolume = await store.carts.idsOnVolume();
-  const stray = (await volume.cartDirectories()).filter((id) => !onVolume.has(id));
-  for (const id of stray) await volume.removeCart(id);
+  const stray = await removeStrayFolders(store, volume);
   return {
     dryRun: false,
     removed: done,

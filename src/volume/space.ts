@@ -33,7 +33,9 @@ export class SpaceManager {
     const bytes = Number(file.size);
     const limit = this.config.volumeSizeLimit;
     const free = () => this.volume.availableBytes(this.config.volumeReserve);
-    while (true) {
+    // One round of eviction per reservation: space freed but taken by another pull meanwhile
+    // (on any node) is not chased down the least-recently-used list.
+    for (let round = 0;; round++) {
       const now = Date.now();
       const check = await this.store.space.reserve(file.id, owner, bytes, free, limit, now);
       if (check.fits) return { ok: true };
@@ -57,7 +59,9 @@ export class SpaceManager {
         bytes - (available - check.reserved),
         limit > 0 ? check.used + bytes - limit : 0,
       );
-      if (!this.config.lruPurge || !(await this.evict(file.cart_id, shortfall, now))) {
+      const evicted = this.config.lruPurge && round === 0 &&
+        await this.evict(file.cart_id, shortfall, now);
+      if (!evicted) {
         const parts = [
           `needs ${formatBytes(bytes)}`,
           `${formatBytes(Math.max(available, 0))} free on the volume after its reserve`,
@@ -89,8 +93,8 @@ export class SpaceManager {
     let freed = 0;
     for (const victim of candidates) {
       if (freed >= shortfall) break;
-      // Not a cart a download (on any node) started on since it was listed.
-      if (await this.store.carts.evict(victim.id, now)) {
+      // Still evictable: not retried, used or downloaded (on any node) since it was listed.
+      if (await this.store.carts.evict(victim.id, now, now - this.config.lruBufferTime)) {
         log.info(
           `evicted cart ${victim.uid} (${
             formatBytes(victim.bytes)

@@ -38,9 +38,23 @@ export class Volume {
     return join(this.dataRoot(cartId), ...segments);
   }
 
-  /** Where a pull in progress writes; renamed to `filePath` once verified. */
-  partialPath(cartId: number, fileId: number): string {
-    return join(this.cartDir(cartId), "partial", `${fileId}.part`);
+  /**
+   * Where a claim's pull of a file writes (renamed to `filePath` once verified): named for the
+   * claim, so two claims never write one file. What earlier claims of the file left is removed:
+   * their leases are gone, so none of them can still finish.
+   */
+  async claimPartial(cartId: number, fileId: number, token: string): Promise<string> {
+    const folder = join(this.cartDir(cartId), "partial");
+    try {
+      for await (const entry of Deno.readDir(folder)) {
+        if (entry.name.startsWith(`${fileId}.`) && entry.name.endsWith(".part")) {
+          await Deno.remove(join(folder, entry.name)).catch(() => {});
+        }
+      }
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+    return join(folder, `${fileId}.${token}.part`);
   }
 
   /** Creates the directories a file needs and checks they resolve inside the cart's data root. */
