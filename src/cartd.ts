@@ -11,7 +11,9 @@ import { Housekeeping } from "./cart/housekeeping.ts";
 import { type CartReport, CartService } from "./cart/service.ts";
 import { Worker, type WorkerEvent } from "./cart/worker.ts";
 import type { Config } from "./config.ts";
+import { parse as parseConnectionString } from "pg-connection-string";
 import { CartdError } from "./errors.ts";
+import { log } from "./log.ts";
 import { parseDatabaseUrl } from "./store/database_url.ts";
 import { type CopyReport, type SchemaState, Store } from "./store/store.ts";
 import { Volume } from "./volume/volume.ts";
@@ -152,6 +154,9 @@ export async function copyDatabase(
   options: { force?: boolean } = {},
 ): Promise<CopyReport> {
   assertDatabaseExists(fromUrl);
+  if (sameDatabase(fromUrl, toUrl)) {
+    throw new CartdError("invalid", "the source and the target are the same database");
+  }
   const open = (url: string) =>
     Store.open(url, { busyTimeout: config.databaseBusyTimeout, poolSize: 2 });
   const source = open(fromUrl);
@@ -193,7 +198,8 @@ async function prepareSchema(store: Store, autoMigrate: boolean | undefined): Pr
   }
   if (state.pending.length === 0) return;
   if (autoMigrate ?? store.engine === "sqlite") {
-    await store.migrate();
+    const applied = await store.migrate();
+    log.info(`database schema migrated (auto_migrate): applied ${applied.join(", ")}`);
     return;
   }
   throw new CartdError(
@@ -219,6 +225,20 @@ function schemaVersion(migration: string | undefined): string {
   if (migration === undefined) return "no version";
   const number = /^(\d+)_/.exec(migration);
   return number ? `version ${Number(number[1])} (${migration})` : migration;
+}
+
+/** Whether two database URLs name one database (a file, or a server's database). */
+function sameDatabase(a: string, b: string): boolean {
+  const [x, y] = [parseDatabaseUrl(a), parseDatabaseUrl(b)];
+  if (x.kind === "sqlite" && y.kind === "sqlite") return resolve(x.file) === resolve(y.file);
+  if (x.kind === "postgres" && y.kind === "postgres") {
+    const where = (url: string) => {
+      const parsed = parseConnectionString(url);
+      return `${parsed.host ?? ""}:${parsed.port ?? ""}/${parsed.database ?? ""}`;
+    };
+    return where(x.url) === where(y.url);
+  }
+  return false;
 }
 
 /** Refuses, naming the database looked for, when a SQLite database does not exist. */

@@ -318,8 +318,9 @@ export const configKeys: readonly KeyDef[] = [
     env: "PEEWEE_URL",
     default: "",
     kind: "database-url",
-    meaning:
-      "`sqlite:///relative.db`, `sqlite:////absolute.db` (also `sqliteext://`), or a plain path",
+    meaning: "`sqlite:///relative.db`, `sqlite:////absolute.db` (also `sqliteext://`), a plain " +
+      "path, or `postgres://user:pass@host:5432/db` (`postgresql://`, `?host=/socket/dir`, " +
+      "`?sslmode=` as libpq reads it)",
     shownDefault: "<volume>/cartd.sqlite3",
   },
   {

@@ -207,6 +207,9 @@ Deno.test("db copy moves a SQLite site to PostgreSQL and back: ready carts serve
   const copied = await run(["db", "copy", sqliteFile, pgUrl]);
   assertEquals(copied.code, 0, copied.stderr);
   assertEquals(copied.stdout, "copied 3 cart(s) and 4 file(s)\n");
+  const onto = await run(["db", "copy", sqliteFile, `sqlite:///${sqliteFile}`, "--force"]);
+  assertEquals(onto.code, 2);
+  assertMatch(onto.stderr, /the source and the target are the same database/);
   const again = await run(["db", "copy", sqliteFile, pgUrl]);
   assertEquals(again.code, 1);
   assertMatch(

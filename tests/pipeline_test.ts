@@ -1,5 +1,6 @@
 /** The per-file pipeline against the archive simulator: checksums, retries, errors, edge cases. */
 import { sleep } from "../src/time.ts";
+import { parseCartRequest } from "../src/cart/request.ts";
 import { isKind } from "../src/errors.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "./support/assert.ts";
 import { makeArchive } from "./support/archive.ts";
@@ -369,5 +370,38 @@ testOnEngines(
     } finally {
       await cartd.close();
     }
+  },
+);
+
+testOnEngines(
+  "files still under way when their cart fails are given back, not left pulling",
+  async () => {
+    const faults = [
+      { op: "pull" as const, kind: "404" as const, id: "bad" },
+      { op: "pull" as const, kind: "slow" as const, bytesPerSecond: 200_000 },
+    ];
+    const files = [{ id: "bad", size: 10 }, { id: "s1", size: 400_000 }, {
+      id: "s2",
+      size: 400_000,
+    }];
+    await withSimulator(files, { faults }, {}, async ({ archive, simulator, cartd }) => {
+      const { cart } = await cartd.service.create(
+        "c",
+        parseCartRequest(JSON.stringify(archive.request)),
+      );
+      const stop = new AbortController();
+      const working = cartd.worker().run(stop.signal);
+      try {
+        while ((await cartd.service.report("c")).status === "staging") await sleep(50);
+        // The workers on s1 and s2 learn at their next renewal (within a third of the 2 s lease).
+        await sleep(1500);
+        const states = (await cartd.service.fileReports(cart)).map((f) => f.state);
+        assertEquals(states.filter((s) => s === "pulling"), [], states.join());
+        assert(simulator.activePulls === 0, "their pulls were cut");
+      } finally {
+        stop.abort();
+        await working;
+      }
+    });
   },
 );

@@ -79,6 +79,8 @@ export class Worker {
   private readonly claimPrefix = crypto.randomUUID().slice(0, 8);
   private readonly space: SpaceManager;
   private readonly health: ArchiveHealth;
+  /** When a loop of this worker last logged a pause (the database out of reach). */
+  private pauseLogged = 0;
   /** When this worker last logged each file's wait for space. */
   private readonly spaceWaitLogged = new Map<number, number>();
 
@@ -130,8 +132,12 @@ export class Worker {
       try {
         wait = await this.step(signal, cartId);
       } catch (err) {
-        // The database is busy or gone for a moment: say so, wait, and carry on.
-        log.warn(`worker paused for a moment: ${describe(err)}`);
+        // The database is busy or gone for a moment: say so (once a minute), wait, carry on.
+        const now = Date.now();
+        if (now - this.pauseLogged >= 60_000) {
+          this.pauseLogged = now;
+          log.warn(`workers paused: ${describe(err)}; they carry on when the database answers`);
+        }
         wait = idlePollMs;
       }
       if (wait === "done") return;
@@ -198,6 +204,9 @@ export class Worker {
     } catch (err) {
       if (err instanceof LeaseLost) {
         log.debug(`file ${job.file.id}: ${err.message}`);
+        // Its cart failed or went while it worked: if the claim is still this one's, give the
+        // file back as it was, so no file of a failed cart shows "pulling" for ever.
+        await this.release(job);
       } else if (signal.aborted) {
         log.debug(`file ${job.file.id}: work stopped (${describe(signal.reason)})`);
         if (!lease.signal.aborted) await this.release(job);
@@ -222,14 +231,14 @@ export class Worker {
   /**
    * A cart deleted while this worker was on one of its files may have had its folder removed
    * just before the worker created it again: remove it once more, so nothing is left behind.
+   * (When the database cannot say, housekeeping's sweep of stray folders does it later.)
    */
   private async removeIfCartGone(cartId: number): Promise<void> {
-    try {
-      const cart = await this.store.carts.byId(cartId);
-      if (cart?.removed_at !== null) await this.volume.removeCart(cartId);
-    } catch (err) {
-      log.warn(`cart ${cartId}: cannot tidy up after deletion: ${describe(err)}`);
-    }
+    const cart = await this.store.carts.byId(cartId).catch(() => undefined);
+    if (cart === undefined || cart.removed_at === null) return;
+    await this.volume.removeCart(cartId).catch((err) =>
+      log.warn(`cart ${cartId}: cannot remove its folder after deletion: ${describe(err)}`)
+    );
   }
 
   private async stage(job: Job, signal: AbortSignal): Promise<void> {
@@ -478,7 +487,9 @@ export class Worker {
     }
     job.file = { ...job.file, state: "error", error: message };
     this.onEvent?.(fileEvent(job.file), "state");
-    log.warn(`file ${job.file.archive_id} (${job.file.path}) failed: ${message}`);
+    log.warn(
+      `file ${job.file.archive_id} (${job.file.path}) of cart ${job.file.cart_id} failed: ${message}`,
+    );
   }
 
   private async release(job: Job): Promise<void> {

@@ -91,10 +91,19 @@ export interface PostgresOptions {
   busyTimeout: number;
 }
 
+/**
+ * `sslmode` as libpq (and psql) read it: `require` encrypts without checking the certificate,
+ * `verify-full` checks it. pg on its own treats `require` as `verify-full`, and warns.
+ */
+function withLibpqSslModes(url: string): string {
+  if (!/[?&]sslmode=/.test(url) || /[?&]uselibpqcompat=/.test(url)) return url;
+  return `${url}&uselibpqcompat=true`;
+}
+
 /** A Kysely dialect for the PostgreSQL database at `url`. */
 export function postgresDialect(url: string, options: PostgresOptions): PostgresDialect {
   const pool = new pg.Pool({
-    connectionString: url,
+    connectionString: withLibpqSslModes(url),
     max: options.poolSize,
     connectionTimeoutMillis: Math.min(options.busyTimeout, 10_000),
     idleTimeoutMillis: 30_000,
