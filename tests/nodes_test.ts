@@ -50,12 +50,16 @@ Deno.test("three nodes on one PostgreSQL and one volume: any node answers for an
     faults: [{ op: "pull", kind: "slow", bytesPerSecond: 400_000 }],
   });
   const volume = await Deno.makeTempDir();
-  const limit = total + 2_000_000;
+  // Room for every cart and about twenty pulls at once, no more: the nodes' reservations must
+  // add up across nodes, or pulls would pass the limit. Carts are protected from eviction (they
+  // are all asked for), so a pull that does not fit waits for space instead.
+  const limit = total + 1_000_000;
   const env = cartdEnv(volume, simulator.url, {
     PEEWEE_URL: await (await testPostgres()).createDatabase(),
     CARTD_LEASE_TIME: "3s",
     CARTD_VOLUME_SIZE_LIMIT: String(limit),
     CARTD_VOLUME_RESERVE: "0",
+    LRU_BUFFER_TIME: "3600",
     CARTD_WORKERS: "3",
   });
   const nodes: RunningServer[] = [];
