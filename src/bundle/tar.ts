@@ -7,7 +7,6 @@
  * usual two zero blocks, and padding to a whole 10 KiB record as GNU tar and Python write it.
  */
 import { createHash } from "node:crypto";
-import { fileStream } from "../io.ts";
 import { controlCharacters } from "../text.ts";
 import { blockSize, encodeHeader, type HeaderFields, headerLength, padded } from "./tar_header.ts";
 
@@ -137,24 +136,30 @@ export function tarStream(
   }, { highWaterMark: 0 });
 }
 
-async function* tarChunks(
-  layout: TarLayout,
-  start: number,
-  end: number,
-  checkFile?: (entry: TarEntry) => Promise<void>,
-): AsyncGenerator<Uint8Array> {
+/** How much of a file one read takes (a large file is read in pieces this size). */
+const readSize = 1 << 20;
+/** Bytes of files being read ahead of what has been sent, per stream. */
+const readAhead = 2 << 20;
+/** Small pieces (headers, small files, padding) are sent together, up to this size. */
+const chunkSize = 1 << 20;
+
+/** A piece of the tar: bytes at hand, or a range of an entry's file to read. */
+type Piece = Uint8Array | { entry: TarEntry; from: number; length: number };
+
+/** The pieces of bytes [start, end) of the tar, in order. */
+function* piecesOf(layout: TarLayout, start: number, end: number): Generator<Piece> {
   const { entries } = layout;
   for (let i = firstEntryFrom(entries, start); i < entries.length; i++) {
     const entry = entries[i];
     if (entry.offset >= end) return;
     const header = clip(entry.offset, entry.headerLength, start, end);
     if (header) yield encodeHeader(entry.header).subarray(header.from, header.to);
-
     const dataOffset = entry.offset + entry.headerLength;
     const data = clip(dataOffset, entry.header.size, start, end);
     if (data && entry.file) {
-      await checkFile?.(entry);
-      yield* fileStream(entry.file, { offset: data.from, length: data.to - data.from });
+      for (let from = data.from; from < data.to; from += readSize) {
+        yield { entry, from, length: Math.min(readSize, data.to - from) };
+      }
     }
     const padding = clip(
       dataOffset + entry.header.size,
@@ -166,6 +171,113 @@ async function* tarChunks(
   }
   const trailer = clip(layout.trailerOffset, layout.size - layout.trailerOffset, start, end);
   if (trailer) yield new Uint8Array(trailer.to - trailer.from);
+}
+
+/**
+ * The tar's bytes as chunks. Files are read ahead of what has been sent (up to `readAhead` bytes,
+ * several small files at once, which is what makes a tar of many small files fast), each file
+ * checked before its first byte is read; small pieces go out together in chunks of up to
+ * `chunkSize`, large ones as they are read.
+ */
+async function* tarChunks(
+  layout: TarLayout,
+  start: number,
+  end: number,
+  checkFile?: (entry: TarEntry) => Promise<void>,
+): AsyncGenerator<Uint8Array> {
+  const source = piecesOf(layout, start, end);
+  const checks = new Map<TarEntry, Promise<void>>();
+  /** Pieces on their way, in order, with the file bytes each one counts against `readAhead`. */
+  const reads: [Promise<Uint8Array>, number][] = [];
+  let reading = 0;
+  let next = source.next();
+  const readMore = () => {
+    while (!next.done && (reads.length === 0 || reading < readAhead)) {
+      const piece = next.value;
+      next = source.next();
+      if (piece instanceof Uint8Array) {
+        reads.push([Promise.resolve(piece), 0]);
+        continue;
+      }
+      let checked = checks.get(piece.entry);
+      if (!checked) {
+        checked = checkFile?.(piece.entry) ?? Promise.resolve();
+        checks.set(piece.entry, checked);
+      }
+      const { entry, from, length } = piece;
+      const read = checked.then(() =>
+        // A whole file in one operation (open, read and close at once).
+        from === 0 && length === entry.header.size
+          ? readWhole(entry.file!, length)
+          : readRange(entry.file!, from, length)
+      );
+      read.catch(() => {}); // its failure is thrown where it is awaited, in order
+      reads.push([read, piece.length]);
+      reading += piece.length;
+    }
+  };
+  let gathered: Uint8Array[] = [];
+  let gatheredBytes = 0;
+  const takeGathered = () => {
+    const chunk = join(gathered, gatheredBytes);
+    gathered = [];
+    gatheredBytes = 0;
+    return chunk;
+  };
+  readMore();
+  while (reads.length > 0) {
+    const [read, counted] = reads.shift()!;
+    const bytes = await read;
+    reading -= counted;
+    readMore();
+    if (bytes.length >= chunkSize) {
+      if (gatheredBytes > 0) yield takeGathered();
+      yield bytes;
+      continue;
+    }
+    gathered.push(bytes);
+    gatheredBytes += bytes.length;
+    if (gatheredBytes >= chunkSize) yield takeGathered();
+  }
+  if (gatheredBytes > 0) yield takeGathered();
+}
+
+/** `parts` as one array (no copy when there is one part). */
+function join(parts: Uint8Array[], total: number): Uint8Array {
+  if (parts.length === 1) return parts[0];
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/** A whole file of `length` bytes; fails if it is not that long. */
+async function readWhole(path: string, length: number): Promise<Uint8Array> {
+  const bytes = await Deno.readFile(path);
+  if (bytes.length < length) throw new Error(`${path} ended ${length - bytes.length} bytes early`);
+  if (bytes.length > length) throw new Error(`${path} grew by ${bytes.length - length} bytes`);
+  return bytes;
+}
+
+/** Exactly `length` bytes of `path` from `offset`; fails if the file ends before. */
+async function readRange(path: string, offset: number, length: number): Promise<Uint8Array> {
+  const file = await Deno.open(path);
+  try {
+    if (offset > 0) await file.seek(offset, Deno.SeekMode.Start);
+    const buffer = new Uint8Array(length);
+    let filled = 0;
+    while (filled < length) {
+      const n = await file.read(buffer.subarray(filled));
+      if (n === null) throw new Error(`${path} ended ${length - filled} bytes early`);
+      filled += n;
+    }
+    return buffer;
+  } finally {
+    file.close();
+  }
 }
 
 /** The part of the region [offset, offset+length) inside [start, end), relative to the region. */

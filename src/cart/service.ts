@@ -3,6 +3,7 @@
  * status, deleting it, and opening its tar. The CLI commands and the HTTP handlers are thin
  * wrappers over these calls, so both tell the same story.
  */
+import { dirname } from "node:path";
 import type { Config } from "../config.ts";
 import { CartdError, cartFailed, cartNotFound, cartNotReady } from "../errors.ts";
 import {
@@ -356,16 +357,24 @@ export class CartService {
     start?: number,
     end?: number,
   ): ReadableStream<Uint8Array> {
+    // Each folder is resolved once per download: a file that is no symlink (lstat) in a folder
+    // that resolves inside the cart is inside the cart.
+    const folders = new Map<string, Promise<void>>();
     return tarStream(layout, {
       start,
       end,
       checkFile: async (entry) => {
         const path = entry.file!;
-        const info = await Deno.lstat(path).catch(() => undefined);
+        const folder = dirname(path);
+        let inside = folders.get(folder);
+        if (!inside) {
+          inside = this.volume.assertInside(cart.id, folder);
+          folders.set(folder, inside);
+        }
+        const [info] = await Promise.all([Deno.lstat(path).catch(() => undefined), inside]);
         if (!info?.isFile || info.size !== entry.header.size) {
           throw new Error(`${entry.header.name} is missing or changed on the volume`);
         }
-        await this.volume.assertInside(cart.id, path);
       },
     });
   }
