@@ -10,6 +10,7 @@ import { type Archive, openArchive } from "./archive/mod.ts";
 import { Housekeeping } from "./cart/housekeeping.ts";
 import { type CartReport, CartService } from "./cart/service.ts";
 import { Worker, type WorkerEvent } from "./cart/worker.ts";
+import { WorkSignal } from "./cart/work_signal.ts";
 import type { Config } from "./config.ts";
 import { parse as parseConnectionString } from "pg-connection-string";
 import { CartdError } from "./errors.ts";
@@ -92,10 +93,18 @@ export async function openCartdCore(
     throw err;
   }
   const volume = new Volume(config.volumePath);
-  const service = new CartService(store, volume, config);
+  const workArrived = new WorkSignal();
+  const service = new CartService(store, volume, config, workArrived);
   let archive: Archive | undefined;
   const worker = (onEvent?: WorkerEvent) =>
-    new Worker(store, archive ??= openArchive(config.archiveUrl, config), volume, config, onEvent);
+    new Worker(
+      store,
+      archive ??= openArchive(config.archiveUrl, config),
+      volume,
+      config,
+      onEvent,
+      workArrived,
+    );
   const housekeeping = new Housekeeping(store, volume);
   return {
     config,

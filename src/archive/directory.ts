@@ -11,6 +11,7 @@ import { type Archive, ArchiveError, type FileStatus } from "./archive.ts";
 export class DirectoryArchive implements Archive {
   readonly name: string;
   private root?: string;
+  private readonly resolved = new Map<string, string>();
 
   constructor(private readonly dir: string, private readonly readSize = 1 << 20) {
     this.name = `file://${dir}`;
@@ -22,6 +23,7 @@ export class DirectoryArchive implements Archive {
 
   async status(id: string): Promise<FileStatus> {
     const path = await this.resolve(id);
+    this.rememberResolved(id, path);
     const info = await Deno.stat(path);
     if (!info.isFile) {
       throw new ArchiveError(`archive ${this.name} has no file ${id} (not a file)`, "permanent");
@@ -35,7 +37,16 @@ export class DirectoryArchive implements Archive {
   }
 
   async open(id: string): Promise<ReadableStream<Uint8Array>> {
-    return fileStream(await this.resolve(id), { chunkSize: this.readSize });
+    // A pull follows the file's status at once: the path resolved then serves.
+    const path = this.resolved.get(id) ?? await this.resolve(id);
+    this.resolved.delete(id);
+    return fileStream(path, { chunkSize: this.readSize });
+  }
+
+  /** Keeps the last few paths `status` resolved, for the pulls that follow. */
+  private rememberResolved(id: string, path: string) {
+    if (this.resolved.size >= 256) this.resolved.delete(this.resolved.keys().next().value!);
+    this.resolved.set(id, path);
   }
 
   private async resolve(id: string): Promise<string> {

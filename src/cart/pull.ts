@@ -54,10 +54,7 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
   const stall = new AbortController();
   const signal = AbortSignal.any([spec.signal, stall.signal]);
   let bytes = 0;
-  // A fresh file, never an existing one: whatever is in the way (a leftover, or a planted
-  // symlink) is removed, and `createNew` (O_EXCL) does not follow a symlink put there since.
-  await Deno.remove(spec.partial).catch(() => {});
-  const out = await Deno.open(spec.partial, { write: true, createNew: true });
+  const out = await createFresh(spec.partial);
   // Room for the whole file at most (plus a byte, to notice a longer body in one read).
   const writer = new BlockWriter(out, Math.min(spec.transferSize, spec.size + 1));
   try {
@@ -113,6 +110,20 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
   }
   await Deno.rename(spec.partial, spec.target);
   return { bytes, digest, verified: spec.hashsum !== "" };
+}
+
+/**
+ * A new, empty file at `path`, never an existing one: whatever is in the way (a leftover, or a
+ * planted symlink) is removed, and `createNew` (O_EXCL) does not follow a symlink put there since.
+ */
+async function createFresh(path: string): Promise<Deno.FsFile> {
+  try {
+    return await Deno.open(path, { write: true, createNew: true });
+  } catch (err) {
+    if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+    await Deno.remove(path).catch(() => {});
+    return await Deno.open(path, { write: true, createNew: true });
+  }
 }
 
 /** Gathers the archive's small network chunks into blocks of `size` bytes per write. */

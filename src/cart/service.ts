@@ -4,6 +4,7 @@
  * wrappers over these calls, so both tell the same story.
  */
 import { dirname } from "node:path";
+import type { WorkSignal } from "./work_signal.ts";
 import type { Config } from "../config.ts";
 import { CartdError, cartFailed, cartNotFound, cartNotReady } from "../errors.ts";
 import {
@@ -123,6 +124,8 @@ export class CartService {
     private readonly store: Store,
     private readonly volume: Volume,
     private readonly config: Config,
+    /** Told when a cart has work for this process's workers. */
+    private readonly workArrived?: WorkSignal,
   ) {}
 
   /** Registers a cart; see `Store.createCart` for what a repeated uid does. */
@@ -147,9 +150,11 @@ export class CartService {
       created: result.created,
       replaced: result.replaced !== undefined,
     };
+    if (result.created) this.workArrived?.notify();
     // The same request for a cart that failed: try its failed files again, as the original did.
     if (!result.created && result.cart.status === "error") {
       const retried = await this.store.carts.retry(result.cart.id, Date.now());
+      this.workArrived?.notify();
       if (retried !== undefined) return { ...outcome, retried, cart: await this.find(uid) };
     }
     return outcome;
@@ -162,7 +167,9 @@ export class CartService {
   async retry(uid: string): Promise<number> {
     const cart = await this.find(uid);
     if (cart.status !== "error") return 0;
-    return await this.store.carts.retry(cart.id, Date.now()) ?? 0;
+    const retried = await this.store.carts.retry(cart.id, Date.now()) ?? 0;
+    this.workArrived?.notify();
+    return retried;
   }
 
   /** The live cart of `uid`; throws the contract's not-found error when there is none. */

@@ -14,7 +14,8 @@ import { SpaceManager } from "../volume/space.ts";
 import type { Volume } from "../volume/volume.ts";
 import { formatDuration } from "../units.ts";
 import { ArchiveHealth, type ArchiveStep } from "./archive_health.ts";
-import { repeat, sleep } from "../time.ts";
+import { repeat } from "../time.ts";
+import { WorkSignal } from "./work_signal.ts";
 import { backoffDelay } from "./backoff.ts";
 import { isDeadLocalOwner, newOwnerName } from "./owner.ts";
 import { ChecksumMismatch, pullFile } from "./pull.ts";
@@ -56,6 +57,12 @@ interface Job {
   owner: string;
   /** Names this claim's partial file, so two claims never write the same one. */
   token: string;
+  /**
+   * Outcomes of steps not written yet: a step followed at once by the next (a stage request by a
+   * status that finds the file on disk, that by the pull) is written with the next step's write.
+   * Losing them in a crash costs only a repeated archive request.
+   */
+  unsaved: Partial<CartFile>;
 }
 
 const progressWriteMs = 1000;
@@ -90,6 +97,8 @@ export class Worker {
     private readonly volume: Volume,
     private readonly config: Config,
     private readonly onEvent?: WorkerEvent,
+    /** Wakes idle loops when this process gets new work. */
+    private readonly workArrived = new WorkSignal(),
   ) {
     this.space = new SpaceManager(store, volume, config);
     this.health = new ArchiveHealth(archive.name, config.retryInterval, config.pollMaxInterval);
@@ -141,7 +150,7 @@ export class Worker {
         wait = idlePollMs;
       }
       if (wait === "done") return;
-      if (wait > 0) await sleep(wait, wake);
+      if (wait > 0) await this.workArrived.sleep(wait, wake);
     }
   }
 
@@ -155,7 +164,7 @@ export class Worker {
         const owner = `${this.owner}#${token}`;
         const file = await this.store.work.claim(owner, Date.now(), this.config.leaseTime, cartId);
         if (file) {
-          await this.process({ file, owner, token }, signal);
+          await this.process({ file, owner, token, unsaved: {} }, signal);
           return 0;
         }
       } finally {
@@ -219,7 +228,8 @@ export class Worker {
     } finally {
       await heartbeat.stop();
     }
-    await this.removeIfCartGone(claimed.cart_id);
+    // (A completion answers this itself.)
+    if (job.file.state !== "ready") await this.removeIfCartGone(claimed.cart_id);
   }
 
   /** Whether the cart was deleted, replaced or evicted while one of its files was worked on. */
@@ -245,12 +255,7 @@ export class Worker {
     await this.archive.stage(job.file.archive_id, signal);
     const now = Date.now();
     this.health.answered("stage", now);
-    await this.save(job, {
-      state: "staging",
-      stage_requested_at: now,
-      next_try_at: now,
-      ...recovered,
-    }, false);
+    this.note(job, { state: "staging", stage_requested_at: now, next_try_at: now, ...recovered });
   }
 
   private async poll(job: Job, signal: AbortSignal): Promise<void> {
@@ -260,13 +265,13 @@ export class Worker {
     this.health.answered("status", now);
     const polls = file.polls + 1;
     if (status.onDisk) {
-      return await this.save(job, {
+      return this.note(job, {
         state: "staged",
         size: status.size,
         mtime: status.mtime ?? Math.floor(now / 1000),
         polls,
         ...recovered,
-      }, false);
+      });
     }
     const waited = now - Number(file.stage_requested_at ?? now);
     if (waited > this.config.stageTimeout) {
@@ -286,16 +291,19 @@ export class Worker {
   private async pull(job: Job, signal: AbortSignal): Promise<void> {
     const file = job.file;
     const size = Number(file.size);
-    // No byte is pulled without a reservation; a released file holds none.
+    const pulling = { state: "pulling" as const, attempts: file.attempts + 1, bytes_pulled: 0 };
+    // No byte is pulled without a reservation; a released file holds none. The reservation
+    // writes the file's steps so far with it.
     if (Number(file.reserved) < size) {
-      const space = await this.space.reserve(file, job.owner);
+      const space = await this.space.reserve(file, job.owner, { ...job.unsaved, ...pulling });
       if (!space.ok && space.never) return await this.markError(job, space.message);
       if (!space.ok) return await this.waitForSpace(job, space.message);
-      job.file = { ...job.file, reserved: size, space_wait_since: null };
       this.spaceWaitLogged.delete(file.id);
+      this.saved(job, { ...pulling, reserved: size, space_wait_since: null, error: "" });
+    } else {
+      await this.save(job, pulling, false);
     }
-    const target = await this.volume.prepareDirectories(file.cart_id, file.path);
-    await this.save(job, { state: "pulling", attempts: file.attempts + 1, bytes_pulled: 0 }, false);
+    const target = this.volume.prepareDirectories(file.cart_id, file.path);
     let lastWrite = Date.now();
     let recording = false;
     const result = await pullFile({
@@ -305,7 +313,8 @@ export class Worker {
       hashsum: file.hash_sum,
       size,
       mtime: file.mtime === null ? undefined : Number(file.mtime),
-      partial: await this.volume.claimPartial(file.cart_id, file.id, job.token),
+      // A file never pulled before has no partial file of an earlier claim to remove.
+      partial: await this.volume.claimPartial(file.cart_id, file.id, job.token, file.attempts > 0),
       target,
       signal,
       transferSize: this.config.transferSize,
@@ -331,9 +340,8 @@ export class Worker {
       verified: result.verified ? 1 : 0,
       ...recovered,
     };
-    if (!(await this.store.work.complete(file, job.owner, done, Date.now()))) {
-      throw new LeaseLost(`lost the lease on file ${file.id}`);
-    }
+    const completed = await this.store.work.complete(file, job.owner, done, Date.now());
+    if (!completed) throw new LeaseLost(`lost the lease on file ${file.id}`);
     job.file = { ...job.file, ...done, state: "ready", reserved: 0 };
     this.onEvent?.(fileEvent(job.file), "state");
     log.debug(
@@ -341,7 +349,13 @@ export class Worker {
         result.verified ? "verified" : "unverified (no hashsum)"
       }`,
     );
-    await this.store.carts.touch(file.cart_id, Date.now());
+    // Its cart was deleted and its folder removed while the file was pulled: the folder the pull
+    // made again goes too.
+    if (completed.cartRemoved) {
+      await this.volume.removeCart(file.cart_id).catch((err) =>
+        log.warn(`cart ${file.cart_id}: cannot remove its folder after deletion: ${describe(err)}`)
+      );
+    }
   }
 
   /**
@@ -497,12 +511,29 @@ export class Worker {
     await this.save(job, { state, bytes_pulled: 0 }, true).catch(() => {});
   }
 
-  /** Writes `changes` to the file's row (while this worker holds it) and to `job.file`. */
+  /**
+   * Writes `changes`, with the steps not written yet, to the file's row (while this worker holds
+   * it) and to `job.file`.
+   */
   private async save(job: Job, changes: Partial<CartFile>, release: boolean): Promise<void> {
     const now = Date.now();
-    const held = await this.store.work.save(job.file.id, job.owner, changes, release, now);
+    const all = { ...job.unsaved, ...changes, updated_at: now };
+    const held = await this.store.work.save(job.file.id, job.owner, all, release, now);
     if (!held) throw new LeaseLost(`lost the lease on file ${job.file.id}`);
-    job.file = { ...job.file, ...changes, updated_at: now };
+    this.saved(job, all);
+  }
+
+  /** Notes that `changes` (and every step before them) are written. */
+  private saved(job: Job, changes: Partial<CartFile>): void {
+    job.unsaved = {};
+    job.file = { ...job.file, ...changes };
+    if (changes.state !== undefined) this.onEvent?.(fileEvent(job.file), "state");
+  }
+
+  /** Notes a step's outcome, to be written with the next write of the file. */
+  private note(job: Job, changes: Partial<CartFile>): void {
+    job.unsaved = { ...job.unsaved, ...changes };
+    job.file = { ...job.file, ...changes };
     if (changes.state !== undefined) this.onEvent?.(fileEvent(job.file), "state");
   }
 }

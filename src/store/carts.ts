@@ -417,7 +417,11 @@ export async function settleWithin(
   const cart = await tx.selectFrom("carts").selectAll().where("id", "=", cartId)
     .executeTakeFirst();
   if (!cart || cart.status !== "staging") return cart;
-  const failed = await tx.selectFrom("files").select(["path", "error"])
+  // Whether a file failed is a seek on the (cart_id, state) index; which failed first (by the
+  // request's order) is looked up only when one did, once per cart.
+  const anyFailure = await tx.selectFrom("files").select("id")
+    .where("cart_id", "=", cartId).where("state", "=", "error").limit(1).executeTakeFirst();
+  const failed = anyFailure && await tx.selectFrom("files").select(["path", "error"])
     .where("cart_id", "=", cartId).where("state", "=", "error")
     .orderBy("seq").limit(1).executeTakeFirst();
   let settled: Partial<Cart>;
@@ -442,6 +446,27 @@ export async function settleWithin(
   // Another worker settled it a moment before: its word stands.
   return changed ?? await tx.selectFrom("carts").selectAll().where("id", "=", cartId)
     .executeTakeFirst();
+}
+
+/**
+ * Makes a staging cart ready if none of its files is left to do (or failed), in one statement
+ * over the (cart_id, state) index: what a file's completion needs, where `settleWithin` would
+ * also look for a failure (a failure settles its cart when it happens).
+ */
+export async function readyIfDone(
+  tx: Kysely<Database>,
+  cartId: number,
+  now: number,
+): Promise<void> {
+  await tx.updateTable("carts")
+    .set({ status: "ready", ready_at: now, used_at: now, finished_at: now })
+    .where("id", "=", cartId).where("status", "=", "staging")
+    .where(({ not, exists, selectFrom }) =>
+      not(exists(
+        selectFrom("files").select("files.id").where("files.cart_id", "=", cartId)
+          .where("files.state", "in", [...pendingStates, "error"]),
+      ))
+    ).execute();
 }
 
 /** The earlier of a time and a value read from the database (either may be missing). */

@@ -28,6 +28,14 @@ export function stagingCart(eb: ExpressionBuilder<Database, "carts">) {
   return eb.and([eb("carts.status", "=", "staging"), eb("carts.deleted_at", "is", null)]);
 }
 
+/** A file whose cart workers still take (a seek on the cart's key, not a list of carts). */
+export function ofStagingCart({ exists, selectFrom }: ExpressionBuilder<Database, "files">) {
+  return exists(
+    selectFrom("carts").select("carts.id").whereRef("carts.id", "=", "files.cart_id")
+      .where(stagingCart),
+  );
+}
+
 /** A file with a step to do now that no worker holds (or whose holder's lease ran out). */
 export function dueAndUnleased(now: number) {
   return (eb: ExpressionBuilder<Database, "files">) =>

@@ -11,6 +11,7 @@ import { type Kysely, type RawBuilder, sql } from "kysely";
 import { noLiveDownload } from "./predicates.ts";
 import type { Database } from "./schema.ts";
 import type { SqlDialect } from "./sql_dialect.ts";
+import type { FileChanges } from "./work.ts";
 
 /** The volume's accounting at the moment a reservation was tried. */
 export interface SpaceCheck {
@@ -31,7 +32,8 @@ export class SpaceRecords {
    * Reserves `bytes` for a file this worker holds, if they fit: in what the volume has free
    * (`freeBytes`, read inside the transaction) less what other pulls hold and have not written yet,
    * and, when `limit` > 0, in cartd's own cap. Reservations of every process count, and one
-   * expires with its file's lease, so a crashed worker's space comes back.
+   * expires with its file's lease, so a crashed worker's space comes back. When they fit, the
+   * file's row takes `changes` in the same statement.
    */
   async reserve(
     fileId: number,
@@ -40,11 +42,13 @@ export class SpaceRecords {
     freeBytes: () => number,
     limit: number,
     now: number,
+    changes: FileChanges = {},
   ): Promise<SpaceCheck> {
     return await this.db.transaction().execute(async (tx) => {
       await this.dialect.lockReservations(tx);
       // Under the lock, as few round trips as can be: the free space is read here, and the check
-      // and the reservation are one statement. The totals are read only when it does not fit.
+      // and the reservation (with the file's `changes`) are one statement. The totals are read
+      // only when it does not fit.
       const free = freeBytes();
       const others = (column: RawBuilder<unknown>) =>
         sql`(select coalesce(sum(${column}), 0) from files
@@ -54,14 +58,14 @@ export class SpaceRecords {
       const unwritten = others(sql`reserved`);
       const stored = sql`(select coalesce(sum(bytes), 0) from carts where removed_at is null)`;
       const need = sql`cast(${bytes} as bigint)`;
-      const reserved = await sql<{ id: number }>`update files
-        set reserved = ${need}, space_wait_since = null, error = ''
-        where id = ${fileId} and owner = ${owner}
-          and ${need} <= cast(${free} as bigint) - ${unwritten}
-          and (cast(${limit} as bigint) <= 0
-            or ${stored} + ${others(sql`reserved`)} + ${need} <= cast(${limit} as bigint))
-        returning id`.execute(tx);
-      if (reserved.rows.length > 0) return { fits: true, reserved: 0, used: 0 };
+      const reserved = await tx.updateTable("files")
+        .set({ ...changes, reserved: bytes, space_wait_since: null, error: "" })
+        .where("id", "=", fileId).where("owner", "=", owner)
+        .where(sql<boolean>`${need} <= cast(${free} as bigint) - ${unwritten}`)
+        .where(sql<boolean>`(cast(${limit} as bigint) <= 0
+            or ${stored} + ${others(sql`reserved`)} + ${need} <= cast(${limit} as bigint))`)
+        .returning("id").execute();
+      if (reserved.length > 0) return { fits: true, reserved: 0, used: 0 };
       const totals = await sql<{ unwritten: number; held: number; stored: number; ours: number }>`
         select ${unwritten} as unwritten, ${others(sql`reserved`)} as held, ${stored} as stored,
           (select count(*) from files where id = ${fileId} and owner = ${owner}) as ours`

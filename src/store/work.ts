@@ -8,10 +8,13 @@
  * transaction touching both does (see carts.ts).
  */
 import { type Kysely, sql } from "kysely";
-import { settleWithin } from "./carts.ts";
-import { dueAndUnleased, pendingStates, stagingCart } from "./predicates.ts";
+import { readyIfDone, settleWithin } from "./carts.ts";
+import { dueAndUnleased, ofStagingCart, pendingStates, stagingCart } from "./predicates.ts";
 import type { CartFile, Database, FileTable } from "./schema.ts";
 import type { SqlDialect } from "./sql_dialect.ts";
+
+/** Thrown inside a transaction to roll it back when the file's lease turns out to be lost. */
+const leaseLost = new Error("lease lost");
 
 /** Columns a worker may change on a file it holds. */
 export type FileChanges = Partial<Omit<FileTable, "id" | "cart_id">>;
@@ -32,25 +35,37 @@ export class WorkRecords {
     leaseMs: number,
     cartId?: number,
   ): Promise<CartFile | undefined> {
+    // Within one cart, the claim is a single statement.
+    if (cartId !== undefined) return await this.claimIn(this.db, cartId, owner, now, leaseMs);
     return await this.db.transaction().execute(async (tx) => {
-      const target = cartId ?? await this.cartWithDueWork(tx, now);
+      const target = await this.cartWithDueWork(tx, now);
       if (target === undefined) return undefined;
       // Its turn is taken (cart row first, as the lock order says).
-      if (cartId === undefined) {
-        await tx.updateTable("carts").set({ claimed_at: now }).where("id", "=", target).execute();
-      }
-      const due = await this.dialect.forUpdateSkipLocked(
-        tx.selectFrom("files").select("id")
-          .where("cart_id", "=", target)
-          .where(dueAndUnleased(now))
-          .where("cart_id", "in", (eb) => eb.selectFrom("carts").select("id").where(stagingCart))
-          .limit(1),
-      ).executeTakeFirst();
-      if (!due) return undefined;
-      return await tx.updateTable("files")
-        .set({ owner, lease_until: now + leaseMs, updated_at: now })
-        .where("id", "=", due.id).where(dueAndUnleased(now)).returningAll().executeTakeFirst();
+      await tx.updateTable("carts").set({ claimed_at: now }).where("id", "=", target).execute();
+      return await this.claimIn(tx, target, owner, now, leaseMs);
     });
+  }
+
+  /** Leases a due file of the cart, in one statement: the file is picked and leased at once. */
+  private async claimIn(
+    db: Kysely<Database>,
+    cartId: number,
+    owner: string,
+    now: number,
+    leaseMs: number,
+  ): Promise<CartFile | undefined> {
+    return await db.updateTable("files")
+      .set({ owner, lease_until: now + leaseMs, updated_at: now })
+      .where("id", "=", (eb) =>
+        this.dialect.forUpdateSkipLocked(
+          eb.selectFrom("files").select("id")
+            .where("cart_id", "=", cartId)
+            .where(dueAndUnleased(now))
+            .where(ofStagingCart)
+            .limit(1),
+        ))
+      .where(dueAndUnleased(now))
+      .returningAll().executeTakeFirst();
   }
 
   /**
@@ -80,7 +95,7 @@ export class WorkRecords {
   async renew(fileId: number, owner: string, until: number): Promise<boolean> {
     const result = await this.db.updateTable("files").set({ lease_until: until })
       .where("id", "=", fileId).where("owner", "=", owner)
-      .where("cart_id", "in", (eb) => eb.selectFrom("carts").select("id").where(stagingCart))
+      .where(ofStagingCart)
       .executeTakeFirst();
     return result.numUpdatedRows > 0n;
   }
@@ -109,37 +124,42 @@ export class WorkRecords {
   }
 
   /**
-   * Records a verified file (with `changes`), adds its bytes to its cart's total and settles the
-   * cart, in one transaction; releases the lease. False when the lease was lost meanwhile.
+   * Records a verified file (with `changes`), adds its bytes to its cart's total, marks the cart
+   * used, and makes it ready if that was its last file, in one transaction; releases the lease.
+   * False when the lease was lost meanwhile (nothing is changed then); otherwise whether the
+   * cart's files were removed meanwhile (it was deleted while the file was pulled).
    */
   async complete(
     file: { id: number; cart_id: number },
     owner: string,
     changes: FileChanges & { size: number },
     now: number,
-  ): Promise<boolean> {
-    return await this.db.transaction().execute(async (tx) => {
-      // The cart row first, as the lock order says.
-      await this.dialect.forUpdate(
-        tx.selectFrom("carts").select("id").where("id", "=", file.cart_id),
-      ).execute();
-      const result = await tx.updateTable("files")
-        .set({
-          ...changes,
-          state: "ready",
-          updated_at: now,
-          owner: null,
-          lease_until: null,
-          reserved: 0,
-        })
-        .where("id", "=", file.id).where("owner", "=", owner).where("state", "!=", "ready")
-        .executeTakeFirst();
-      if (result.numUpdatedRows === 0n) return false;
-      await tx.updateTable("carts").set((eb) => ({ bytes: eb("bytes", "+", changes.size) }))
-        .where("id", "=", file.cart_id).execute();
-      await settleWithin(tx, file.cart_id, now);
-      return true;
-    });
+  ): Promise<false | { cartRemoved: boolean }> {
+    try {
+      return await this.db.transaction().execute(async (tx) => {
+        // The cart row first, as the lock order says: this update locks it.
+        const cart = await tx.updateTable("carts")
+          .set((eb) => ({ bytes: eb("bytes", "+", changes.size), used_at: now }))
+          .where("id", "=", file.cart_id).returning("removed_at").executeTakeFirst();
+        const result = await tx.updateTable("files")
+          .set({
+            ...changes,
+            state: "ready",
+            updated_at: now,
+            owner: null,
+            lease_until: null,
+            reserved: 0,
+          })
+          .where("id", "=", file.id).where("owner", "=", owner).where("state", "!=", "ready")
+          .executeTakeFirst();
+        if (result.numUpdatedRows === 0n) throw leaseLost;
+        await readyIfDone(tx, file.cart_id, now);
+        return { cartRemoved: cart === undefined || cart.removed_at !== null };
+      });
+    } catch (err) {
+      if (err === leaseLost) return false;
+      throw err;
+    }
   }
 
   /**

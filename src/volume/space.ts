@@ -8,6 +8,7 @@
 import type { Config } from "../config.ts";
 import { log } from "../log.ts";
 import type { CartFile, Store } from "../store/store.ts";
+import type { FileChanges } from "../store/work.ts";
 import { formatBytes } from "../units.ts";
 import type { Volume } from "./volume.ts";
 
@@ -27,9 +28,10 @@ export class SpaceManager {
 
   /**
    * Reserves the size of a file this worker holds. When it does not fit and `lru_purge` is on,
-   * least-recently-used carts are evicted, but only when evicting them makes it fit.
+   * least-recently-used carts are evicted, but only when evicting them makes it fit. The file's
+   * row takes `changes` with the reservation.
    */
-  async reserve(file: CartFile, owner: string): Promise<Reservation> {
+  async reserve(file: CartFile, owner: string, changes: FileChanges = {}): Promise<Reservation> {
     const bytes = Number(file.size);
     const limit = this.config.volumeSizeLimit;
     const free = () => this.volume.availableBytes(this.config.volumeReserve);
@@ -37,7 +39,15 @@ export class SpaceManager {
     // (on any node) is not chased down the least-recently-used list.
     for (let round = 0;; round++) {
       const now = Date.now();
-      const check = await this.store.space.reserve(file.id, owner, bytes, free, limit, now);
+      const check = await this.store.space.reserve(
+        file.id,
+        owner,
+        bytes,
+        free,
+        limit,
+        now,
+        changes,
+      );
       if (check.fits) return { ok: true };
       if (check.leaseLost) return { ok: false, never: false, message: "the file's claim was lost" };
       const available = free();

@@ -40,11 +40,17 @@ export class Volume {
 
   /**
    * Where a claim's pull of a file writes (renamed to `filePath` once verified): named for the
-   * claim, so two claims never write one file. What earlier claims of the file left is removed:
-   * their leases are gone, so none of them can still finish.
+   * claim, so two claims never write one file. What earlier claims of the file left is removed
+   * (when `pulledBefore`): their leases are gone, so none of them can still finish.
    */
-  async claimPartial(cartId: number, fileId: number, token: string): Promise<string> {
+  async claimPartial(
+    cartId: number,
+    fileId: number,
+    token: string,
+    pulledBefore = true,
+  ): Promise<string> {
     const folder = join(this.cartDir(cartId), "partial");
+    if (!pulledBefore) return join(folder, `${fileId}.${token}.part`);
     try {
       for await (const entry of Deno.readDir(folder)) {
         if (entry.name.startsWith(`${fileId}.`) && entry.name.endsWith(".part")) {
@@ -57,18 +63,22 @@ export class Volume {
     return join(folder, `${fileId}.${token}.part`);
   }
 
-  /** Creates the directories a file needs and checks they resolve inside the cart's data root. */
-  async prepareDirectories(cartId: number, relative: string): Promise<string> {
+  /**
+   * Creates the directories a file needs and checks they resolve inside the cart's data root.
+   * Synchronous: on the volume's own disk these take microseconds, where each asynchronous call
+   * would cost tens (a hand-off to another thread), and a pull makes them for every file.
+   */
+  prepareDirectories(cartId: number, relative: string): string {
     const target = this.filePath(cartId, relative);
     const parent = resolve(target, "..");
-    await Deno.mkdir(parent, { recursive: true });
-    await Deno.mkdir(join(this.cartDir(cartId), "partial"), { recursive: true });
-    await this.assertInside(cartId, parent);
-    await this.assertInside(cartId, join(this.cartDir(cartId), "partial"), "partial");
+    const partial = join(this.cartDir(cartId), "partial");
+    Deno.mkdirSync(parent, { recursive: true });
+    Deno.mkdirSync(partial, { recursive: true });
+    this.assertInsideSync(cartId, parent);
+    this.assertInsideSync(cartId, partial, "partial");
     return target;
   }
 
-  /** Throws unless `path` (which must exist) resolves inside the cart's data root. */
   /**
    * Throws unless `path` (which must exist) resolves inside the cart's `data` (or `partial`)
    * folder, itself where it should be under the volume: a symlink anywhere on the way, the cart's
@@ -79,8 +89,18 @@ export class Volume {
     path: string,
     area: "data" | "partial" = "data",
   ): Promise<void> {
-    const root = join(await Deno.realPath(this.root), "carts", String(cartId), area);
-    const real = await Deno.realPath(path);
+    this.checkInside(cartId, path, await Deno.realPath(path), area);
+  }
+
+  /** `assertInside`, synchronous (see `prepareDirectories`). */
+  assertInsideSync(cartId: number, path: string, area: "data" | "partial" = "data"): void {
+    this.checkInside(cartId, path, Deno.realPathSync(path), area);
+  }
+
+  private checkInside(cartId: number, path: string, real: string, area: "data" | "partial") {
+    // The volume's own path is resolved once; what is under it, every time.
+    this.realRoot ??= Deno.realPathSync(this.root);
+    const root = join(this.realRoot, "carts", String(cartId), area);
     if (real !== root && !real.startsWith(root + "/")) {
       throw new CartdError("failure", `refusing ${path}: it leads outside the cart's directory`);
     }
@@ -95,17 +115,26 @@ export class Volume {
 
   /** Bytes free for an unprivileged writer on the volume's file system, less `reserve`. */
   availableBytes(reserve: SpaceAmount = { bytes: 0 }): number {
-    Deno.mkdirSync(this.root, { recursive: true });
-    const stats = statfsSync(this.root);
+    const stats = this.statfs();
     const free = Number(stats.bavail) * Number(stats.bsize);
     return free - spaceBytes(reserve, Number(stats.blocks) * Number(stats.bsize));
   }
 
   /** Size of the volume's file system in bytes. */
   totalBytes(): number {
-    Deno.mkdirSync(this.root, { recursive: true });
-    const stats = statfsSync(this.root);
+    const stats = this.statfs();
     return Number(stats.blocks) * Number(stats.bsize);
+  }
+
+  /** The volume's file system figures (the volume is made first if it is not there yet). */
+  private statfs() {
+    try {
+      return statfsSync(this.root);
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== "ENOENT") throw err;
+      Deno.mkdirSync(this.root, { recursive: true });
+      return statfsSync(this.root);
+    }
   }
 
   /** Ids of the cart directories on the volume. */
