@@ -3,7 +3,10 @@
  * which halves throughput on big files.
  */
 
-/** Reads `length` bytes of `path` from `offset` (to the end when `length` is omitted). */
+/**
+ * Reads `length` bytes of `path` from `offset` (to the end when `length` is omitted). A byte
+ * stream: a reader that brings its own buffer (BYOB) gets the bytes read straight into it.
+ */
 export function fileStream(
   path: string,
   options: { offset?: number; length?: number; chunkSize?: number } = {},
@@ -11,7 +14,14 @@ export function fileStream(
   let chunkSize = options.chunkSize ?? 1 << 20;
   let remaining = options.length ?? Infinity;
   let file: Deno.FsFile | undefined;
-  return new ReadableStream<Uint8Array>({
+  const finish = (controller: ReadableByteStreamController) => {
+    file?.close();
+    file = undefined;
+    controller.close();
+    controller.byobRequest?.respond(0);
+  };
+  return new ReadableStream({
+    type: "bytes",
     async pull(controller) {
       if (!file) {
         file = await Deno.open(path);
@@ -22,32 +32,36 @@ export function fileStream(
           chunkSize = Math.max(1, Math.min(chunkSize, size + 1));
         }
       }
-      if (remaining <= 0) {
-        file.close();
-        controller.close();
-        return;
-      }
-      const buffer = new Uint8Array(Math.min(chunkSize, remaining));
-      const n = await file.read(buffer);
+      if (remaining <= 0) return finish(controller);
+      const request = controller.byobRequest;
+      const view = request?.view
+        ? new Uint8Array(request.view.buffer, request.view.byteOffset, request.view.byteLength)
+        : new Uint8Array(chunkSize);
+      const target = view.subarray(0, Math.min(view.length, remaining));
+      const n = await file.read(target);
       if (n === null) {
-        file.close();
         if (remaining !== Infinity) {
+          file.close();
+          file = undefined;
           controller.error(new Error(`${path} ended ${remaining} bytes early`));
-        } else controller.close();
-        return;
+          return;
+        }
+        return finish(controller);
       }
       remaining -= n;
-      controller.enqueue(n === buffer.length ? buffer : buffer.subarray(0, n));
+      if (request?.view) request.respond(n);
+      else controller.enqueue(target.subarray(0, n));
     },
     cancel() {
       file?.close();
+      file = undefined;
     },
-  }, { highWaterMark: 0 });
+  });
 }
 
 /** A stream passed through, and a way to end it early. */
-export interface PassThrough<T> {
-  stream: ReadableStream<T>;
+export interface PassThrough {
+  stream: ReadableStream<Uint8Array>;
   /** Ends the stream with an error (its reader sees it fail, the source is cancelled). */
   abort(reason: string): void;
 }
@@ -55,30 +69,39 @@ export interface PassThrough<T> {
 /**
  * Passes `stream` through, calling `onEnd` once when it finishes, fails, is cancelled or is
  * aborted. Erroring the outer stream is the one way to stop a body that `Deno.serve` survives.
+ * The outer stream is a byte stream: `Deno.serve` sends those markedly faster.
  */
-export function passThrough<T>(
-  stream: ReadableStream<T>,
+export function passThrough(
+  stream: ReadableStream<Uint8Array>,
   onEnd: () => void | Promise<void> = () => {},
-): PassThrough<T> {
+): PassThrough {
   const reader = stream.getReader();
   let ended = false;
-  let controller!: ReadableStreamDefaultController<T>;
+  let controller!: ReadableByteStreamController;
   const end = async () => {
     if (ended) return;
     ended = true;
     await onEnd();
   };
-  const outer = new ReadableStream<T>({
+  const outer = new ReadableStream({
+    type: "bytes",
     start(c) {
       controller = c;
     },
     async pull(controller) {
       try {
-        const { value, done } = await reader.read();
-        if (done) {
-          await end();
-          controller.close();
-        } else controller.enqueue(value);
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) {
+            await end();
+            controller.close();
+            return;
+          }
+          // A byte stream takes no empty chunk.
+          if (value.byteLength === 0) continue;
+          controller.enqueue(value);
+          return;
+        }
       } catch (err) {
         await end();
         controller.error(err);
@@ -88,7 +111,7 @@ export function passThrough<T>(
       await reader.cancel(reason).catch(() => {});
       await end();
     },
-  }, { highWaterMark: 0 });
+  });
   return {
     stream: outer,
     abort(reason) {

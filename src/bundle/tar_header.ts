@@ -55,9 +55,12 @@ export function encodeHeader(fields: HeaderFields): Uint8Array {
   return out;
 }
 
-/** The length `encodeHeader` would return, without building it. */
+/** The length `encodeHeader` would return; without building it in the usual case (one block). */
 export function headerLength(fields: HeaderFields): number {
-  return encodeHeader(fields).length;
+  const { name } = fields;
+  const oneBlock = fields.size <= maxOctalSize && printableAscii.test(name) &&
+    (name.length <= 100 || splitUstarName(encoder.encode(name)) !== undefined);
+  return oneBlock ? blockSize : encodeHeader(fields).length;
 }
 
 /** `n` rounded up to a whole number of blocks. */
@@ -104,22 +107,28 @@ interface UstarFields {
   typeflag: string;
 }
 
-function ustarBlock(f: UstarFields): Uint8Array {
+/** What every ustar block of cartd's has in common: owner, group and the format's magic. */
+const ustarTemplate = (() => {
   const block = new Uint8Array(blockSize);
-  block.set(f.name.subarray(0, 100), 0);
-  writeOctal(block, 100, 8, f.mode);
   writeOctal(block, 108, 8, 0); // uid
   writeOctal(block, 116, 8, 0); // gid
+  block.set(encoder.encode("ustar\u000000"), 257);
+  block.set(encoder.encode("root"), 265);
+  block.set(encoder.encode("root"), 297);
+  return block;
+})();
+
+function ustarBlock(f: UstarFields): Uint8Array {
+  const block = ustarTemplate.slice();
+  block.set(f.name.subarray(0, 100), 0);
+  writeOctal(block, 100, 8, f.mode);
   writeOctal(block, 124, 12, f.size);
   writeOctal(block, 136, 12, Math.max(0, Math.min(f.mtime, maxOctalSize)));
   block.fill(0x20, 148, 156); // checksum counts as spaces while summing
   block[156] = f.typeflag.charCodeAt(0);
-  block.set(encoder.encode("ustar\u000000"), 257);
-  block.set(encoder.encode("root"), 265);
-  block.set(encoder.encode("root"), 297);
   block.set(f.prefix.subarray(0, 155), 345);
   let sum = 0;
-  for (const byte of block) sum += byte;
+  for (let i = 0; i < blockSize; i++) sum += block[i];
   writeOctal(block, 148, 7, sum);
   block[155] = 0x20;
   return block;
@@ -127,7 +136,10 @@ function ustarBlock(f: UstarFields): Uint8Array {
 
 /** Zero-padded octal, NUL-terminated, in a field of `width` bytes. */
 function writeOctal(block: Uint8Array, offset: number, width: number, value: number) {
-  const text = Math.floor(value).toString(8).padStart(width - 1, "0");
-  block.set(encoder.encode(text), offset);
+  let rest = Math.floor(value);
+  for (let i = offset + width - 2; i >= offset; i--) {
+    block[i] = 0x30 + (rest % 8);
+    rest = Math.floor(rest / 8);
+  }
   block[offset + width - 1] = 0;
 }

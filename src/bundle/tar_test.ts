@@ -1,6 +1,7 @@
 /** The tar layout: PAX where ustar cannot say it, deterministic bytes, exact byte ranges. */
 import { join } from "node:path";
-import { defaultTarName, tarLayout, tarRootName, type TarSource, tarStream } from "./tar.ts";
+import { defaultTarName, tarLayout, tarRootName, type TarSource } from "./tar.ts";
+import { tarStream } from "./tar_stream.ts";
 import { encodeHeader } from "./tar_header.ts";
 import { assert, assertEquals, assertRejects } from "../../tests/support/assert.ts";
 import { bytes } from "../../tests/support/archive.ts";

@@ -6,7 +6,7 @@ import { type PassThrough, passThrough } from "../io.ts";
 
 /** Counts the bodies being streamed, and ends them all on demand. */
 export class Downloads {
-  private readonly live = new Set<PassThrough<Uint8Array>>();
+  private readonly live = new Set<PassThrough>();
 
   /** How many downloads are streaming now. */
   get size(): number {
@@ -15,7 +15,7 @@ export class Downloads {
 
   /** Wraps a body so it is counted while it streams. */
   track(body: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
-    const tracked: PassThrough<Uint8Array> = passThrough(body, () => {
+    const tracked: PassThrough = passThrough(body, () => {
       this.live.delete(tracked);
     });
     this.live.add(tracked);

@@ -1,0 +1,272 @@
+/**
+ * Streams the bytes of a tar layout straight from the verified files. Files are read ahead of what
+ * has been sent (several small files at once, which is what makes a tar of many small files fast;
+ * a large file in pieces, through one open handle), and small pieces go out together. The bytes
+ * read ahead come from a budget shared by every download of the process, so memory stays flat
+ * however many clients download at once: each gets less read-ahead, not more memory.
+ */
+import { encodeHeader, padded } from "./tar_header.ts";
+import { firstEntryFrom, type TarEntry, type TarLayout } from "./tar.ts";
+
+/** Which bytes of the tar to send, and a check to run before each file's bytes are read. */
+export interface TarStreamOptions {
+  /** First byte to send (default 0). */
+  start?: number;
+  /** One past the last byte to send (default: the whole tar). */
+  end?: number;
+  /** Runs before a file's bytes are read; throws to stop the stream (e.g. the file changed). */
+  checkFile?: (entry: TarEntry) => Promise<void>;
+}
+
+/** Streams the bytes [start, end) of the tar a layout describes. */
+export function tarStream(
+  layout: TarLayout,
+  options: TarStreamOptions = {},
+): ReadableStream<Uint8Array> {
+  const start = options.start ?? 0;
+  const end = options.end ?? layout.size;
+  const iterator = tarChunks(layout, start, end, options.checkFile)[Symbol.asyncIterator]();
+  // A byte stream: `Deno.serve` sends those markedly faster than a default stream.
+  return new ReadableStream({
+    type: "bytes",
+    async pull(controller) {
+      const { value, done } = await iterator.next();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+    async cancel() {
+      await iterator.return?.(undefined);
+    },
+  });
+}
+
+/** Bytes of files read ahead and not yet sent, over all downloads of this process. */
+const sharedReadAhead = 16 << 20;
+/** A download's read-ahead never goes below this, nor above `largestReadAhead`. */
+const smallestReadAhead = 128 << 10;
+const largestReadAhead = 2 << 20;
+
+/** How many tar streams are running in this process (they share `sharedReadAhead`). */
+let streaming = 0;
+
+/** A download's share of the read-ahead now: less as more downloads run. */
+function readAheadShare(): number {
+  const share = Math.floor(sharedReadAhead / Math.max(streaming, 1));
+  return Math.min(Math.max(share, smallestReadAhead), largestReadAhead);
+}
+
+/**
+ * The size of the chunks a download sends, and of its reads of a large file: half its read-ahead
+ * (two reads in flight), in whole 64 KiB. The server holds a chunk or two per connection as it
+ * sends them, so with many downloads the chunks are smaller.
+ */
+function pieceSizeFor(readAhead: number): number {
+  return Math.max(64 << 10, Math.floor(readAhead / 2 / (64 << 10)) * (64 << 10));
+}
+
+/** A piece of the tar: bytes at hand, or a range of an entry's file to read. */
+type Piece = Uint8Array | { entry: TarEntry; from: number; length: number };
+
+/** The pieces of bytes [start, end) of the tar, in order; file ranges are cut by `readSize()`. */
+function* piecesOf(
+  layout: TarLayout,
+  start: number,
+  end: number,
+  readSize: () => number,
+): Generator<Piece> {
+  const { entries } = layout;
+  for (let i = firstEntryFrom(entries, start); i < entries.length; i++) {
+    const entry = entries[i];
+    if (entry.offset >= end) return;
+    const header = clip(entry.offset, entry.headerLength, start, end);
+    if (header) yield encodeHeader(entry.header).subarray(header.from, header.to);
+    const dataOffset = entry.offset + entry.headerLength;
+    const data = clip(dataOffset, entry.header.size, start, end);
+    if (data && entry.file) {
+      for (let from = data.from; from < data.to;) {
+        const length = Math.min(readSize(), data.to - from);
+        yield { entry, from, length };
+        from += length;
+      }
+    }
+    const padding = clip(
+      dataOffset + entry.header.size,
+      padded(entry.header.size) - entry.header.size,
+      start,
+      end,
+    );
+    if (padding) yield new Uint8Array(padding.to - padding.from);
+  }
+  const trailer = clip(layout.trailerOffset, layout.size - layout.trailerOffset, start, end);
+  if (trailer) yield new Uint8Array(trailer.to - trailer.from);
+}
+
+/**
+ * The tar's bytes as chunks: files read ahead (see the module comment), each checked before its
+ * first byte is read; small pieces sent together in chunks of up to the piece size, large ones as
+ * they are read.
+ */
+async function* tarChunks(
+  layout: TarLayout,
+  start: number,
+  end: number,
+  checkFile?: (entry: TarEntry) => Promise<void>,
+): AsyncGenerator<Uint8Array> {
+  streaming++;
+  let readAhead = readAheadShare();
+  const pieceSize = () => pieceSizeFor(readAhead);
+  const source = piecesOf(layout, start, end, pieceSize);
+  const checks = new Map<TarEntry, Promise<void>>();
+  /** The file being read in pieces, if any (pieces come in order, so one at a time). */
+  let reader: PieceReader | undefined;
+  /** Pieces on their way, in order, with the file bytes each one counts against the read-ahead. */
+  const reads: [Promise<Uint8Array>, number][] = [];
+  let reading = 0;
+  let next = source.next();
+  const readMore = () => {
+    readAhead = readAheadShare();
+    while (!next.done && (reads.length === 0 || reading < readAhead)) {
+      const piece = next.value;
+      next = source.next();
+      if (piece instanceof Uint8Array) {
+        reads.push([Promise.resolve(piece), 0]);
+        continue;
+      }
+      const { entry, from, length } = piece;
+      let checked = checks.get(entry);
+      if (!checked) {
+        checked = checkFile?.(entry) ?? Promise.resolve();
+        checks.set(entry, checked);
+        // Only the entry being read needs its check kept.
+        if (checks.size > 64) checks.delete(checks.keys().next().value!);
+      }
+      let read: Promise<Uint8Array>;
+      if (from === 0 && length === entry.header.size) {
+        // A whole file in one operation (open, read and close at once).
+        read = checked.then(() => readWhole(entry.file!, length));
+      } else {
+        if (reader?.entry !== entry) {
+          reader?.close();
+          reader = new PieceReader(entry, checked);
+        }
+        read = reader.read(from, length);
+      }
+      read.catch(() => {}); // its failure is thrown where it is awaited, in order
+      reads.push([read, length]);
+      reading += length;
+    }
+  };
+  let gathered: Uint8Array[] = [];
+  let gatheredBytes = 0;
+  const takeGathered = () => {
+    const chunk = join(gathered, gatheredBytes);
+    gathered = [];
+    gatheredBytes = 0;
+    return chunk;
+  };
+  try {
+    readMore();
+    while (reads.length > 0) {
+      const [read, counted] = reads.shift()!;
+      const bytes = await read;
+      reading -= counted;
+      readMore();
+      const chunkSize = pieceSize();
+      if (bytes.length >= chunkSize) {
+        if (gatheredBytes > 0) yield takeGathered();
+        yield bytes;
+        continue;
+      }
+      if (bytes.length === 0) continue;
+      gathered.push(bytes);
+      gatheredBytes += bytes.length;
+      if (gatheredBytes >= chunkSize) yield takeGathered();
+    }
+    if (gatheredBytes > 0) yield takeGathered();
+  } finally {
+    streaming--;
+    reader?.close();
+  }
+}
+
+/**
+ * Reads one file in pieces, in order, through one open handle (opened when the first piece is
+ * read, after the file's check). The file must still have the size the layout gave it.
+ */
+class PieceReader {
+  private file?: Promise<Deno.FsFile>;
+  private position = 0;
+  private last: Promise<unknown>;
+
+  constructor(readonly entry: TarEntry, checked: Promise<void>) {
+    this.last = checked;
+  }
+
+  /** Bytes [from, from + length) of the file; reads are queued, one after the other. */
+  read(from: number, length: number): Promise<Uint8Array> {
+    const result = this.last.then(() => this.readNow(from, length));
+    this.last = result.catch(() => {});
+    return result;
+  }
+
+  /** Closes the handle once the reads asked for are done (closing it under one would fail it). */
+  close(): void {
+    this.last.then(() => this.file?.then((f) => f.close(), () => {})).catch(() => {});
+  }
+
+  private async readNow(from: number, length: number): Promise<Uint8Array> {
+    const path = this.entry.file!;
+    this.file ??= openSized(path, this.entry.header.size);
+    const file = await this.file;
+    if (from !== this.position) await file.seek(from, Deno.SeekMode.Start);
+    const buffer = new Uint8Array(length);
+    let filled = 0;
+    while (filled < length) {
+      const n = await file.read(buffer.subarray(filled));
+      if (n === null) throw new Error(`${path} ended ${length - filled} bytes early`);
+      filled += n;
+    }
+    this.position = from + length;
+    return buffer;
+  }
+}
+
+/** Opens a file that must be `size` bytes long. */
+async function openSized(path: string, size: number): Promise<Deno.FsFile> {
+  const file = await Deno.open(path);
+  try {
+    const actual = (await file.stat()).size;
+    if (actual !== size) throw new Error(`${path} is ${actual} bytes, not ${size}`);
+    return file;
+  } catch (err) {
+    file.close();
+    throw err;
+  }
+}
+
+/** `parts` as one array (no copy when there is one part). */
+function join(parts: Uint8Array[], total: number): Uint8Array {
+  if (parts.length === 1) return parts[0];
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/** A whole file of `length` bytes; fails if it is not that long. */
+async function readWhole(path: string, length: number): Promise<Uint8Array> {
+  const bytes = await Deno.readFile(path);
+  if (bytes.length < length) throw new Error(`${path} ended ${length - bytes.length} bytes early`);
+  if (bytes.length > length) throw new Error(`${path} grew by ${bytes.length - length} bytes`);
+  return bytes;
+}
+
+/** The part of the region [offset, offset+length) inside [start, end), relative to the region. */
+function clip(offset: number, length: number, start: number, end: number) {
+  const from = Math.max(offset, start) - offset;
+  const to = Math.min(offset + length, end) - offset;
+  return to > from ? { from, to } : undefined;
+}
