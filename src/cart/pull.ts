@@ -59,13 +59,20 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
   const writer = new BlockWriter(out, Math.min(spec.transferSize, spec.size + 1));
   try {
     const body = await spec.archive.open(spec.id, signal);
+    const source = chunkSource(body);
     let timer = setTimeout(() => stall.abort(), spec.idleTimeoutMs);
     try {
-      for await (const chunk of body) {
+      for (;;) {
+        // Straight into the writer's block when the body can (no copy, and no buffer per chunk).
+        const chunk = await source.next(writer.space());
         clearTimeout(timer);
         if (signal.aborted) throw signal.reason;
+        if (chunk.length === 0) {
+          await writer.take(chunk); // (a BYOB read hands the block's memory back even at the end)
+          break;
+        }
         hash.update(chunk);
-        await writer.write(chunk);
+        await writer.take(chunk);
         bytes += chunk.length;
         if (bytes > spec.size) break;
         spec.onProgress?.(bytes);
@@ -81,6 +88,7 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
       );
     } finally {
       clearTimeout(timer);
+      source.close();
     }
     if (bytes !== spec.size) {
       throw new ArchiveError(
@@ -126,31 +134,110 @@ async function createFresh(path: string): Promise<Deno.FsFile> {
   }
 }
 
-/** Gathers the archive's small network chunks into blocks of `size` bytes per write. */
-class BlockWriter {
-  private readonly block: Uint8Array;
-  private used = 0;
+/** The chunks of a body, read into a buffer the caller gives when the body can (BYOB). */
+interface ChunkSource {
+  /** The next chunk (read into `space`, or not); an empty one at the end. */
+  next(space: Uint8Array): Promise<Uint8Array>;
+  /** Lets the body go (cancelled if it was not read to the end). */
+  close(): void;
+}
 
-  constructor(private readonly file: Deno.FsFile, size: number) {
-    this.block = new Uint8Array(Math.max(size, 1));
+function chunkSource(body: ReadableStream<Uint8Array>): ChunkSource {
+  let byob: ReadableStreamBYOBReader | undefined;
+  try {
+    byob = body.getReader({ mode: "byob" });
+  } catch {
+    // Not a byte stream: its chunks are taken as they come.
+  }
+  if (byob) {
+    const reader = byob;
+    return {
+      async next(space) {
+        const { value } = await reader.read(space);
+        // The space's memory comes back in `value`, at the end as an empty view.
+        return value ?? new Uint8Array();
+      },
+      close: () => void reader.cancel().catch(() => {}),
+    };
+  }
+  const reader = body.getReader();
+  return {
+    async next() {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return new Uint8Array();
+        if (value.length > 0) return value;
+      }
+    },
+    close: () => void reader.cancel().catch(() => {}),
+  };
+}
+
+/**
+ * Writes a pull to disk in blocks of `size` bytes, two blocks in turn: one is written while the
+ * other fills, so reading from the archive and writing to disk overlap.
+ */
+class BlockWriter {
+  private readonly blocks: ArrayBuffer[];
+  private current = 0;
+  private used = 0;
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(private readonly file: Deno.FsFile, private readonly size: number) {
+    this.size = Math.max(size, 1);
+    this.blocks = [new ArrayBuffer(this.size), new ArrayBuffer(this.size)];
   }
 
-  async write(chunk: Uint8Array): Promise<void> {
+  /** The free part of the block being filled, for a reader to fill. */
+  space(): Uint8Array {
+    return new Uint8Array(this.blocks[this.current], this.used);
+  }
+
+  /**
+   * Takes a chunk: one read into `space()` (whose memory a BYOB read hands back in a new buffer,
+   * which the block becomes) or any other, which is copied in.
+   */
+  async take(chunk: Uint8Array): Promise<void> {
+    const block = this.blocks[this.current];
+    if (block.byteLength === 0) {
+      // Read in place: the block's memory moved to the chunk's buffer.
+      this.blocks[this.current] = chunk.buffer as ArrayBuffer;
+      this.used += chunk.length;
+      if (this.used === this.size) await this.swap();
+      return;
+    }
     let offset = 0;
     while (offset < chunk.length) {
-      const n = Math.min(chunk.length - offset, this.block.length - this.used);
-      this.block.set(chunk.subarray(offset, offset + n), this.used);
+      const n = Math.min(chunk.length - offset, this.size - this.used);
+      new Uint8Array(this.blocks[this.current], this.used, n)
+        .set(chunk.subarray(offset, offset + n));
       this.used += n;
       offset += n;
-      if (this.used === this.block.length) await this.flush();
+      if (this.used === this.size) await this.swap();
     }
   }
 
+  /** Writes everything taken so far. */
   async flush(): Promise<void> {
-    let written = 0;
-    while (written < this.used) {
-      written += await this.file.write(this.block.subarray(written, this.used));
+    await this.writing;
+    if (this.used > 0) {
+      await writeAll(this.file, new Uint8Array(this.blocks[this.current], 0, this.used));
     }
     this.used = 0;
   }
+
+  /** Starts writing the full block (once the other one is written) and fills the other. */
+  private async swap(): Promise<void> {
+    await this.writing;
+    const writing = writeAll(this.file, new Uint8Array(this.blocks[this.current], 0, this.used));
+    writing.catch(() => {}); // its failure is thrown where it is awaited
+    this.writing = writing;
+    this.current ^= 1;
+    this.used = 0;
+  }
+}
+
+async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) written += await file.write(bytes.subarray(written));
 }
