@@ -14,7 +14,7 @@ import { progressDisplay } from "./progress.ts";
 export async function bundleInForeground(cartd: Cartd, uid: string): Promise<void> {
   let report = await cartd.service.report(uid);
   if (report.status === "staging") {
-    const display = progressDisplay(report.progress);
+    const display = await progressDisplay(report.progress);
     const stop = new AbortController();
     // The first signal asks for a clean stop; the listeners go with it, so a second one ends the
     // process at once while claims are handed back.

@@ -2,7 +2,6 @@
  * Progress of a foreground bundle: a bar of files and bytes on a terminal, plain log lines
  * otherwise (so CI logs and cron mail stay readable).
  */
-import cliProgress from "cli-progress";
 import type { CartReport } from "../src/cart/service.ts";
 import type { FileEvent } from "../src/cart/worker.ts";
 import { formatBytes } from "../src/units.ts";
@@ -13,8 +12,11 @@ export interface ProgressDisplay {
   stop(): void;
 }
 
-/** A display that starts from the cart's progress so far. */
-export function progressDisplay(start: CartReport["progress"]): ProgressDisplay {
+/**
+ * A display that starts from the cart's progress so far. The bar's library is loaded only for a
+ * terminal, so scripts do not pay for it at start.
+ */
+export async function progressDisplay(start: CartReport["progress"]): Promise<ProgressDisplay> {
   let ready = start.filesReady;
   const files = start.filesTotal;
   if (!Deno.stderr.isTerminal()) {
@@ -28,6 +30,7 @@ export function progressDisplay(start: CartReport["progress"]): ProgressDisplay 
       stop() {},
     };
   }
+  const { default: cliProgress } = await import("cli-progress");
   const bar = new cliProgress.SingleBar({
     format: "{bar} {percentage}% | {ready}/{files} files | {bytes} | {phase}",
     hideCursor: true,

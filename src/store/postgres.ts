@@ -10,7 +10,7 @@
  *   (busy, unavailable); anything else passes through.
  */
 // @ts-types="@types/pg"
-import pg from "pg";
+import type pg from "pg";
 import { type DatabaseConnection, type Driver, PostgresDialect } from "kysely";
 import { CartdError, describe } from "../errors.ts";
 import { log } from "../log.ts";
@@ -100,8 +100,21 @@ function withLibpqSslModes(url: string): string {
   return `${url}&uselibpqcompat=true`;
 }
 
-/** A Kysely dialect for the PostgreSQL database at `url`. */
+/**
+ * A Kysely dialect for the PostgreSQL database at `url`. The driver is loaded when the first
+ * connection is made, so a cartd on SQLite never loads it (it costs start time and memory).
+ */
 export function postgresDialect(url: string, options: PostgresOptions): PostgresDialect {
+  return new ClassifyingPostgresDialect({
+    pool: async () => {
+      // @ts-types="@types/pg"
+      const { default: driver } = await import("pg");
+      return createPool(driver, url, options);
+    },
+  });
+}
+
+function createPool(pg: typeof import("pg").default, url: string, options: PostgresOptions) {
   const pool = new pg.Pool({
     connectionString: withLibpqSslModes(url),
     max: options.poolSize,
@@ -128,7 +141,7 @@ export function postgresDialect(url: string, options: PostgresOptions): Postgres
         `set idle_in_transaction_session_timeout = ${idleInTransactionMs}`,
     ).catch((err) => log.warn(`cannot set session timeouts: ${describe(err)}`));
   });
-  return new ClassifyingPostgresDialect({ pool });
+  return pool;
 }
 
 class ClassifyingPostgresDialect extends PostgresDialect {

@@ -29,22 +29,23 @@ const bind = (params: ReadonlyArray<unknown>) =>
 const statementCacheSize = 256;
 
 function adapt(db: DatabaseSync): SqliteDatabase {
-  const statements = new Map<string, StatementSync>();
+  const statements = new Map<string, { stmt: StatementSync; reader: boolean }>();
   const prepare = (query: string) => {
-    let stmt = statements.get(query);
-    if (!stmt) {
-      stmt = db.prepare(query);
+    let prepared = statements.get(query);
+    if (!prepared) {
+      const stmt = db.prepare(query);
+      prepared = { stmt, reader: stmt.columns().length > 0 };
       if (statements.size >= statementCacheSize) statements.delete(statements.keys().next().value!);
-      statements.set(query, stmt);
+      statements.set(query, prepared);
     }
-    return stmt;
+    return prepared;
   };
   return {
     close: () => db.close(),
     prepare(query) {
-      const stmt = prepare(query);
+      const { stmt, reader } = prepare(query);
       return {
-        reader: stmt.columns().length > 0,
+        reader,
         all: (params) => stmt.all(...bind(params)),
         run: (params) => stmt.run(...bind(params)),
         iterate: (params) => stmt.iterate(...bind(params)) as IterableIterator<unknown>,
