@@ -6,7 +6,7 @@
 import { sleep } from "../src/time.ts";
 import { join } from "node:path";
 import { parseCartRequest } from "../src/cart/request.ts";
-import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { assert, assertEquals, assertMatch, assertRejects } from "./support/assert.ts";
 import { makeArchive } from "./support/archive.ts";
 import { listFiles, openTestCartd } from "./support/cartd.ts";
 import { serveApp } from "./support/app.ts";
@@ -338,6 +338,23 @@ Deno.test("symlinks planted in the volume cannot make cartd read or write outsid
     await Deno.symlink(secret, join(partial, `${files[0].id}.part`));
     await Deno.symlink(secret, join(partial, `${files[0].id}.left-by-a-crash.part`));
     assertEquals((await cartd.worker().drainCart(third.cart.id))?.status, "ready");
+
+    // 4. A staged file swapped for a link to an outside file of the same size: refused too.
+    const fourth = await cartd.service.create(
+      "file-link",
+      parseCartRequest(JSON.stringify({ fileids: archive.request.fileids.slice(1) })),
+    );
+    assertEquals((await cartd.worker().drainCart(fourth.cart.id))?.status, "ready");
+    const staged = cartd.volume.filePath(fourth.cart.id, "b");
+    await Deno.remove(staged);
+    await Deno.symlink(secret, staged);
+    const linked = await cartd.service.download("file-link", "file-link");
+    const error = await assertRejects(async () => {
+      for await (const chunk of await linked.open()) {
+        assert(!new TextDecoder().decode(chunk).includes("s".repeat(100)), "no outside byte");
+      }
+    });
+    assertMatch(error.message, /b is not a regular file on the volume/);
 
     assertEquals(
       await Deno.readTextFile(secret),
