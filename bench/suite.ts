@@ -52,6 +52,12 @@ async function peakRss(pid: number): Promise<number> {
   return Number(/VmHWM:\s+(\d+)/.exec(status)![1]) / 1024;
 }
 
+/** RSS (MiB) of a process now. */
+async function rss(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
+}
+
 /** Starts a new peak-RSS measurement (Linux: writing 5 to clear_refs resets VmHWM). */
 async function resetPeak(pid: number): Promise<void> {
   await Deno.writeTextFile(`/proc/${pid}/clear_refs`, "5");
@@ -327,11 +333,12 @@ if (parts.has("big") || parts.has("head")) {
       heads[19] / 5,
     );
     await resetPeak(node.child.pid);
+    const before = await rss(node.child.pid);
     const mbps = await download(node, "big");
     const peak = await peakRss(node.child.pid);
     row(
       "GET of the 100 000-file cart: peak RSS",
-      `${peak.toFixed(0)} MiB (${mbps.toFixed(0)} MB/s; staged at ${
+      `${peak.toFixed(0)} MiB, ${before.toFixed(0)} before (${mbps.toFixed(0)} MB/s; staged at ${
         (100_000 / stageSeconds).toFixed(0)
       } files/s)`,
       "120 MiB target",

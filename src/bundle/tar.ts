@@ -36,6 +36,8 @@ export interface TarEntry {
 export interface TarLayout {
   root: string;
   entries: TarEntry[];
+  /** How many of the entries are files. */
+  files: number;
   /** Where the trailer (zero blocks and record padding) starts. */
   trailerOffset: number;
   size: number;
@@ -43,16 +45,14 @@ export interface TarLayout {
 
 /** The layout of the tar whose members are rooted at `root/`. */
 export function tarLayout(root: string, sources: TarSource[]): TarLayout {
-  const sorted = [...sources].sort((a, b) => comparePaths(a.path, b.path));
-  const dirMtime = new Map<string, number>();
-  for (const s of sorted) {
-    const parts = s.path.split("/");
-    for (let n = 0; n < parts.length; n++) {
-      const dir = parts.slice(0, n).join("/");
+  const sorted = inWalkOrder(sources);
+  // A folder's time is the latest of everything under it.
+  const dirMtime = new Map<string, number>([["", 0]]);
+  for (const s of sources) {
+    for (const dir of ["", ...foldersOf(s.path)]) {
       dirMtime.set(dir, Math.max(dirMtime.get(dir) ?? 0, s.mtime));
     }
   }
-  if (!dirMtime.has("")) dirMtime.set("", 0);
 
   const entries: TarEntry[] = [];
   let offset = 0;
@@ -70,8 +70,7 @@ export function tarLayout(root: string, sources: TarSource[]): TarLayout {
   };
   addDir("");
   for (const s of sorted) {
-    const parts = s.path.split("/");
-    for (let n = 1; n < parts.length; n++) addDir(parts.slice(0, n).join("/"));
+    for (const dir of foldersOf(s.path)) addDir(dir);
     add(
       { name: `${root}/${s.path}`, type: "file", size: s.size, mode: 0o644, mtime: s.mtime },
       s.file,
@@ -79,7 +78,7 @@ export function tarLayout(root: string, sources: TarSource[]): TarLayout {
   }
   const trailerOffset = offset;
   const size = Math.ceil((offset + 2 * blockSize) / recordSize) * recordSize;
-  return { root, entries, trailerOffset, size };
+  return { root, entries, files: sources.length, trailerOffset, size };
 }
 
 /**
@@ -96,14 +95,23 @@ export function tarEtag(layout: TarLayout, identity: string): string {
   return `"${hash.digest("hex").slice(0, 32)}"`;
 }
 
-/** Orders paths as a directory walk does: segment by segment, by code point. */
-function comparePaths(a: string, b: string): number {
-  const x = a.split("/");
-  const y = b.split("/");
-  for (let i = 0; i < Math.min(x.length, y.length); i++) {
-    if (x[i] !== y[i]) return x[i] < y[i] ? -1 : 1;
+/**
+ * The sources ordered as a directory walk orders paths: segment by segment, by UTF-16 code unit.
+ * That is plain string order once `/` sorts before every other character, which NUL does (paths
+ * hold no control characters); comparing precomputed keys keeps a sort of 100 000 paths quick.
+ */
+function inWalkOrder(sources: TarSource[]): TarSource[] {
+  const keys = sources.map((s) => s.path.replaceAll("/", "\0"));
+  const order = Array.from(sources.keys());
+  order.sort((a, b) => keys[a] < keys[b] ? -1 : keys[a] > keys[b] ? 1 : 0);
+  return order.map((i) => sources[i]);
+}
+
+/** The folders a relative path lies in, outermost first: `a/b/c` → `a`, `a/b`. */
+function* foldersOf(path: string): Generator<string> {
+  for (let slash = path.indexOf("/"); slash !== -1; slash = path.indexOf("/", slash + 1)) {
+    yield path.slice(0, slash);
   }
-  return x.length - y.length;
 }
 
 /** Index of the entry that holds byte `position` (binary search over offsets). */

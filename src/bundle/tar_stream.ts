@@ -45,6 +45,11 @@ const sharedReadAhead = 16 << 20;
 /** A download's read-ahead never goes below this, nor above `largestReadAhead`. */
 const smallestReadAhead = 128 << 10;
 const largestReadAhead = 2 << 20;
+/**
+ * Files a download reads at once, at most: enough to keep the disk busy with small files, and a
+ * bound on what a cart of many tiny files holds in flight (their bytes alone would let thousands).
+ */
+const filesInFlight = 16;
 
 /** How many tar streams are running in this process (they share `sharedReadAhead`). */
 let streaming = 0;
@@ -119,17 +124,25 @@ async function* tarChunks(
   const checks = new Map<TarEntry, Promise<void>>();
   /** The file being read in pieces, if any (pieces come in order, so one at a time). */
   let reader: PieceReader | undefined;
-  /** Pieces on their way, in order, with the file bytes each one counts against the read-ahead. */
-  const reads: [Promise<Uint8Array>, number][] = [];
+  /**
+   * Pieces on their way, in order, with the bytes each one counts against the read-ahead and
+   * whether it reads a file.
+   */
+  const reads: [Promise<Uint8Array>, number, boolean][] = [];
   let reading = 0;
+  let fileReads = 0;
   let next = source.next();
   const readMore = () => {
     readAhead = readAheadShare();
-    while (!next.done && (reads.length === 0 || reading < readAhead)) {
+    while (
+      !next.done &&
+      (reads.length === 0 || (reading < readAhead && fileReads < filesInFlight))
+    ) {
       const piece = next.value;
       next = source.next();
       if (piece instanceof Uint8Array) {
-        reads.push([Promise.resolve(piece), 0]);
+        reads.push([Promise.resolve(piece), piece.length, false]);
+        reading += piece.length;
         continue;
       }
       const { entry, from, length } = piece;
@@ -152,8 +165,9 @@ async function* tarChunks(
         read = reader.read(from, length);
       }
       read.catch(() => {}); // its failure is thrown where it is awaited, in order
-      reads.push([read, length]);
+      reads.push([read, length, true]);
       reading += length;
+      fileReads++;
     }
   };
   let gathered: Uint8Array[] = [];
@@ -167,9 +181,10 @@ async function* tarChunks(
   try {
     readMore();
     while (reads.length > 0) {
-      const [read, counted] = reads.shift()!;
+      const [read, counted, fromFile] = reads.shift()!;
       const bytes = await read;
       reading -= counted;
+      if (fromFile) fileReads--;
       readMore();
       const chunkSize = pieceSize();
       if (bytes.length >= chunkSize) {

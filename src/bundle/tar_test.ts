@@ -110,3 +110,48 @@ Deno.test("download names: the root drops .tar and cannot carry separators, dot-
   assertEquals(tarRootName(""), "data");
   assertEquals(defaultTarName(new Date(2026, 10, 27, 23, 0, 26)), "data_2026_11_27_23_00_26.tar");
 });
+
+Deno.test("members come in directory-walk order: segment by segment, a folder before its siblings' longer names", () => {
+  const sources = ["a.b", "ab/c", "a b", "a/b", "a/a/z", "a/a"].map((path) => ({
+    path,
+    size: 1,
+    mtime: path.length,
+    file: `/nowhere/${path}`,
+  }));
+  const names = tarLayout("r", sources).entries.map((e) => e.header.name);
+  assertEquals(names, [
+    "r/",
+    "r/a/",
+    "r/a/a",
+    "r/a/a/",
+    "r/a/a/z",
+    "r/a/b",
+    "r/a b",
+    "r/a.b",
+    "r/ab/",
+    "r/ab/c",
+  ]);
+  // A folder's time is the latest of what it holds.
+  const mtimes = tarLayout("r", sources).entries.map((e) => e.header.mtime);
+  assertEquals(mtimes.slice(0, 2), [5, 5]);
+});
+
+Deno.test("a cart of many tiny files is read a few files at a time, not all at once", async () => {
+  const files = await sources(Array.from({ length: 400 }, (_, i) => [`f${i}`, 10]));
+  let checked = 0;
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => open = resolve);
+  const stream = tarStream(tarLayout("r", files), {
+    checkFile: async () => {
+      checked++;
+      await gate;
+    },
+  });
+  const whole = read(stream);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  // Their bytes alone (4 KiB) would let every file be read ahead at once.
+  assert(checked <= 16, `${checked} files read at once`);
+  open();
+  assertEquals((await whole).length, tarLayout("r", files).size);
+  assertEquals(checked, 400);
+});

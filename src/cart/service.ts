@@ -113,6 +113,9 @@ export interface CartListing {
   lastUsed: string;
 }
 
+/** How many tar entries `tarOf` keeps, over all kept tars (about 200 bytes each). */
+const keptTarEntries = 200_000;
+
 /** The cart operations both front ends call; they hold no logic of their own. */
 export class CartService {
   /** Names this process's downloads in the database. */
@@ -124,6 +127,8 @@ export class CartService {
     number,
     { key: string; until: number; progress: CartProgress }
   >();
+  /** Tars of ready carts lately downloaded; see `tarOf`. */
+  private readonly tarsKept = new Map<string, { layout: TarLayout; etag: string }>();
 
   constructor(
     private readonly store: Store,
@@ -310,24 +315,50 @@ export class CartService {
     }
     const readyAt = Number(cart.ready_at ?? cart.created_at);
     const { root, filename } = downloadName(requestedName || defaultTarName(new Date(readyAt)));
-    const files = await this.store.carts.files(cart.id);
-    const sources: TarSource[] = files.map((f) => ({
+    await this.touch(cart.id);
+    const { layout, etag } = await this.tarOf(cart, readyAt, root);
+    return {
+      filename,
+      root,
+      size: layout.size,
+      files: layout.files,
+      etag,
+      lastModified: new Date(readyAt),
+      open: (start, end) => this.tarBytes(cart, layout, start, end),
+    };
+  }
+
+  /**
+   * The layout and ETag of a ready cart's tar under `root`. A ready cart's files do not change, so
+   * the last few are kept (up to `keptTarEntries` entries in all): a download resumed, or fetched
+   * in ranges over several connections, lays its tar out once.
+   */
+  private async tarOf(cart: Cart, readyAt: number, root: string) {
+    const key = `${cart.id}\n${readyAt}\n${root}`;
+    const kept = this.tarsKept.get(key);
+    if (kept) {
+      this.tarsKept.delete(key);
+      this.tarsKept.set(key, kept);
+      return kept;
+    }
+    const members = await this.store.carts.tarMembers(cart.id);
+    const sources: TarSource[] = members.map((f) => ({
       path: f.path,
       size: Number(f.size),
       mtime: Number(f.mtime ?? 0),
       file: this.volume.filePath(cart.id, f.path),
     }));
-    await this.touch(cart.id);
     const layout = tarLayout(root, sources);
-    return {
-      filename,
-      root,
-      size: layout.size,
-      files: files.length,
-      etag: tarEtag(layout, `${cart.id}\n${readyAt}`),
-      lastModified: new Date(readyAt),
-      open: (start, end) => this.tarBytes(cart, layout, start, end),
-    };
+    const tar = { layout, etag: tarEtag(layout, `${cart.id}\n${readyAt}`) };
+    let entries = layout.entries.length;
+    for (const other of this.tarsKept.values()) entries += other.layout.entries.length;
+    for (const [oldest, other] of this.tarsKept) {
+      if (entries <= keptTarEntries) break;
+      this.tarsKept.delete(oldest);
+      entries -= other.layout.entries.length;
+    }
+    if (entries <= keptTarEntries) this.tarsKept.set(key, tar);
+    return tar;
   }
 
   /**

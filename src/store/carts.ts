@@ -260,6 +260,12 @@ export class CartRecords {
       .orderBy("seq").execute();
   }
 
+  /** What a cart's tar needs of each file: its path, size and the archive's mtime. */
+  tarMembers(cartId: number): Promise<Pick<CartFile, "path" | "size" | "mtime">[]> {
+    return this.db.selectFrom("files").select(["path", "size", "mtime"])
+      .where("cart_id", "=", cartId).execute();
+  }
+
   /** Records a use of the cart (for least-recently-used eviction). */
   async touch(cartId: number, now: number): Promise<void> {
     await this.db.updateTable("carts").set({ used_at: now }).where("id", "=", cartId).execute();
