@@ -170,6 +170,38 @@ async function headLoad(url: string): Promise<[number, number]> {
   return [count / 5, latencies[Math.floor(latencies.length * 0.99)]];
 }
 
+/** Files per second that a plain copy (see its caller) of every file under `dir` achieves. */
+async function copyReference(dir: string, threads: number): Promise<number> {
+  const program = `
+import os, sys, threading, time
+src, out, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+names = [os.path.join(d, f) for d, _, fs in os.walk(src) for f in fs]
+todo, lock = iter(enumerate(names)), threading.Lock()
+def copy():
+    while True:
+        with lock:
+            i, name = next(todo, (None, None))
+        if name is None: return
+        with open(name, "rb") as f: data = f.read()
+        folder = os.path.join(out, str(i % 20)); os.makedirs(folder, exist_ok=True)
+        part = os.path.join(folder, f"{i}.part")
+        fd = os.open(part, os.O_CREAT | os.O_WRONLY | os.O_TRUNC)
+        os.write(fd, data); os.fsync(fd); os.close(fd)
+        os.rename(part, os.path.join(folder, str(i)))
+started = time.time()
+workers = [threading.Thread(target=copy) for _ in range(threads)]
+for w in workers: w.start()
+for w in workers: w.join()
+print(len(names) / (time.time() - started))`;
+  const out = await Deno.makeTempDir({ dir: work });
+  const result = await new Deno.Command("python3", {
+    args: ["-c", program, dir, out, String(threads)],
+    stdout: "piped",
+  }).output();
+  await Deno.remove(out, { recursive: true });
+  return Number(new TextDecoder().decode(result.stdout));
+}
+
 if (parts.has("small")) {
   console.error("1000 × 64 KiB");
   const archive = await smallSet();
@@ -196,13 +228,16 @@ if (parts.has("small")) {
     `${archiveSeconds.toFixed(2)} s of archive requests`,
     seconds / archiveSeconds,
   );
+  // The same files copied by the simplest safe program, 4 at a time: read, create a partial file,
+  // write, fsync, rename. On a file system where creating a file is dear, this is the ceiling.
+  const copyRate = await copyReference(archive.dir, 4);
   const fileNode = await server(`file://${archive.dir}`);
   const fileSeconds = await stage(fileNode, "small", archive.request);
   row(
     "1000 × 64 KiB: POST → ready (file://)",
     `${(1000 / fileSeconds).toFixed(0)} files/s`,
-    "1500 files/s target",
-    1000 / fileSeconds / 1500,
+    `copy+fsync ${copyRate.toFixed(0)} files/s; target 1500`,
+    1000 / fileSeconds / copyRate,
   );
   await stop(fileNode);
   const tarSeconds = await shell(`cd ${archive.dir} && tar cf - s | cat > /dev/null`);

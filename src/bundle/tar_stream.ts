@@ -69,8 +69,8 @@ function pieceSizeFor(readAhead: number): number {
   return Math.max(64 << 10, Math.floor(readAhead / 2 / (64 << 10)) * (64 << 10));
 }
 
-/** A piece of the tar: bytes at hand, or a range of an entry's file to read. */
-type Piece = Uint8Array | { entry: TarEntry; from: number; length: number };
+/** A piece of the tar: bytes at hand, a run of zero bytes, or a range of an entry's file to read. */
+type Piece = Uint8Array | number | { entry: TarEntry; from: number; length: number };
 
 /** The pieces of bytes [start, end) of the tar, in order; file ranges are cut by `readSize()`. */
 function* piecesOf(
@@ -100,10 +100,10 @@ function* piecesOf(
       start,
       end,
     );
-    if (padding) yield new Uint8Array(padding.to - padding.from);
+    if (padding) yield padding.to - padding.from;
   }
   const trailer = clip(layout.trailerOffset, layout.size - layout.trailerOffset, start, end);
-  if (trailer) yield new Uint8Array(trailer.to - trailer.from);
+  if (trailer) yield trailer.to - trailer.from;
 }
 
 /**
@@ -128,7 +128,7 @@ async function* tarChunks(
    * Pieces on their way, in order, with the bytes each one counts against the read-ahead and
    * whether it reads a file.
    */
-  const reads: [Promise<Uint8Array>, number, boolean][] = [];
+  const reads: [Promise<Uint8Array> | Uint8Array | number, number, boolean][] = [];
   let reading = 0;
   let fileReads = 0;
   let next = source.next();
@@ -140,9 +140,10 @@ async function* tarChunks(
     ) {
       const piece = next.value;
       next = source.next();
-      if (piece instanceof Uint8Array) {
-        reads.push([Promise.resolve(piece), piece.length, false]);
-        reading += piece.length;
+      if (typeof piece === "number" || piece instanceof Uint8Array) {
+        const length = typeof piece === "number" ? piece : piece.length;
+        reads.push([piece, length, false]);
+        reading += length;
         continue;
       }
       const { entry, from, length } = piece;
@@ -170,34 +171,43 @@ async function* tarChunks(
       fileReads++;
     }
   };
-  let gathered: Uint8Array[] = [];
-  let gatheredBytes = 0;
-  const takeGathered = () => {
-    const chunk = join(gathered, gatheredBytes);
-    gathered = [];
-    gatheredBytes = 0;
-    return chunk;
+  // Small pieces are copied into one chunk; zero runs need no copy, as a new chunk is all zeros.
+  let chunk: Uint8Array | undefined;
+  let filled = 0;
+  const takeChunk = () => {
+    const out = chunk!.subarray(0, filled);
+    chunk = undefined;
+    filled = 0;
+    return out;
   };
   try {
     readMore();
     while (reads.length > 0) {
       const [read, counted, fromFile] = reads.shift()!;
-      const bytes = await read;
+      const piece = read instanceof Promise ? await read : read;
       reading -= counted;
       if (fromFile) fileReads--;
       readMore();
       const chunkSize = pieceSize();
-      if (bytes.length >= chunkSize) {
-        if (gatheredBytes > 0) yield takeGathered();
-        yield bytes;
+      if (typeof piece !== "number" && piece.length >= chunkSize) {
+        if (filled > 0) yield takeChunk();
+        yield piece;
         continue;
       }
-      if (bytes.length === 0) continue;
-      gathered.push(bytes);
-      gatheredBytes += bytes.length;
-      if (gatheredBytes >= chunkSize) yield takeGathered();
+      let left = typeof piece === "number" ? piece : piece.length;
+      while (left > 0) {
+        chunk ??= new Uint8Array(chunkSize);
+        const take = Math.min(left, chunk.length - filled);
+        if (typeof piece !== "number") {
+          const at = piece.length - left;
+          chunk.set(piece.subarray(at, at + take), filled);
+        }
+        filled += take;
+        left -= take;
+        if (filled === chunk.length) yield takeChunk();
+      }
     }
-    if (gatheredBytes > 0) yield takeGathered();
+    if (filled > 0) yield takeChunk();
   } finally {
     streaming--;
     reader?.close();
@@ -257,18 +267,6 @@ async function openSized(path: string, size: number): Promise<Deno.FsFile> {
     file.close();
     throw err;
   }
-}
-
-/** `parts` as one array (no copy when there is one part). */
-function join(parts: Uint8Array[], total: number): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }
 
 /** A whole file of `length` bytes; fails if it is not that long. */
