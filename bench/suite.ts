@@ -242,12 +242,16 @@ if (parts.has("small")) {
   await stop(fileNode);
   const tarSeconds = await shell(`cd ${archive.dir} && tar cf - s | cat > /dev/null`);
   const tarMbps = 1000 * 65536 / 1e6 / tarSeconds;
-  const mbps = await download(node, "small");
+  // The first download of a fresh server, and the best of three after it (a running server's
+  // code is compiled by then); the ratio is the latter's.
+  const first = await download(node, "small");
+  let warm = 0;
+  for (let i = 0; i < 3; i++) warm = Math.max(warm, await download(node, "small"));
   row(
     "1000 × 64 KiB: GET of the tar",
-    `${mbps.toFixed(0)} MB/s`,
+    `first ${first.toFixed(0)} MB/s, then ${warm.toFixed(0)} MB/s`,
     `tar|cat ${tarMbps.toFixed(0)} MB/s`,
-    mbps / tarMbps,
+    warm / tarMbps,
   );
   await stop(node);
   await simulator.stop();
