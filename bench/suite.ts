@@ -306,13 +306,15 @@ for name in sys.argv[1:]:
   );
   const tarMbps = total / 1e6 / tarSeconds;
   await resetPeak(node.child.pid);
-  const mbps = await download(node, "large");
+  const first = await download(node, "large");
   const streamingPeak = await peakRss(node.child.pid);
+  let warm = 0;
+  for (let i = 0; i < 3; i++) warm = Math.max(warm, await download(node, "large"));
   row(
     `4 × ${values["large-mb"]} MiB: GET of the tar`,
-    `${mbps.toFixed(0)} MB/s`,
+    `first ${first.toFixed(0)} MB/s, then ${warm.toFixed(0)} MB/s`,
     `tar|cat ${tarMbps.toFixed(0)} MB/s`,
-    mbps / tarMbps,
+    warm / tarMbps,
   );
   if (parts.has("memory")) {
     const idle = await server(simulator.url);
