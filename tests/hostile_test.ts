@@ -354,14 +354,61 @@ Deno.test("symlinks planted in the volume cannot make cartd read or write outsid
         assert(!new TextDecoder().decode(chunk).includes("s".repeat(100)), "no outside byte");
       }
     });
-    assertMatch(error.message, /b is not a regular file on the volume/);
+    assertMatch(error.message, /b: a symlink on its way leads elsewhere/);
+
+    // 5. The same, and a folder swapped for a link, while a download is under way: the files
+    // after the swap are refused when they are reached.
+    const big = await makeArchive([
+      { id: "big", path: "a_big", size: 8_000_000 },
+      { id: "small", path: "z_small", size: 1000 },
+      { id: "deep", path: "z_dir/deep", size: 1000 },
+    ]);
+    const other = await openTestCartd(`file://${big.dir}`);
+    try {
+      for (const swap of ["file", "folder"]) {
+        const uid = `swap-${swap}`;
+        const made = await other.service.create(
+          uid,
+          parseCartRequest(JSON.stringify(big.request)),
+        );
+        assertEquals((await other.worker().drainCart(made.cart.id))?.status, "ready");
+        const download = await other.service.download(uid, uid);
+        const reader = (await download.open()).getReader();
+        await reader.read(); // under way, well before the small files
+        if (swap === "file") {
+          const path = other.volume.filePath(made.cart.id, "z_small");
+          await Deno.remove(path);
+          await Deno.symlink(secret, path);
+        } else {
+          const path = join(other.volume.dataRoot(made.cart.id), "z_dir");
+          await Deno.rename(path, `${path}.old`);
+          await Deno.mkdir(join(outside, "z_dir"));
+          await Deno.copyFile(secret, join(outside, "z_dir", "deep"));
+          await Deno.symlink(join(outside, "z_dir"), path);
+        }
+        const swapped = await assertRejects(async () => {
+          while (true) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            assert(!new TextDecoder().decode(value).includes("s".repeat(100)), "no outside byte");
+          }
+        });
+        assertMatch(swapped.message, /a symlink on its way leads elsewhere/, swap);
+      }
+    } finally {
+      await other.close();
+    }
 
     assertEquals(
       await Deno.readTextFile(secret),
       "s".repeat(1000),
       "the outside file is untouched",
     );
-    assertEquals((await listFiles(outside)).sort(), ["dir/a", "secret"], "nothing new outside");
+    assertEquals(
+      (await listFiles(outside)).sort(),
+      ["dir/a", "secret", "z_dir/deep"],
+      "nothing new outside",
+    );
   } finally {
     await cartd.close();
   }

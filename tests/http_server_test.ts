@@ -112,6 +112,17 @@ Deno.test("a download cut short resumes with Range and If-Range into the same by
     assertEquals(outside.headers.get("content-range"), `bytes */${whole.length}`);
     await outside.body?.cancel();
 
+    // A suffix longer than the tar asks for all of it (RFC 9110, 14.1.2).
+    const longSuffix = await fetch(`${server.url}r?filename=r.tar`, {
+      headers: { range: `bytes=-${whole.length + 1000}` },
+    });
+    assertEquals(longSuffix.status, 206);
+    assertEquals(
+      longSuffix.headers.get("content-range"),
+      `bytes 0-${whole.length - 1}/${whole.length}`,
+    );
+    assertEquals(new Uint8Array(await longSuffix.arrayBuffer()), whole);
+
     // curl -C - picks up a truncated file and finishes it.
     const dir = await Deno.makeTempDir();
     const file = join(dir, "r.tar");

@@ -140,7 +140,9 @@ export function tarRootName(filename: string): string {
   // Leading dots would make a hidden (or `..`) folder.
   name = name.replace(/\.tar$/i, "").replace(/^\.+/, "").trim();
   if (name === "") name = "data";
-  return name.slice(0, 200);
+  // At most 200 characters, cut between code points (never inside a surrogate pair), and no lone
+  // surrogate from the request: either would make the name unencodable in a header.
+  return Array.from(name.toWellFormed()).slice(0, 200).join("");
 }
 
 /**

@@ -7,6 +7,7 @@
  */
 import { encodeHeader, padded } from "./tar_header.ts";
 import { firstEntryFrom, type TarEntry, type TarLayout } from "./tar.ts";
+import { CartdError } from "../errors.ts";
 
 /** Which bytes of the tar to send, and a check to run before each file's bytes are read. */
 export interface TarStreamOptions {
@@ -248,7 +249,7 @@ class PieceReader {
     let filled = 0;
     while (filled < length) {
       const n = await file.read(buffer.subarray(filled));
-      if (n === null) throw new Error(`${path} ended ${length - filled} bytes early`);
+      if (n === null) throw changed(`${path} ended ${length - filled} bytes early`);
       filled += n;
     }
     this.position = from + length;
@@ -261,7 +262,7 @@ async function openSized(path: string, size: number): Promise<Deno.FsFile> {
   const file = await Deno.open(path);
   try {
     const actual = (await file.stat()).size;
-    if (actual !== size) throw new Error(`${path} is ${actual} bytes, not ${size}`);
+    if (actual !== size) throw changed(`${path} is ${actual} bytes, not ${size}`);
     return file;
   } catch (err) {
     file.close();
@@ -272,9 +273,17 @@ async function openSized(path: string, size: number): Promise<Deno.FsFile> {
 /** A whole file of `length` bytes; fails if it is not that long. */
 async function readWhole(path: string, length: number): Promise<Uint8Array> {
   const bytes = await Deno.readFile(path);
-  if (bytes.length < length) throw new Error(`${path} ended ${length - bytes.length} bytes early`);
-  if (bytes.length > length) throw new Error(`${path} grew by ${bytes.length - length} bytes`);
+  if (bytes.length < length) throw changed(`${path} ended ${length - bytes.length} bytes early`);
+  if (bytes.length > length) throw changed(`${path} grew by ${bytes.length - length} bytes`);
   return bytes;
+}
+
+/** A file that is not what the layout says any more: the stream stops rather than send it. */
+function changed(what: string): CartdError {
+  return new CartdError(
+    "failure",
+    `${what}: the file changed on the volume since it was verified; the download was stopped`,
+  );
 }
 
 /** The part of the region [offset, offset+length) inside [start, end), relative to the region. */

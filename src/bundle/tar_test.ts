@@ -96,7 +96,13 @@ Deno.test("a file that changed size on disk stops the stream instead of sending 
   const layout = tarLayout("r", files);
   await Deno.writeFile(files[0].file, bytes(50));
   const err = await assertRejects(() => read(tarStream(layout)));
-  assertEquals(err.message, `${files[0].file} ended 50 bytes early`);
+  assertEquals(
+    err.message,
+    `${
+      files[0].file
+    } ended 50 bytes early: the file changed on the volume since it was verified; ` +
+      "the download was stopped",
+  );
 });
 
 Deno.test("download names: the root drops .tar and cannot carry separators, dot-dot or controls", () => {
@@ -109,6 +115,11 @@ Deno.test("download names: the root drops .tar and cannot carry separators, dot-
   assertEquals(tarRootName("a\r\nb/c"), "ab_c");
   assertEquals(tarRootName(""), "data");
   assertEquals(defaultTarName(new Date(2026, 10, 27, 23, 0, 26)), "data_2026_11_27_23_00_26.tar");
+  // Cut at 200 code points, not inside a surrogate pair; lone surrogates become U+FFFD.
+  const long = tarRootName(`${"L".repeat(199)}\u{1F600}\u{1F600}.tar`);
+  assertEquals(long, `${"L".repeat(199)}\u{1F600}`);
+  assertEquals(tarRootName("a\uD800b"), "a\uFFFDb");
+  encodeURIComponent(long);
 });
 
 Deno.test("members come in directory-walk order: segment by segment, a folder before its siblings' longer names", () => {

@@ -113,8 +113,12 @@ export interface CartListing {
   lastUsed: string;
 }
 
-/** How many tar entries `tarOf` keeps, over all kept tars (about 200 bytes each). */
-const keptTarEntries = 200_000;
+/**
+ * How many tar entries `tarOf` keeps, over all kept tars: about 300 bytes each live, two to three
+ * times that in the process's memory, so at most some 40 MiB whatever clients ask for. A larger
+ * cart's layout is made for each download.
+ */
+const keptTarEntries = 50_000;
 
 /** The cart operations both front ends call; they hold no logic of their own. */
 export class CartService {
@@ -423,9 +427,10 @@ export class CartService {
     start?: number,
     end?: number,
   ): ReadableStream<Uint8Array> {
-    // Each folder is checked once per download, with one listing rather than a call per file: it
-    // must resolve inside the cart, and a file of the layout must be a regular file in it (not a
-    // symlink put there since). Sizes are checked as the files are read.
+    // Each folder is listed once per download: it must resolve inside the cart, and a file of the
+    // layout must be a regular file in it. Just before each file is read, its path must still
+    // resolve to itself (a symlink swapped in since, for the file or a folder, is refused), and
+    // its size is checked as it is read.
     const folders = new Map<string, Promise<Set<string>>>();
     return tarStream(layout, {
       start,
@@ -438,8 +443,12 @@ export class CartService {
           irregular = this.irregularNames(cart.id, folder);
           folders.set(folder, irregular);
         }
-        if ((await irregular).has(basename(path))) {
-          throw new Error(`${entry.header.name} is not a regular file on the volume`);
+        const [names] = await Promise.all([irregular, this.volume.assertUnmoved(path)]);
+        if (names.has(basename(path))) {
+          throw new CartdError(
+            "failure",
+            `${entry.header.name} is not a regular file on the volume any more`,
+          );
         }
       },
     });

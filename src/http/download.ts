@@ -16,6 +16,18 @@ function contentDisposition(name: string): string {
   return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`;
 }
 
+/**
+ * A suffix range longer than the representation selects all of it (RFC 9110, 14.1.2), where
+ * range-parser would call it unsatisfiable: such a suffix is rewritten as `0-`.
+ */
+function wholeForLongSuffixes(range: string, size: number): string {
+  return range.replace(
+    /(^\s*bytes\s*=|,)(\s*)-(\d+)/gi,
+    (spec, lead: string, space: string, length: string) =>
+      Number(length) > size ? `${lead}${space}0-` : spec,
+  );
+}
+
 /** The answer to a GET of a ready cart: the whole tar, or the one range asked for. */
 export async function downloadResponse(
   req: Request,
@@ -39,7 +51,7 @@ export async function downloadResponse(
   const rangeApplies = range !== null &&
     (ifRange === null || ifRange === etag || ifRange === lastModified);
   if (rangeApplies) {
-    const ranges = rangeParser(size, range, { combine: true });
+    const ranges = rangeParser(size, wholeForLongSuffixes(range, size), { combine: true });
     if (ranges === -1) {
       const message = `Range ${headerValue(range, 200)} is outside the ${size}-byte tar`;
       return errorResponse(416, message, { "content-range": `bytes */${size}` });

@@ -92,6 +92,19 @@ export class Volume {
     this.checkInside(cartId, path, await Deno.realPath(path), area);
   }
 
+  /**
+   * Throws unless `path`, a `filePath` of the cart, resolves to itself: no symlink anywhere below
+   * the volume's root, put there since the file was verified (a download checks this just before
+   * it reads each file).
+   */
+  async assertUnmoved(path: string): Promise<void> {
+    const real = await Deno.realPath(path);
+    this.realRoot ??= Deno.realPathSync(this.root);
+    if (real !== this.realRoot + path.slice(this.root.length)) {
+      throw new CartdError("failure", `refusing ${path}: a symlink on its way leads elsewhere`);
+    }
+  }
+
   /** `assertInside`, synchronous (see `prepareDirectories`). */
   assertInsideSync(cartId: number, path: string, area: "data" | "partial" = "data"): void {
     this.checkInside(cartId, path, Deno.realPathSync(path), area);
