@@ -354,7 +354,10 @@ Deno.test("symlinks planted in the volume cannot make cartd read or write outsid
         assert(!new TextDecoder().decode(chunk).includes("s".repeat(100)), "no outside byte");
       }
     });
-    assertMatch(error.message, /b: a symlink on its way leads elsewhere/);
+    assertMatch(
+      error.message,
+      /b: a symlink on its way leads elsewhere|b is not a regular file on the volume any more/,
+    );
 
     // 5. The same, and a folder swapped for a link, while a download is under way: the files
     // after the swap are refused when they are reached.
@@ -393,7 +396,12 @@ Deno.test("symlinks planted in the volume cannot make cartd read or write outsid
             assert(!new TextDecoder().decode(value).includes("s".repeat(100)), "no outside byte");
           }
         });
-        assertMatch(swapped.message, /a symlink on its way leads elsewhere/, swap);
+        // (The folder's own check may say it first.)
+        assertMatch(
+          swapped.message,
+          /a symlink on its way leads elsewhere|leads outside the cart's directory/,
+          swap,
+        );
       }
     } finally {
       await other.close();

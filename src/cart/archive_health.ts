@@ -18,9 +18,18 @@ interface Outage {
   probing: boolean;
 }
 
+/** Files failing in a row, with no answer between, that make an outage. */
+const outageFiles = 3;
+
 /** One process's view of the archive: recent answers by kind of request, and any outage. */
 export class ArchiveHealth {
   private readonly lastAnswered: Record<ArchiveStep, number> = { stage: 0, status: 0, pull: 0 };
+  /** The files whose request of each kind failed since one of that kind was last answered. */
+  private readonly failingSinceAnswer: Record<ArchiveStep, Set<number>> = {
+    stage: new Set(),
+    status: new Set(),
+    pull: new Set(),
+  };
   private outage?: Outage;
 
   constructor(
@@ -32,6 +41,7 @@ export class ArchiveHealth {
   /** The archive answered a request of this kind as asked: any outage is over. */
   answered(step: ArchiveStep, now: number): void {
     this.lastAnswered[step] = now;
+    this.failingSinceAnswer[step].clear();
     this.reachable(now);
   }
 
@@ -43,9 +53,18 @@ export class ArchiveHealth {
     this.outage = undefined;
   }
 
-  /** Whether a request of this kind succeeded at or after `since` (for another file, say). */
-  answeredSince(step: ArchiveStep, since: number): boolean {
-    return this.lastAnswered[step] >= since;
+  /**
+   * Judges a failure that could be the archive's or this file's alone (a 5xx, a cut body): the
+   * file's, if the archive answered a request of this kind since `recently`, and no more than two
+   * other files' requests of this kind have failed since that answer; else the archive's. (An
+   * archive that goes down right after answering fails every file at once: counting the files
+   * tells that from one bad file before the retries run out.)
+   */
+  judge(step: ArchiveStep, fileId: number, recently: number): "file" | "outage" {
+    const failing = this.failingSinceAnswer[step];
+    failing.add(fileId);
+    if (failing.size >= outageFiles) return "outage";
+    return this.lastAnswered[step] >= recently ? "file" : "outage";
   }
 
   /**

@@ -47,6 +47,25 @@ Deno.test("a probe that learnt nothing lets the next caller probe; an answer end
   assert(health.permit(500).probe, "another caller may probe");
   health.answered("status", 600);
   assertEquals(health.permit(600), { wait: 0, probe: false });
-  assert(health.answeredSince("status", 600));
-  assert(!health.answeredSince("pull", 1), "per kind of request");
+  assertEquals(health.judge("status", 1, 600), "file", "answered lately");
+  assertEquals(health.judge("pull", 1, 1), "outage", "per kind of request");
+});
+
+Deno.test("a 5xx is one file's trouble while others are answered, and an outage when three files fail in a row", () => {
+  const health = new ArchiveHealth("a", 100, 1000);
+  health.answered("pull", 1000);
+  // One bad file, failing again and again between others' answers: its own trouble.
+  for (let t = 1001; t < 1010; t++) {
+    assertEquals(health.judge("pull", 7, 0), "file");
+    health.answered("pull", t);
+  }
+  // The archive goes down just after answering: the third file failing with no answer between
+  // is an outage, though the last answer is recent.
+  assertEquals(health.judge("pull", 1, 0), "file");
+  assertEquals(health.judge("pull", 1, 0), "file", "the same file again is not another file");
+  assertEquals(health.judge("pull", 2, 0), "file");
+  assertEquals(health.judge("pull", 3, 0), "outage");
+  assertEquals(health.judge("stage", 4, 0), "file", "per kind of request");
+  health.answered("pull", 2000);
+  assertEquals(health.judge("pull", 5, 0), "file", "an answer starts the count again");
 });

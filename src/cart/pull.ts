@@ -57,14 +57,30 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
   const out = await createFresh(spec.partial);
   // Room for the whole file at most (plus a byte, to notice a longer body in one read).
   const writer = new BlockWriter(out, Math.min(spec.transferSize, spec.size + 1));
+  // Every wait below also ends when the pull is aborted or stalls, even one the abort does not
+  // reach (a body read that never settles): a stalled archive can never hold a worker.
+  const aborted = new Promise<never>((_, reject) => {
+    const stop = () => reject(signal.reason);
+    if (signal.aborted) stop();
+    else signal.addEventListener("abort", stop, { once: true });
+  });
+  aborted.catch(() => {});
   try {
-    const body = await spec.archive.open(spec.id, signal);
-    const source = chunkSource(body);
+    // The idle timeout covers the wait for the answer's headers too.
     let timer = setTimeout(() => stall.abort(), spec.idleTimeoutMs);
+    let source: ChunkSource | undefined;
     try {
+      const opening = spec.archive.open(spec.id, signal);
+      // A body that comes after the pull gave up is let go.
+      opening.then((body) => {
+        if (signal.aborted) body.cancel().catch(() => {});
+      }, () => {});
+      source = chunkSource(await Promise.race([opening, aborted]));
+      clearTimeout(timer);
+      timer = setTimeout(() => stall.abort(), spec.idleTimeoutMs);
       for (;;) {
         // Straight into the writer's block when the body can (no copy, and no buffer per chunk).
-        const chunk = await source.next(writer.space());
+        const chunk = await Promise.race([source.next(writer.space()), aborted]);
         clearTimeout(timer);
         if (signal.aborted) throw signal.reason;
         if (chunk.length === 0) {
@@ -88,7 +104,7 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
       );
     } finally {
       clearTimeout(timer);
-      source.close();
+      source?.close();
     }
     if (bytes !== spec.size) {
       throw new ArchiveError(

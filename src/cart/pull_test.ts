@@ -93,3 +93,43 @@ Deno.test("a body shorter or longer than the archive said fails the pull", async
   assertMatch(long.message, /gave more than/);
   assertEquals(long instanceof ArchiveError, true);
 });
+
+Deno.test("an archive that stops sending, or never answers, fails the pull after the idle timeout", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cartd-pull-" });
+  // A body that sends a little and then nothing (its reads never settle, and it ignores the
+  // abort, as a real body did once garbage collection had run), and an answer that never comes.
+  const silent: Archive[] = [
+    archiveOf(() =>
+      new ReadableStream({
+        type: "bytes",
+        start: (controller) => controller.enqueue(data.slice(0, 1000)),
+        pull: () => new Promise(() => {}),
+      })
+    ),
+    { ...archiveOf(() => plainStream([])), open: () => new Promise(() => {}) },
+  ];
+  try {
+    for (const archive of silent) {
+      const started = Date.now();
+      const err = await assertRejects(() =>
+        pullFile({
+          archive,
+          id: "f",
+          hashtype: "sha1",
+          hashsum: sha1,
+          size: data.length,
+          partial: join(dir, "file.part"),
+          target: join(dir, "file"),
+          signal: new AbortController().signal,
+          transferSize: 4096,
+          idleTimeoutMs: 300,
+        })
+      );
+      assertMatch(err.message, /stalled after (1000|0) bytes/);
+      assertEquals(Date.now() - started < 3000, true, "within the idle timeout, give or take");
+      assertEquals([...Deno.readDirSync(dir)], [], "nothing left behind");
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

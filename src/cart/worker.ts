@@ -401,7 +401,7 @@ export class Worker {
         return;
       }
       if (err instanceof ArchiveError) {
-        const failure = this.judge(err, stepOf(file));
+        const failure = this.judge(err, file);
         if (failure === "outage") return void await this.waitForArchive(job, err);
         this.health.reachable(Date.now());
         if (failure === "permanent") return void await this.markError(job, err.message);
@@ -445,13 +445,13 @@ export class Worker {
   }
 
   /**
-   * Settles a failure that could concern the archive or only this file: if the archive has lately
-   * answered the same kind of request for other files, the trouble is this file's.
+   * Settles a failure that could concern the archive or only this file (see `ArchiveHealth.judge`):
+   * the file's while the archive answers the same kind of request for other files.
    */
-  private judge(err: ArchiveError, step: ArchiveStep): Exclude<ArchiveError["failure"], "unknown"> {
+  private judge(err: ArchiveError, file: CartFile): Exclude<ArchiveError["failure"], "unknown"> {
     if (err.failure !== "unknown") return err.failure;
     const recently = Date.now() - Math.max(60_000, this.config.pollMaxInterval);
-    return this.health.answeredSince(step, recently) ? "file" : "outage";
+    return this.health.judge(stepOf(file), file.id, recently);
   }
 
   /**

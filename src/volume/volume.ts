@@ -119,11 +119,21 @@ export class Volume {
     }
   }
 
-  /** Removes a cart's directory; a missing one is fine. */
+  /**
+   * Removes a cart's directory; a missing one is fine. A pull of the cart that has not yet seen
+   * the deletion may create a file in it meanwhile ("Directory not empty"): the removal is tried
+   * again a few times.
+   */
   async removeCart(cartId: number): Promise<void> {
-    await Deno.remove(this.cartDir(cartId), { recursive: true }).catch((err) => {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-    });
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await Deno.remove(this.cartDir(cartId), { recursive: true });
+      } catch (err) {
+        if (err instanceof Deno.errors.NotFound) return;
+        if ((err as { code?: unknown }).code !== "ENOTEMPTY" || attempt >= 5) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 20 * attempt));
+      }
+    }
   }
 
   /** Bytes free for an unprivileged writer on the volume's file system, less `reserve`. */
