@@ -338,6 +338,8 @@ Deno.test("symlinks planted in the volume cannot make cartd read or write outsid
     await Deno.symlink(secret, join(partial, `${files[0].id}.part`));
     await Deno.symlink(secret, join(partial, `${files[0].id}.left-by-a-crash.part`));
     assertEquals((await cartd.worker().drainCart(third.cart.id))?.status, "ready");
+    // A ready cart keeps no partial folder, nor what was left in it.
+    await assertRejects(() => Deno.lstat(partial));
 
     // 4. A staged file swapped for a link to an outside file of the same size: refused too.
     const fourth = await cartd.service.create(

@@ -351,6 +351,13 @@ export class Worker {
     );
     // Its cart was deleted and its folder removed while the file was pulled: the folder the pull
     // made again goes too.
+    // Its cart is ready: no pull of it is left, so what killed or abandoned pulls left in its
+    // partial folder (a retried file's earlier pull, say) goes, with the folder.
+    if (completed.cartReady && !completed.cartRemoved) {
+      await this.volume.removePartials(file.cart_id).catch((err) =>
+        log.warn(`cart ${file.cart_id}: cannot remove its partial folder: ${describe(err)}`)
+      );
+    }
     if (completed.cartRemoved) {
       await this.volume.removeCart(file.cart_id).catch((err) =>
         log.warn(`cart ${file.cart_id}: cannot remove its folder after deletion: ${describe(err)}`)

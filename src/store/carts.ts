@@ -464,8 +464,8 @@ export async function readyIfDone(
   tx: Kysely<Database>,
   cartId: number,
   now: number,
-): Promise<void> {
-  await tx.updateTable("carts")
+): Promise<boolean> {
+  const result = await tx.updateTable("carts")
     .set({ status: "ready", ready_at: now, used_at: now, finished_at: now })
     .where("id", "=", cartId).where("status", "=", "staging")
     .where(({ not, exists, selectFrom }) =>
@@ -473,7 +473,8 @@ export async function readyIfDone(
         selectFrom("files").select("files.id").where("files.cart_id", "=", cartId)
           .where("files.state", "in", [...pendingStates, "error"]),
       ))
-    ).execute();
+    ).executeTakeFirst();
+  return result.numUpdatedRows > 0n;
 }
 
 /** The earlier of a time and a value read from the database (either may be missing). */

@@ -134,7 +134,7 @@ export class WorkRecords {
     owner: string,
     changes: FileChanges & { size: number },
     now: number,
-  ): Promise<false | { cartRemoved: boolean }> {
+  ): Promise<false | { cartRemoved: boolean; cartReady: boolean }> {
     try {
       return await this.db.transaction().execute(async (tx) => {
         // The cart row first, as the lock order says: this update locks it.
@@ -153,8 +153,8 @@ export class WorkRecords {
           .where("id", "=", file.id).where("owner", "=", owner).where("state", "!=", "ready")
           .executeTakeFirst();
         if (result.numUpdatedRows === 0n) throw leaseLost;
-        await readyIfDone(tx, file.cart_id, now);
-        return { cartRemoved: cart === undefined || cart.removed_at !== null };
+        const cartReady = await readyIfDone(tx, file.cart_id, now);
+        return { cartRemoved: cart === undefined || cart.removed_at !== null, cartReady };
       });
     } catch (err) {
       if (err === leaseLost) return false;

@@ -119,6 +119,13 @@ export class Volume {
     }
   }
 
+  /** Removes a cart's folder of pulls in progress and whatever is in it; a missing one is fine. */
+  async removePartials(cartId: number): Promise<void> {
+    await Deno.remove(join(this.cartDir(cartId), "partial"), { recursive: true }).catch((err) => {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    });
+  }
+
   /**
    * Removes a cart's directory; a missing one is fine. A pull of the cart that has not yet seen
    * the deletion may create a file in it meanwhile ("Directory not empty"): the removal is tried
