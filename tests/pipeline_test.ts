@@ -75,6 +75,25 @@ testOnEngines(
 );
 
 testOnEngines(
+  "a body cut short and then one corrupted: the mismatch is still pulled once more",
+  async () => {
+    const faults = [
+      { op: "pull" as const, kind: "truncate" as const, times: 1 },
+      { op: "pull" as const, kind: "corrupt" as const, times: 1 },
+    ];
+    await withSimulator(
+      [{ id: "f", size: 100_000 }],
+      { faults },
+      {},
+      async ({ archive, simulator, cartd }) => {
+        assertEquals((await stageCart(cartd, "c", archive.request)).done?.status, "ready");
+        assertEquals(simulator.count("pull", "f"), 3);
+      },
+    );
+  },
+);
+
+testOnEngines(
   "5xx, truncated and dropped bodies are retried with backoff and recover",
   async () => {
     const files = ["a", "b", "c", "d"].map((id) => ({ id, size: 50_000 }));

@@ -90,6 +90,8 @@ export class Worker {
   private pauseLogged = 0;
   /** When this worker last logged each file's wait for space. */
   private readonly spaceWaitLogged = new Map<number, number>();
+  /** Files whose pull this worker found corrupt (see `fail`). */
+  private readonly mismatched = new Set<number>();
 
   constructor(
     private readonly store: Store,
@@ -401,8 +403,15 @@ export class Worker {
     try {
       if (err instanceof ChecksumMismatch) {
         this.health.reachable(Date.now());
-        // A second mismatch means the request's checksum (or the archive's file) is wrong.
-        if (file.attempts >= 2) return void await this.markError(job, err.message);
+        // A second mismatch means the request's checksum (or the archive's file) is wrong. Pulls
+        // cut short before do not count; a mismatch seen by a process since restarted is
+        // forgotten, which costs one more pull, within `retry_limit` pulls in all.
+        if (this.mismatched.has(file.id) || file.attempts > this.config.retryLimit) {
+          this.mismatched.delete(file.id);
+          return void await this.markError(job, err.message);
+        }
+        if (this.mismatched.size >= 10_000) this.mismatched.clear();
+        this.mismatched.add(file.id);
         log.warn(`file ${file.archive_id}: ${err.message}; pulling it once more`);
         await this.retryLater(job, 1, err.message);
         return;
