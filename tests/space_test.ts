@@ -120,6 +120,35 @@ Deno.test("a file larger than the volume could ever hold fails at once, evicting
   });
 });
 
+Deno.test("a cart that could never fit as a whole fails once its sizes are known, evicting nothing", async () => {
+  const archive = await makeArchive([
+    { id: "old", size: 30_000 },
+    ...["a", "b", "c"].map((id) => ({ id, size: 40_000 })),
+  ]);
+  const cartd = await openTestCartd(`file://${archive.dir}`, {
+    CARTD_VOLUME_SIZE_LIMIT: "100000",
+    CARTD_VOLUME_RESERVE: "0",
+    CARTD_SPACE_WAIT: "10m",
+    LRU_BUFFER_TIME: "0",
+  });
+  try {
+    assertEquals((await stageCart(cartd, "old", requestFor(archive, "old"))).done?.status, "ready");
+    const started = Date.now();
+    // Each file fits the limit, but the three together (120 000 bytes) never can.
+    const whole = { fileids: archive.request.fileids.filter((f) => f.id !== "old") };
+    const { done } = await stageCart(cartd, "three", whole);
+    assertEquals(done?.status, "error");
+    assertMatch(
+      done!.message,
+      /its cart needs at least 117\.2 KiB in all, and its volume_size_limit is 97\.7 KiB/,
+    );
+    assert(Date.now() - started < 10_000, "no waiting out space_wait");
+    assertEquals(await isLive(cartd, "old"), true, "nothing was evicted for it");
+  } finally {
+    await cartd.close();
+  }
+});
+
 Deno.test("eviction happens only when it makes the file fit; otherwise the file waits and evicts nothing", async () => {
   const archive = await makeArchive([
     { id: "held", size: 40_000 },
@@ -445,7 +474,9 @@ Deno.test("the server's housekeeping removes what a crashed process left: its do
   const { serveApp } = await import("./support/app.ts");
   const archive = await makeArchive([{ id: "a", size: 1000 }]);
   const cartd = await openTestCartd(`file://${archive.dir}`);
-  const { url, close } = serveApp(cartd, 100);
+  // Housekeeping every second: a sweep between the DELETE and the first check below would
+  // remove the folder before the check sees it held.
+  const { url, close } = serveApp(cartd, 1000);
   try {
     const { cart, done } = await stageCart(cartd, "c", requestFor(archive, "a"));
     assertEquals(done?.status, "ready");

@@ -113,6 +113,17 @@ export class SpaceRecords {
     await this.db.deleteFrom("downloads").where("id", "=", id).execute();
   }
 
+  /** What a cart's files need in all, as far as their sizes are known, and how many are not. */
+  async cartNeeds(cartId: number): Promise<{ bytes: number; unknown: number }> {
+    const row = await this.db.selectFrom("files")
+      .select([
+        sql<number>`coalesce(sum(size), 0)`.as("bytes"),
+        sql<number>`count(*) - count(size)`.as("unknown"),
+      ])
+      .where("cart_id", "=", cartId).executeTakeFirstOrThrow();
+    return { bytes: Number(row.bytes), unknown: Number(row.unknown) };
+  }
+
   /** Deleted carts whose files are still on the volume and that no download holds. */
   async removable(now: number): Promise<number[]> {
     const rows = await this.db.selectFrom("carts").select("id")

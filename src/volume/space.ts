@@ -66,11 +66,26 @@ export class SpaceManager {
           message: `Not enough space to download file: it needs ${formatBytes(bytes)}, and ${most}`,
         };
       }
+      // The whole cart must fit too: one that never can fails now, and one whose sizes are not
+      // all known yet evicts nothing (it may turn out never to fit).
+      const cart = await this.store.space.cartNeeds(file.cart_id);
+      if (cart.bytes > ceiling || (limit > 0 && cart.bytes > limit)) {
+        const most = limit > 0 && limit < ceiling
+          ? `its volume_size_limit is ${formatBytes(limit)}`
+          : `the volume holds at most ${formatBytes(Math.max(ceiling, 0))} for cartd`;
+        return {
+          ok: false,
+          never: true,
+          message: `Not enough space to download file: its cart needs at least ${
+            formatBytes(cart.bytes)
+          } in all, and ${most}`,
+        };
+      }
       const shortfall = Math.max(
         bytes - (available - check.reserved),
         limit > 0 ? check.used + bytes - limit : 0,
       );
-      const evicted = this.config.lruPurge && round === 0 &&
+      const evicted = this.config.lruPurge && round === 0 && cart.unknown === 0 &&
         await this.evict(file.cart_id, shortfall, now);
       if (!evicted) {
         const parts = [
