@@ -85,7 +85,11 @@ export class SpaceManager {
         bytes - (available - check.reserved),
         limit > 0 ? check.used + bytes - limit : 0,
       );
-      const evicted = this.config.lruPurge && round === 0 && cart.unknown === 0 &&
+      // Until its sizes are known a cart evicts nothing, unless its files have waited half of
+      // space_wait (say, while a tape recall of the rest takes long).
+      const waited = now - Number(file.space_wait_since ?? now);
+      const mayEvict = cart.unknown === 0 || waited >= this.config.spaceWait / 2;
+      const evicted = this.config.lruPurge && round === 0 && mayEvict &&
         await this.evict(file.cart_id, shortfall, now);
       if (!evicted) {
         const parts = [
