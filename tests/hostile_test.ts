@@ -370,7 +370,7 @@ Deno.test("symlinks planted in the volume cannot make cartd read or write outsid
     ]);
     const other = await openTestCartd(`file://${big.dir}`);
     try {
-      for (const swap of ["file", "folder"]) {
+      for (const swap of ["file", "folder", "fifo"]) {
         const uid = `swap-${swap}`;
         const made = await other.service.create(
           uid,
@@ -384,6 +384,12 @@ Deno.test("symlinks planted in the volume cannot make cartd read or write outsid
           const path = other.volume.filePath(made.cart.id, "z_small");
           await Deno.remove(path);
           await Deno.symlink(secret, path);
+        } else if (swap === "fifo") {
+          // A pipe no one writes to: reading it would block the download for ever.
+          const path = other.volume.filePath(made.cart.id, "z_small");
+          await Deno.remove(path);
+          const fifo = await new Deno.Command("mkfifo", { args: [path] }).output();
+          assert(fifo.success, "mkfifo");
         } else {
           const path = join(other.volume.dataRoot(made.cart.id), "z_dir");
           await Deno.rename(path, `${path}.old`);
@@ -401,7 +407,7 @@ Deno.test("symlinks planted in the volume cannot make cartd read or write outsid
         // (The folder's own check may say it first.)
         assertMatch(
           swapped.message,
-          /a symlink on its way leads elsewhere|leads outside the cart's directory/,
+          /a symlink on its way leads elsewhere|leads outside the cart's directory|z_small is not a regular file/,
           swap,
         );
       }

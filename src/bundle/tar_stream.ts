@@ -118,7 +118,6 @@ async function* tarChunks(
   end: number,
   checkFile?: (entry: TarEntry) => Promise<void>,
 ): AsyncGenerator<Uint8Array> {
-  streaming++;
   let readAhead = readAheadShare();
   const pieceSize = () => pieceSizeFor(readAhead);
   const source = piecesOf(layout, start, end, pieceSize);
@@ -132,7 +131,7 @@ async function* tarChunks(
   const reads: [Promise<Uint8Array> | Uint8Array | number, number, boolean][] = [];
   let reading = 0;
   let fileReads = 0;
-  let next = source.next();
+  let next!: IteratorResult<Piece>;
   const readMore = () => {
     readAhead = readAheadShare();
     while (
@@ -181,7 +180,9 @@ async function* tarChunks(
     filled = 0;
     return out;
   };
+  streaming++;
   try {
+    next = source.next();
     readMore();
     while (reads.length > 0) {
       const [read, counted, fromFile] = reads.shift()!;

@@ -24,7 +24,7 @@ const outageFiles = 3;
 /** One process's view of the archive: recent answers by kind of request, and any outage. */
 export class ArchiveHealth {
   private readonly lastAnswered: Record<ArchiveStep, number> = { stage: 0, status: 0, pull: 0 };
-  /** The files whose request of each kind failed since one of that kind was last answered. */
+  /** The files whose request of each kind failed since the archive last answered anything. */
   private readonly failingSinceAnswer: Record<ArchiveStep, Set<number>> = {
     stage: new Set(),
     status: new Set(),
@@ -41,12 +41,13 @@ export class ArchiveHealth {
   /** The archive answered a request of this kind as asked: any outage is over. */
   answered(step: ArchiveStep, now: number): void {
     this.lastAnswered[step] = now;
-    this.failingSinceAnswer[step].clear();
     this.reachable(now);
   }
 
   /** The archive answered, if only to refuse this file: it is up. */
   reachable(now: number): void {
+    // Failures in a row are counted only while nothing at all is answered.
+    for (const failing of Object.values(this.failingSinceAnswer)) failing.clear();
     if (!this.outage) return;
     const seconds = Math.round((now - this.outage.since) / 1000);
     log.info(`archive ${this.name} answers again, after ${seconds} s`);
@@ -56,7 +57,8 @@ export class ArchiveHealth {
   /**
    * Judges a failure that could be the archive's or this file's alone (a 5xx, a cut body): the
    * file's, if the archive answered a request of this kind since `recently`, and no more than two
-   * other files' requests of this kind have failed since that answer; else the archive's. (An
+   * other files' requests of this kind have failed since it last answered anything; else the
+   * archive's. (An
    * archive that goes down right after answering fails every file at once: counting the files
    * tells that from one bad file before the retries run out.)
    */

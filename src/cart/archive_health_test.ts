@@ -68,4 +68,9 @@ Deno.test("a 5xx is one file's trouble while others are answered, and an outage 
   assertEquals(health.judge("stage", 4, 0), "file", "per kind of request");
   health.answered("pull", 2000);
   assertEquals(health.judge("pull", 5, 0), "file", "an answer starts the count again");
+  // Files whose pulls fail while the archive answers other requests are each their own trouble.
+  for (const file of [6, 7, 8, 9]) {
+    assertEquals(health.judge("pull", file, 0), "file");
+    health.answered("status", 2001);
+  }
 });

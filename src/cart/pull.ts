@@ -57,14 +57,6 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
   const out = await createFresh(spec.partial);
   // Room for the whole file at most (plus a byte, to notice a longer body in one read).
   const writer = new BlockWriter(out, Math.min(spec.transferSize, spec.size + 1));
-  // Every wait below also ends when the pull is aborted or stalls, even one the abort does not
-  // reach (a body read that never settles): a stalled archive can never hold a worker.
-  const aborted = new Promise<never>((_, reject) => {
-    const stop = () => reject(signal.reason);
-    if (signal.aborted) stop();
-    else signal.addEventListener("abort", stop, { once: true });
-  });
-  aborted.catch(() => {});
   try {
     // The idle timeout covers the wait for the answer's headers too.
     let timer = setTimeout(() => stall.abort(), spec.idleTimeoutMs);
@@ -75,12 +67,12 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
       opening.then((body) => {
         if (signal.aborted) body.cancel().catch(() => {});
       }, () => {});
-      source = chunkSource(await Promise.race([opening, aborted]));
+      source = chunkSource(await untilAborted(opening, signal));
       clearTimeout(timer);
       timer = setTimeout(() => stall.abort(), spec.idleTimeoutMs);
       for (;;) {
         // Straight into the writer's block when the body can (no copy, and no buffer per chunk).
-        const chunk = await Promise.race([source.next(writer.space()), aborted]);
+        const chunk = await untilAborted(source.next(writer.space()), signal);
         clearTimeout(timer);
         if (signal.aborted) throw signal.reason;
         if (chunk.length === 0) {
@@ -134,6 +126,23 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
   }
   await Deno.rename(spec.partial, spec.target);
   return { bytes, digest, verified: spec.hashsum !== "" };
+}
+
+/**
+ * `work`, or the signal's reason once it aborts, even if `work` never settles (a body read the
+ * abort does not reach): a stalled archive can never hold a worker. The listener goes with the
+ * wait, so a pull of many chunks holds nothing per chunk.
+ */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    work.catch(() => {});
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const stop = () => reject(signal.reason);
+    signal.addEventListener("abort", stop, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", stop));
+  });
 }
 
 /**

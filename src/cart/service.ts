@@ -354,6 +354,8 @@ export class CartService {
     }));
     const layout = tarLayout(root, sources);
     const tar = { layout, etag: tarEtag(layout, `${cart.id}\n${readyAt}`) };
+    // Too large to keep: made again for each download, and the kept ones stay.
+    if (layout.entries.length > keptTarEntries) return tar;
     let entries = layout.entries.length;
     for (const other of this.tarsKept.values()) entries += other.layout.entries.length;
     for (const [oldest, other] of this.tarsKept) {
@@ -443,11 +445,23 @@ export class CartService {
           irregular = this.irregularNames(cart.id, folder);
           folders.set(folder, irregular);
         }
-        const [names] = await Promise.all([irregular, this.volume.assertUnmoved(path)]);
-        if (names.has(basename(path))) {
+        const [names, info] = await Promise.all([
+          irregular,
+          Deno.lstat(path),
+          this.volume.assertUnmoved(path),
+        ]);
+        // (A FIFO or a grown file put there since would block the read, or fill the memory.)
+        if (names.has(basename(path)) || !info.isFile) {
           throw new CartdError(
             "failure",
             `${entry.header.name} is not a regular file on the volume any more`,
+          );
+        }
+        if (info.size !== entry.header.size) {
+          throw new CartdError(
+            "failure",
+            `${entry.header.name} is ${info.size} bytes on the volume, not the ${entry.header.size} ` +
+              "verified; the download was stopped",
           );
         }
       },
