@@ -58,9 +58,8 @@ export class ArchiveHealth {
    * Judges a failure that could be the archive's or this file's alone (a 5xx, a cut body): the
    * file's, if the archive answered a request of this kind since `recently`, and no more than two
    * other files' requests of this kind have failed since it last answered anything; else the
-   * archive's. (An
-   * archive that goes down right after answering fails every file at once: counting the files
-   * tells that from one bad file before the retries run out.)
+   * archive's. (An archive that goes down right after answering fails every file at once:
+   * counting the files tells that from one bad file before the retries run out.)
    */
   judge(step: ArchiveStep, fileId: number, recently: number): "file" | "outage" {
     const failing = this.failingSinceAnswer[step];

@@ -3,7 +3,6 @@
  * status, deleting it, and opening its tar. The CLI commands and the HTTP handlers are thin
  * wrappers over these calls, so both tell the same story.
  */
-import { basename, dirname } from "node:path";
 import type { WorkSignal } from "./work_signal.ts";
 import type { Config } from "../config.ts";
 import { CartdError, cartFailed, cartNotFound, cartNotReady } from "../errors.ts";
@@ -404,7 +403,7 @@ export class CartService {
         log.warn(`cannot close download of cart ${cart.uid}: ${describe(err)}`);
       }
     };
-    const tar = passThrough(this.tarStreamOf(cart, layout, start, end), finished);
+    const tar = passThrough(this.tarStreamOf(layout, start, end), finished);
     return tar.stream;
   }
 
@@ -424,34 +423,20 @@ export class CartService {
   }
 
   private tarStreamOf(
-    cart: Cart,
     layout: TarLayout,
     start?: number,
     end?: number,
   ): ReadableStream<Uint8Array> {
-    // Each folder is listed once per download: it must resolve inside the cart, and a file of the
-    // layout must be a regular file in it. Just before each file is read, its path must still
-    // resolve to itself (a symlink swapped in since, for the file or a folder, is refused), and
-    // its size is checked as it is read.
-    const folders = new Map<string, Promise<Set<string>>>();
+    // Just before each file is read: its path must still resolve to itself (a symlink swapped in
+    // since, for the file or a folder, is refused), and it must be a regular file of the size
+    // verified (a FIFO or a grown file put there would block the read, or fill the memory).
     return tarStream(layout, {
       start,
       end,
       checkFile: async (entry) => {
         const path = entry.file!;
-        const folder = dirname(path);
-        let irregular = folders.get(folder);
-        if (!irregular) {
-          irregular = this.irregularNames(cart.id, folder);
-          folders.set(folder, irregular);
-        }
-        const [names, info] = await Promise.all([
-          irregular,
-          Deno.lstat(path),
-          this.volume.assertUnmoved(path),
-        ]);
-        // (A FIFO or a grown file put there since would block the read, or fill the memory.)
-        if (names.has(basename(path)) || !info.isFile) {
+        const [info] = await Promise.all([Deno.lstat(path), this.volume.assertUnmoved(path)]);
+        if (!info.isFile) {
           throw new CartdError(
             "failure",
             `${entry.header.name} is not a regular file on the volume any more`,
@@ -466,16 +451,6 @@ export class CartService {
         }
       },
     });
-  }
-
-  /** The names in a cart's folder that are not regular files; throws if it leads outside. */
-  private async irregularNames(cartId: number, folder: string): Promise<Set<string>> {
-    await this.volume.assertInside(cartId, folder);
-    const names = new Set<string>();
-    for await (const item of Deno.readDir(folder)) {
-      if (!item.isFile) names.add(item.name);
-    }
-    return names;
   }
 }
 

@@ -351,8 +351,6 @@ export class Worker {
         result.verified ? "verified" : "unverified (no hashsum)"
       }`,
     );
-    // Its cart was deleted and its folder removed while the file was pulled: the folder the pull
-    // made again goes too.
     // Its cart is ready: no pull of it is left, so what killed or abandoned pulls left in its
     // partial folder (a retried file's earlier pull, say) goes, with the folder.
     if (completed.cartReady && !completed.cartRemoved) {
@@ -360,6 +358,8 @@ export class Worker {
         log.warn(`cart ${file.cart_id}: cannot remove its partial folder: ${describe(err)}`)
       );
     }
+    // Its cart was deleted and its folder removed while the file was pulled: the folder the pull
+    // made again goes too.
     if (completed.cartRemoved) {
       await this.volume.removeCart(file.cart_id).catch((err) =>
         log.warn(`cart ${file.cart_id}: cannot remove its folder after deletion: ${describe(err)}`)

@@ -74,22 +74,9 @@ export class Volume {
     const partial = join(this.cartDir(cartId), "partial");
     Deno.mkdirSync(parent, { recursive: true });
     Deno.mkdirSync(partial, { recursive: true });
-    this.assertInsideSync(cartId, parent);
-    this.assertInsideSync(cartId, partial, "partial");
+    this.assertInside(cartId, parent);
+    this.assertInside(cartId, partial, "partial");
     return target;
-  }
-
-  /**
-   * Throws unless `path` (which must exist) resolves inside the cart's `data` (or `partial`)
-   * folder, itself where it should be under the volume: a symlink anywhere on the way, the cart's
-   * own folders included, would lead elsewhere and is refused.
-   */
-  async assertInside(
-    cartId: number,
-    path: string,
-    area: "data" | "partial" = "data",
-  ): Promise<void> {
-    this.checkInside(cartId, path, await Deno.realPath(path), area);
   }
 
   /**
@@ -99,24 +86,28 @@ export class Volume {
    */
   async assertUnmoved(path: string): Promise<void> {
     const real = await Deno.realPath(path);
-    this.realRoot ??= Deno.realPathSync(this.root);
-    if (real !== this.realRoot + path.slice(this.root.length)) {
+    if (real !== this.realRootPath() + path.slice(this.root.length)) {
       throw new CartdError("failure", `refusing ${path}: a symlink on its way leads elsewhere`);
     }
   }
 
-  /** `assertInside`, synchronous (see `prepareDirectories`). */
-  assertInsideSync(cartId: number, path: string, area: "data" | "partial" = "data"): void {
-    this.checkInside(cartId, path, Deno.realPathSync(path), area);
-  }
-
-  private checkInside(cartId: number, path: string, real: string, area: "data" | "partial") {
-    // The volume's own path is resolved once; what is under it, every time.
-    this.realRoot ??= Deno.realPathSync(this.root);
-    const root = join(this.realRoot, "carts", String(cartId), area);
+  /**
+   * Throws unless `path` (which must exist) resolves inside the cart's `data` (or `partial`)
+   * folder, itself where it should be under the volume: a symlink anywhere on the way, the cart's
+   * own folders included, would lead elsewhere and is refused. Synchronous (see
+   * `prepareDirectories`).
+   */
+  private assertInside(cartId: number, path: string, area: "data" | "partial" = "data"): void {
+    const real = Deno.realPathSync(path);
+    const root = join(this.realRootPath(), "carts", String(cartId), area);
     if (real !== root && !real.startsWith(root + "/")) {
       throw new CartdError("failure", `refusing ${path}: it leads outside the cart's directory`);
     }
+  }
+
+  /** The volume's own path, resolved once; what is under it is resolved every time. */
+  private realRootPath(): string {
+    return this.realRoot ??= Deno.realPathSync(this.root);
   }
 
   /** Removes a cart's folder of pulls in progress and whatever is in it; a missing one is fine. */
