@@ -12,15 +12,14 @@ import { blockSize, type HeaderFields, headerLength, padded } from "./tar_header
 
 const recordSize = 10240;
 
-/** One verified file to put in the tar. */
+/** One verified file to put in the tar, as the database gives it. */
 export interface TarSource {
   /** Normalised relative path inside the cart. */
   path: string;
-  size: number;
-  /** Seconds since the epoch. */
-  mtime: number;
-  /** Where its bytes are on disk. */
-  file: string;
+  /** Bytes (read with `Number()`: PostgreSQL's driver gives big integers as strings). */
+  size: number | null;
+  /** Seconds since the epoch (none: 0). */
+  mtime: number | null;
 }
 
 /** One entry of a tar layout: where its header starts, the header, and where its bytes come from. */
@@ -32,53 +31,114 @@ export interface TarEntry {
   file?: string;
 }
 
-/** A whole tar, computed before a byte is read: its entries, where the trailer starts, its size. */
+/**
+ * A whole tar, computed before a byte is read. Entries are kept as columns and made into objects
+ * only when asked for, so the layout of a cart of 100 000 files takes a few megabytes.
+ */
 export interface TarLayout {
   root: string;
-  entries: TarEntry[];
+  /** How many entries (folders and files). */
+  count: number;
+  /** Entry `i`, in tar order. */
+  entry(i: number): TarEntry;
   /** How many of the entries are files. */
   files: number;
   /** Where the trailer (zero blocks and record padding) starts. */
   trailerOffset: number;
   size: number;
+  /** The first entry that holds byte `position` or a later one (`count` if none does). */
+  entryAt(position: number): number;
 }
 
-/** The layout of the tar whose members are rooted at `root/`. */
-export function tarLayout(root: string, sources: TarSource[]): TarLayout {
-  const sorted = inWalkOrder(sources);
+/**
+ * The layout of the tar whose members are rooted at `root/`. `fileOf` says where the bytes of a
+ * source's path are on disk.
+ */
+export function tarLayout(
+  root: string,
+  sources: readonly TarSource[],
+  fileOf: (path: string) => string,
+): TarLayout {
+  const order = walkOrder(sources);
+  const paths = order.map((i) => sources[i].path);
+  const sizes = Float64Array.from(order, (i) => Number(sources[i].size ?? 0));
+  const mtimes = Float64Array.from(order, (i) => Number(sources[i].mtime ?? 0));
   // A folder's time is the latest of everything under it.
   const dirMtime = new Map<string, number>([["", 0]]);
-  for (const s of sources) {
-    for (const dir of ["", ...foldersOf(s.path)]) {
-      dirMtime.set(dir, Math.max(dirMtime.get(dir) ?? 0, s.mtime));
+  for (let i = 0; i < paths.length; i++) {
+    dirMtime.set("", Math.max(dirMtime.get("")!, mtimes[i]));
+    for (const dir of foldersOf(paths[i])) {
+      dirMtime.set(dir, Math.max(dirMtime.get(dir) ?? 0, mtimes[i]));
     }
   }
 
-  const entries: TarEntry[] = [];
-  let offset = 0;
-  const add = (header: HeaderFields, file?: string) => {
-    const length = headerLength(header);
-    entries.push({ offset, header, headerLength: length, file });
-    offset += length + padded(header.size);
+  const dirs: string[] = [];
+  /** Per entry: the index of its file in `paths`, or `~i` for the folder `dirs[i]`. */
+  const refs: number[] = [];
+  /** Where each entry starts, and then where the trailer starts. */
+  const offsets: number[] = [];
+  const headerOf = (ref: number): HeaderFields => {
+    if (ref < 0) {
+      const dir = dirs[~ref];
+      const name = dir === "" ? `${root}/` : `${root}/${dir}/`;
+      return { name, type: "directory", size: 0, mode: 0o755, mtime: dirMtime.get(dir)! };
+    }
+    const name = `${root}/${paths[ref]}`;
+    return { name, type: "file", size: sizes[ref], mode: 0o644, mtime: mtimes[ref] };
   };
-  const emitted = new Set<string>();
+  let offset = 0;
+  const add = (ref: number) => {
+    refs.push(ref);
+    offsets.push(offset);
+    const header = headerOf(ref);
+    offset += headerLength(header) + padded(header.size);
+  };
   const addDir = (dir: string) => {
-    if (emitted.has(dir)) return;
-    emitted.add(dir);
-    const name = dir === "" ? `${root}/` : `${root}/${dir}/`;
-    add({ name, type: "directory", size: 0, mode: 0o755, mtime: dirMtime.get(dir) ?? 0 });
+    dirs.push(dir);
+    add(~(dirs.length - 1));
   };
   addDir("");
-  for (const s of sorted) {
-    for (const dir of foldersOf(s.path)) addDir(dir);
-    add(
-      { name: `${root}/${s.path}`, type: "file", size: s.size, mode: 0o644, mtime: s.mtime },
-      s.file,
-    );
+  for (let i = 0; i < paths.length; i++) {
+    // In walk order everything under a folder comes together, so a folder has its entry already
+    // when the path before holds it too.
+    for (const dir of foldersOf(paths[i])) {
+      if (i === 0 || !paths[i - 1].startsWith(`${dir}/`)) addDir(dir);
+    }
+    add(i);
   }
   const trailerOffset = offset;
-  const size = Math.ceil((offset + 2 * blockSize) / recordSize) * recordSize;
-  return { root, entries, files: sources.length, trailerOffset, size };
+  offsets.push(trailerOffset);
+
+  const entry = (i: number): TarEntry => {
+    const ref = refs[i];
+    const header = headerOf(ref);
+    return {
+      offset: offsets[i],
+      header,
+      headerLength: offsets[i + 1] - offsets[i] - padded(header.size),
+      file: ref < 0 ? undefined : fileOf(paths[ref]),
+    };
+  };
+  const entryAt = (position: number): number => {
+    // Binary search for the first entry that ends after `position`.
+    let low = 0;
+    let high = refs.length;
+    while (low < high) {
+      const mid = (low + high) >> 1;
+      if (offsets[mid + 1] > position) high = mid;
+      else low = mid + 1;
+    }
+    return low;
+  };
+  return {
+    root,
+    count: refs.length,
+    entry,
+    entryAt,
+    files: paths.length,
+    trailerOffset,
+    size: Math.ceil((trailerOffset + 2 * blockSize) / recordSize) * recordSize,
+  };
 }
 
 /**
@@ -88,23 +148,24 @@ export function tarLayout(root: string, sources: TarSource[]): TarLayout {
 export function tarEtag(layout: TarLayout, identity: string): string {
   const hash = createHash("sha256");
   hash.update(`${identity}\n${layout.size}\n`);
-  for (const e of layout.entries) {
-    const h = e.header;
+  for (let i = 0; i < layout.count; i++) {
+    const h = layout.entry(i).header;
     hash.update(`${h.name}\0${h.type}\0${h.size}\0${h.mode}\0${h.mtime}\n`);
   }
   return `"${hash.digest("hex").slice(0, 32)}"`;
 }
 
 /**
- * The sources ordered as a directory walk orders paths: segment by segment, by UTF-16 code unit.
- * That is plain string order once `/` sorts before every other character, which NUL does (paths
- * hold no control characters); comparing precomputed keys keeps a sort of 100 000 paths quick.
+ * The indexes of the sources ordered as a directory walk orders paths: segment by segment, by
+ * UTF-16 code unit. That is plain string order once `/` sorts before every other character,
+ * which NUL does (paths hold no control characters); comparing precomputed keys keeps a sort of
+ * 100 000 paths quick.
  */
-function inWalkOrder(sources: TarSource[]): TarSource[] {
+function walkOrder(sources: readonly TarSource[]): number[] {
   const keys = sources.map((s) => s.path.replaceAll("/", "\0"));
   const order = Array.from(sources.keys());
   order.sort((a, b) => keys[a] < keys[b] ? -1 : keys[a] > keys[b] ? 1 : 0);
-  return order.map((i) => sources[i]);
+  return order;
 }
 
 /** The folders a relative path lies in, outermost first: `a/b/c` → `a`, `a/b`. */
@@ -112,23 +173,6 @@ function* foldersOf(path: string): Generator<string> {
   for (let slash = path.indexOf("/"); slash !== -1; slash = path.indexOf("/", slash + 1)) {
     yield path.slice(0, slash);
   }
-}
-
-/** Index of the entry that holds byte `position` (binary search over offsets). */
-export function firstEntryFrom(entries: TarEntry[], position: number): number {
-  let low = 0;
-  let high = entries.length - 1;
-  let found = entries.length;
-  while (low <= high) {
-    const mid = (low + high) >> 1;
-    const entryEnd = entries[mid].offset + entries[mid].headerLength +
-      padded(entries[mid].header.size);
-    if (entryEnd > position) {
-      found = mid;
-      high = mid - 1;
-    } else low = mid + 1;
-  }
-  return found;
 }
 
 /**

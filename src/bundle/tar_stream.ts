@@ -6,7 +6,7 @@
  * however many clients download at once: each gets less read-ahead, not more memory.
  */
 import { encodeHeader, padded } from "./tar_header.ts";
-import { firstEntryFrom, type TarEntry, type TarLayout } from "./tar.ts";
+import type { TarEntry, TarLayout } from "./tar.ts";
 import { CartdError } from "../errors.ts";
 
 /** Which bytes of the tar to send, and a check to run before each file's bytes are read. */
@@ -80,9 +80,8 @@ function* piecesOf(
   end: number,
   readSize: () => number,
 ): Generator<Piece> {
-  const { entries } = layout;
-  for (let i = firstEntryFrom(entries, start); i < entries.length; i++) {
-    const entry = entries[i];
+  for (let i = layout.entryAt(start); i < layout.count; i++) {
+    const entry = layout.entry(i);
     if (entry.offset >= end) return;
     const header = clip(entry.offset, entry.headerLength, start, end);
     if (header) yield encodeHeader(entry.header).subarray(header.from, header.to);

@@ -6,14 +6,7 @@
 import type { WorkSignal } from "./work_signal.ts";
 import type { Config } from "../config.ts";
 import { CartdError, cartFailed, cartNotFound, cartNotReady } from "../errors.ts";
-import {
-  defaultTarName,
-  downloadName,
-  tarEtag,
-  type TarLayout,
-  tarLayout,
-  type TarSource,
-} from "../bundle/tar.ts";
+import { defaultTarName, downloadName, tarEtag, type TarLayout, tarLayout } from "../bundle/tar.ts";
 import type { Cart, CartFile, CartProgress, Store } from "../store/store.ts";
 import { describe } from "../errors.ts";
 import { passThrough } from "../io.ts";
@@ -345,22 +338,16 @@ export class CartService {
       return kept;
     }
     const members = await this.store.carts.tarMembers(cart.id);
-    const sources: TarSource[] = members.map((f) => ({
-      path: f.path,
-      size: Number(f.size),
-      mtime: Number(f.mtime ?? 0),
-      file: this.volume.filePath(cart.id, f.path),
-    }));
-    const layout = tarLayout(root, sources);
+    const layout = tarLayout(root, members, (path) => this.volume.filePath(cart.id, path));
     const tar = { layout, etag: tarEtag(layout, `${cart.id}\n${readyAt}`) };
     // Too large to keep: made again for each download, and the kept ones stay.
-    if (layout.entries.length > keptTarEntries) return tar;
-    let entries = layout.entries.length;
-    for (const other of this.tarsKept.values()) entries += other.layout.entries.length;
+    if (layout.count > keptTarEntries) return tar;
+    let entries = layout.count;
+    for (const other of this.tarsKept.values()) entries += other.layout.count;
     for (const [oldest, other] of this.tarsKept) {
       if (entries <= keptTarEntries) break;
       this.tarsKept.delete(oldest);
-      entries -= other.layout.entries.length;
+      entries -= other.layout.count;
     }
     if (entries <= keptTarEntries) this.tarsKept.set(key, tar);
     return tar;
