@@ -5,6 +5,7 @@
  */
 import { type Cartd, MissingDatabase, openCartd, type OpenOptions } from "../src/cartd.ts";
 import { type ConfigSources, loadConfig } from "../src/config.ts";
+import { configureLog } from "../src/log.ts";
 
 /** Flags every subcommand accepts. */
 export interface GlobalOptions {
@@ -35,9 +36,11 @@ export function configSources(
   };
 }
 
-/** The configuration the flags, the environment and the config file make. */
+/** The configuration the flags, the environment and the config file make; logging follows it. */
 export function resolveConfig(options: GlobalOptions, flags?: Record<string, string | undefined>) {
-  return loadConfig(configSources(options, flags));
+  const config = loadConfig(configSources(options, flags));
+  configureLog({ level: config.logLevel, format: config.logFormat });
+  return config;
 }
 
 /** Runs `body` with cartd open, closing it afterwards. */

@@ -8,9 +8,9 @@ import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
 import { openCartd } from "../src/cartd.ts";
 import { type Config, reloadConfig } from "../src/config.ts";
 import { CartdError, describe } from "../src/errors.ts";
-import { createApp } from "../src/http/app.ts";
+import { createApp, type Handler } from "../src/http/app.ts";
 import { Downloads } from "../src/http/downloads.ts";
-import { log } from "../src/log.ts";
+import { configureLog, log } from "../src/log.ts";
 import { sleep } from "../src/time.ts";
 import { configSources, type GlobalOptions, resolveConfig } from "./context.ts";
 
@@ -59,6 +59,7 @@ function listenError(err: unknown, address: string, port: number): CartdError {
 function reload(config: Config, globals: GlobalOptions, flags: Record<string, string | undefined>) {
   try {
     const changes = reloadConfig(config, configSources(globals, flags));
+    configureLog({ level: config.logLevel, format: config.logFormat });
     if (changes.applied.length) log.info(`SIGHUP: now in effect: ${changes.applied.join(", ")}`);
     if (changes.needRestart.length) {
       log.warn(`SIGHUP: restart cartd serve to apply ${changes.needRestart.join(", ")}`);
@@ -83,7 +84,7 @@ export function serveCommand(globals: () => GlobalOptions) {
       const config = resolveConfig(globals(), flags);
       // Listen first, so a taken address is reported before anything is written; requests that
       // arrive before the database is open are told to come back.
-      let handler: (req: Request) => Promise<Response> = () =>
+      let handler: Handler = () =>
         Promise.resolve(new Response("Starting", { status: 503, headers: { "retry-after": "1" } }));
       let listening: Deno.NetAddr | undefined;
       let server: Deno.HttpServer<Deno.NetAddr>;
@@ -96,7 +97,7 @@ export function serveCommand(globals: () => GlobalOptions) {
             log.error(`request failed: ${describe(err)}`);
             return new Response("Internal error", { status: 500 });
           },
-        }, (req) => handler(req));
+        }, (req, info) => handler(req, info));
       } catch (err) {
         throw listenError(err, options.address, options.port);
       }

@@ -4,12 +4,13 @@
  * original's (`[cartd] volume_path` / `VOLUME_PATH`, ...); keys cartd adds use a `CARTD_` variable.
  */
 import { existsSync, readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { resolve } from "node:path";
 import { archiveUrlProblem } from "./archive/mod.ts";
 import { configError, describe } from "./errors.ts";
 import { parseDatabaseUrl } from "./store/database_url.ts";
 import { IniSyntaxError, parseIni } from "./ini.ts";
-import { log } from "./log.ts";
+import { log, type LogFormat, logFormats, type LogLevel, logLevels } from "./log.ts";
 import { durationProblem, parseDuration, parseSize } from "./units.ts";
 
 /** cartd's whole configuration, resolved and checked: what every part of cartd reads. */
@@ -66,6 +67,12 @@ export interface Config {
   autoMigrate: boolean | undefined;
   /** How long (ms) an archive request may go without an answer or a byte of its body. */
   transferTimeout: number;
+  /** The least severe log lines written. */
+  logLevel: LogLevel;
+  /** Readable text lines, or one JSON object per line. */
+  logFormat: LogFormat;
+  /** Addresses and networks of reverse proxies whose `X-Forwarded-For` is believed. */
+  trustedProxies: string[];
 }
 
 /** An amount of disk space: a byte count or a percentage of the file system. */
@@ -100,7 +107,9 @@ type Kind =
   | "optional-size"
   | "optional-duration"
   | "optional-boolean"
-  | "space";
+  | "space"
+  | "choice"
+  | "address-list";
 
 /** One configuration key: where it is set, its default, how it is read, and what it means. */
 export interface KeyDef {
@@ -114,6 +123,8 @@ export interface KeyDef {
   meaning: string;
   /** The default as README shows it, when the raw default (empty) says nothing. */
   shownDefault?: string;
+  /** For a `choice`: the words it may be. */
+  choices?: readonly string[];
 }
 
 /** Every key cartd reads, in README order: this table drives parsing, errors and the docs. */
@@ -292,6 +303,39 @@ export const configKeys: readonly KeyDef[] = [
     kind: "optional-duration",
     meaning: "a ready or failed cart expires this long after it finished; empty: never",
     shownDefault: "never",
+  },
+  {
+    field: "logLevel",
+    section: "cartd",
+    key: "log_level",
+    env: "CARTD_LOG",
+    default: "info",
+    kind: "choice",
+    choices: logLevels,
+    meaning: "the least severe log lines written: `error`, `warn`, `info` or `debug`",
+  },
+  {
+    field: "logFormat",
+    section: "cartd",
+    key: "log_format",
+    env: "CARTD_LOG_FORMAT",
+    default: "text",
+    kind: "choice",
+    choices: logFormats,
+    meaning: "`text`: readable lines; `json`: one JSON object per line (time, level, message, " +
+      "request_id, uid, route, status, duration, bytes, client)",
+  },
+  {
+    field: "trustedProxies",
+    section: "cartd",
+    key: "trusted_proxies",
+    env: "CARTD_TRUSTED_PROXIES",
+    default: "",
+    kind: "address-list",
+    meaning:
+      "reverse proxies (addresses or networks such as `10.0.0.0/8`, comma-separated) whose " +
+      "`X-Forwarded-For` and `X-Request-Id` cartd believes; empty: none",
+    shownDefault: "none",
   },
   {
     field: "archiveUrl",
@@ -543,7 +587,27 @@ function convert(k: KeyDef, value: string, from: string): unknown {
         : parseDuration(value) ?? failWith(`${durationProblem(value)}, or empty`);
     case "space":
       return parseSpaceAmount(value) ?? fail('a size such as "1 GB" or a share such as "5%"');
+    case "address-list": {
+      const entries = value.split(/[\s,]+/).filter((e) => e !== "");
+      const bad = entries.find((e) => !isAddressOrNetwork(e));
+      return bad === undefined
+        ? entries
+        : failWith(`${JSON.stringify(bad)} is not an IP address or a network such as 10.0.0.0/8`);
+    }
+    case "choice": {
+      const word = value.trim().toLowerCase();
+      return k.choices!.includes(word) ? word : fail(`one of ${k.choices!.join(", ")}`);
+    }
   }
+}
+
+/** `192.0.2.7`, `::1`, `10.0.0.0/8` or `fd00::/8`. */
+function isAddressOrNetwork(text: string): boolean {
+  const [address, prefix, extra] = text.split("/");
+  const family = isIP(address);
+  if (family === 0 || extra !== undefined) return false;
+  if (prefix === undefined) return true;
+  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
 }
 
 /** Optional keys are off when empty, `0`, `none` or `off`. */

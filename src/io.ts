@@ -66,6 +66,13 @@ export interface PassThrough {
   abort(reason: string): void;
 }
 
+/** How a passed-through stream ended, and the bytes it passed. */
+export interface StreamEnd {
+  /** `complete`: all of it; `failed`: its source failed; `cancelled`: its reader stopped. */
+  how: "complete" | "failed" | "cancelled" | "aborted";
+  bytes: number;
+}
+
 /**
  * Passes `stream` through, calling `onEnd` once when it finishes, fails, is cancelled or is
  * aborted. Erroring the outer stream is the one way to stop a body that `Deno.serve` survives.
@@ -73,15 +80,16 @@ export interface PassThrough {
  */
 export function passThrough(
   stream: ReadableStream<Uint8Array>,
-  onEnd: () => void | Promise<void> = () => {},
+  onEnd: (end: StreamEnd) => void | Promise<void> = () => {},
 ): PassThrough {
   const reader = stream.getReader();
   let ended = false;
+  let bytes = 0;
   let controller!: ReadableByteStreamController;
-  const end = async () => {
+  const end = async (how: StreamEnd["how"]) => {
     if (ended) return;
     ended = true;
-    await onEnd();
+    await onEnd({ how, bytes });
   };
   const outer = new ReadableStream({
     type: "bytes",
@@ -93,23 +101,24 @@ export function passThrough(
         for (;;) {
           const { value, done } = await reader.read();
           if (done) {
-            await end();
+            await end("complete");
             controller.close();
             return;
           }
           // A byte stream takes no empty chunk.
           if (value.byteLength === 0) continue;
+          bytes += value.byteLength;
           controller.enqueue(value);
           return;
         }
       } catch (err) {
-        await end();
+        await end("failed");
         controller.error(err);
       }
     },
     async cancel(reason) {
       await reader.cancel(reason).catch(() => {});
-      await end();
+      await end("cancelled");
     },
   });
   return {
@@ -119,7 +128,7 @@ export function passThrough(
         controller.error(new Error(reason));
       } catch { /* already finished */ }
       reader.cancel(reason).catch(() => {});
-      end().catch(() => {});
+      end("aborted").catch(() => {});
     },
   };
 }

@@ -1,29 +1,80 @@
 /**
- * Plain, line-oriented logging to stderr, so stdout stays free for command output (a tar on
- * `cartd get -o -`, JSON on `--json`). The level comes from `CARTD_LOG` (error, warn, info, debug).
+ * Line-oriented logging to stderr, so stdout stays free for command output (a tar on
+ * `cartd get -o -`, JSON on `--json`). Readable text by default; `log_format = json` gives one
+ * JSON object per line for log shippers. The level and format come from the configuration
+ * (`CARTD_LOG`, `CARTD_LOG_FORMAT`); until it is read, `CARTD_LOG` is taken as it is, if valid.
  */
 
-const levels = { error: 0, warn: 1, info: 2, debug: 3 } as const;
-type Level = keyof typeof levels;
+/** Log levels, most severe first. */
+export const logLevels = ["error", "warn", "info", "debug"] as const;
+export type LogLevel = typeof logLevels[number];
+export const logFormats = ["text", "json"] as const;
+export type LogFormat = typeof logFormats[number];
 
-function threshold(): number {
-  const wanted = (Deno.env.get("CARTD_LOG") ?? "info").toLowerCase();
-  return wanted in levels ? levels[wanted as Level] : levels.info;
+/** What a line may say besides its message; JSON lines carry each as a field. */
+export interface LogFields {
+  /** The cart the line is about. */
+  uid?: string;
+  /** The HTTP request the line is about (also sent as `X-Request-Id`). */
+  requestId?: string;
+  /** `METHOD /route`, the route's pattern rather than the path (`GET /{uid}`). */
+  route?: string;
+  status?: number;
+  /** Milliseconds. */
+  duration?: number;
+  /** Bytes sent in a response body, or a cart's size. */
+  bytes?: number;
+  /** Where a request came from. */
+  client?: string;
 }
 
-const limit = threshold();
+const rank: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
+
+let threshold = rank[levelFrom(Deno.env.get("CARTD_LOG")) ?? "info"];
+let format: LogFormat = "text";
 const encoder = new TextEncoder();
 
-function write(level: Level, message: string) {
-  if (levels[level] > limit) return;
-  const line = `${new Date().toISOString()} ${level.padEnd(5)} ${message}\n`;
-  Deno.stderr.writeSync(encoder.encode(line));
+/** A log level named by `text` (any case), or undefined. */
+export function levelFrom(text: string | undefined): LogLevel | undefined {
+  const word = text?.trim().toLowerCase();
+  return logLevels.find((level) => level === word);
+}
+
+/** Applies the configured level and format (at start, and again on SIGHUP). */
+export function configureLog(options: { level: LogLevel; format: LogFormat }): void {
+  threshold = rank[options.level];
+  format = options.format;
+}
+
+/** Whether lines of `level` are written now (to skip building costly ones). */
+export function logs(level: LogLevel): boolean {
+  return rank[level] <= threshold;
+}
+
+function write(level: LogLevel, message: string, fields?: LogFields) {
+  if (rank[level] > threshold) return;
+  const time = new Date().toISOString();
+  const line = format === "json"
+    ? JSON.stringify({
+      time,
+      level,
+      message,
+      request_id: fields?.requestId,
+      uid: fields?.uid,
+      route: fields?.route,
+      status: fields?.status,
+      duration: fields?.duration,
+      bytes: fields?.bytes,
+      client: fields?.client,
+    })
+    : `${time} ${level.padEnd(5)} ${message}`;
+  Deno.stderr.writeSync(encoder.encode(`${line}\n`));
 }
 
 /** Log lines at each level, to stderr. */
 export const log = {
-  error: (message: string) => write("error", message),
-  warn: (message: string) => write("warn", message),
-  info: (message: string) => write("info", message),
-  debug: (message: string) => write("debug", message),
+  error: (message: string, fields?: LogFields) => write("error", message, fields),
+  warn: (message: string, fields?: LogFields) => write("warn", message, fields),
+  info: (message: string, fields?: LogFields) => write("info", message, fields),
+  debug: (message: string, fields?: LogFields) => write("debug", message, fields),
 };

@@ -156,7 +156,16 @@ export class CartService {
       created: result.created,
       replaced: result.replaced !== undefined,
     };
-    if (result.created) this.workArrived?.notify();
+    if (result.created) {
+      this.workArrived?.notify();
+      const { cart } = result;
+      log.info(
+        `cart ${uid} created: ${cart.file_count} file(s)` +
+          (result.replaced ? ", replacing the cart of that uid" : "") +
+          (cart.status === "ready" ? "; ready (no files)" : ""),
+        { uid },
+      );
+    }
     // The same request for a cart that failed: try its failed files again, as the original did.
     if (!result.created && result.cart.status === "error") {
       const retried = await this.store.carts.retry(result.cart.id, Date.now());
@@ -278,6 +287,10 @@ export class CartService {
   async delete(uid: string): Promise<Cart> {
     const cart = await this.store.carts.delete(uid, Date.now());
     if (!cart) throw cartNotFound(uid);
+    log.info(`cart ${uid} deleted (${cart.file_count} file(s), ${cart.bytes} bytes)`, {
+      uid,
+      bytes: Number(cart.bytes),
+    });
     await removeDeletedCarts(this.store, this.volume);
     return cart;
   }

@@ -54,6 +54,8 @@ class LeaseLost extends Error {}
  */
 interface Job {
   file: CartFile;
+  /** Its cart's uid, for log lines. */
+  uid: string;
   owner: string;
   /** Names this claim's partial file, so two claims never write the same one. */
   token: string;
@@ -92,6 +94,8 @@ export class Worker {
   private readonly spaceWaitLogged = new Map<number, number>();
   /** Files whose pull this worker found corrupt (see `fail`). */
   private readonly mismatched = new Set<number>();
+  /** Uids of carts this worker has worked on, for log lines (a few hundred at most). */
+  private readonly uids = new Map<number, string>();
 
   constructor(
     private readonly store: Store,
@@ -166,7 +170,8 @@ export class Worker {
         const owner = `${this.owner}#${token}`;
         const file = await this.store.work.claim(owner, Date.now(), this.config.leaseTime, cartId);
         if (file) {
-          await this.process({ file, owner, token, unsaved: {} }, signal);
+          const uid = await this.uidOf(file.cart_id);
+          await this.process({ file, uid, owner, token, unsaved: {} }, signal);
           return 0;
         }
       } finally {
@@ -183,6 +188,17 @@ export class Worker {
       return 0;
     }
     return Math.min(Math.max(due - Date.now(), 20), idlePollMs);
+  }
+
+  /** A cart's uid (cached: looked up once per cart). */
+  private async uidOf(cartId: number): Promise<string> {
+    let uid = this.uids.get(cartId);
+    if (uid === undefined) {
+      uid = (await this.store.carts.byId(cartId))?.uid ?? `#${cartId}`;
+      if (this.uids.size >= 500) this.uids.delete(this.uids.keys().next().value!);
+      this.uids.set(cartId, uid);
+    }
+    return uid;
   }
 
   /**
@@ -202,7 +218,7 @@ export class Worker {
         if (await this.store.work.renew(claimed.id, job.owner, until)) renewed = Date.now();
         else lease.abort(new LeaseLost("lease lost or cart gone"));
       } catch (err) {
-        log.warn(`cannot renew lease on file ${claimed.id}: ${describe(err)}`);
+        log.warn(`${fileOf(job)}: cannot renew its lease: ${describe(err)}`, { uid: job.uid });
         if (Date.now() - renewed > this.config.leaseTime - every) {
           lease.abort(new LeaseLost("the lease could not be renewed in time"));
         }
@@ -214,16 +230,18 @@ export class Worker {
       if (job.file.state === "staged" || job.file.state === "pulling") await this.pull(job, signal);
     } catch (err) {
       if (err instanceof LeaseLost) {
-        log.debug(`file ${job.file.id}: ${err.message}`);
+        log.debug(`${fileOf(job)}: ${err.message}`, { uid: job.uid });
         // Its cart failed or went while it worked: if the claim is still this one's, give the
         // file back as it was, so no file of a failed cart shows "pulling" for ever.
         await this.release(job);
       } else if (signal.aborted) {
-        log.debug(`file ${job.file.id}: work stopped (${describe(signal.reason)})`);
+        log.debug(`${fileOf(job)}: work stopped (${describe(signal.reason)})`, { uid: job.uid });
         if (!lease.signal.aborted) await this.release(job);
       } else if (await this.cartGone(claimed.cart_id)) {
         // Its folder went with it, which is what failed the step: nothing to report.
-        log.debug(`file ${job.file.id}: its cart was deleted meanwhile (${describe(err)})`);
+        log.debug(`${fileOf(job)}: its cart was deleted meanwhile (${describe(err)})`, {
+          uid: job.uid,
+        });
       } else {
         await this.fail(job, err);
       }
@@ -231,7 +249,7 @@ export class Worker {
       await heartbeat.stop();
     }
     // (A completion answers this itself.)
-    if (job.file.state !== "ready") await this.removeIfCartGone(claimed.cart_id);
+    if (job.file.state !== "ready") await this.removeIfCartGone(job);
   }
 
   /** Whether the cart was deleted, replaced or evicted while one of its files was worked on. */
@@ -245,11 +263,14 @@ export class Worker {
    * just before the worker created it again: remove it once more, so nothing is left behind.
    * (When the database cannot say, housekeeping's sweep of stray folders does it later.)
    */
-  private async removeIfCartGone(cartId: number): Promise<void> {
+  private async removeIfCartGone(job: Job): Promise<void> {
+    const cartId = job.file.cart_id;
     const cart = await this.store.carts.byId(cartId).catch(() => undefined);
     if (cart === undefined || cart.removed_at === null) return;
     await this.volume.removeCart(cartId).catch((err) =>
-      log.warn(`cart ${cartId}: cannot remove its folder after deletion: ${describe(err)}`)
+      log.warn(`cart ${job.uid}: cannot remove its folder after deletion: ${describe(err)}`, {
+        uid: job.uid,
+      })
     );
   }
 
@@ -331,7 +352,9 @@ export class Worker {
         if (recording) return;
         recording = true;
         this.store.work.save(file.id, job.owner, { bytes_pulled: bytes }, false, now)
-          .catch((err) => log.warn(`cannot record progress of file ${file.id}: ${describe(err)}`))
+          .catch((err) =>
+            log.warn(`${fileOf(job)}: cannot record progress: ${describe(err)}`, { uid: job.uid })
+          )
           .finally(() => recording = false);
       },
     });
@@ -347,22 +370,28 @@ export class Worker {
     job.file = { ...job.file, ...done, state: "ready", reserved: 0 };
     this.onEvent?.(fileEvent(job.file), "state");
     log.debug(
-      `file ${file.archive_id} → ${file.path}: ${result.bytes} bytes, ${
+      `${fileOf(job)}: ${result.bytes} bytes, ${
         result.verified ? "verified" : "unverified (no hashsum)"
       }`,
+      { uid: job.uid, bytes: result.bytes },
     );
     // Its cart is ready: no pull of it is left, so what killed or abandoned pulls left in its
     // partial folder (a retried file's earlier pull, say) goes, with the folder.
     if (completed.cartReady && !completed.cartRemoved) {
+      await this.logReady(job);
       await this.volume.removePartials(file.cart_id).catch((err) =>
-        log.warn(`cart ${file.cart_id}: cannot remove its partial folder: ${describe(err)}`)
+        log.warn(`cart ${job.uid}: cannot remove its partial folder: ${describe(err)}`, {
+          uid: job.uid,
+        })
       );
     }
     // Its cart was deleted and its folder removed while the file was pulled: the folder the pull
     // made again goes too.
     if (completed.cartRemoved) {
       await this.volume.removeCart(file.cart_id).catch((err) =>
-        log.warn(`cart ${file.cart_id}: cannot remove its folder after deletion: ${describe(err)}`)
+        log.warn(`cart ${job.uid}: cannot remove its folder after deletion: ${describe(err)}`, {
+          uid: job.uid,
+        })
       );
     }
   }
@@ -378,7 +407,7 @@ export class Worker {
     const logged = this.spaceWaitLogged.get(job.file.id);
     if (logged === undefined || now - logged >= spaceWaitLogMs) {
       const until = new Date(since + this.config.spaceWait).toISOString();
-      log.info(`file ${job.file.archive_id}: ${message}; waiting for space until ${until}`);
+      log.info(`${fileOf(job)}: ${message}; waiting for space until ${until}`, { uid: job.uid });
       this.spaceWaitLogged.set(job.file.id, now);
     }
     const delay = Math.min(
@@ -412,7 +441,7 @@ export class Worker {
         }
         if (this.mismatched.size >= 10_000) this.mismatched.clear();
         this.mismatched.add(file.id);
-        log.warn(`file ${file.archive_id}: ${err.message}; pulling it once more`);
+        log.warn(`${fileOf(job)}: ${err.message}; pulling it once more`, { uid: job.uid });
         await this.retryLater(job, 1, err.message);
         return;
       }
@@ -429,14 +458,15 @@ export class Worker {
           );
         }
         log.warn(
-          `file ${file.archive_id}: ${err.message}; try ${failures} of ${this.config.retryLimit}`,
+          `${fileOf(job)}: ${err.message}; try ${failures} of ${this.config.retryLimit}`,
+          { uid: job.uid },
         );
         await this.retryLater(job, failures, err.message);
         return;
       }
       // The database is busy or down: the file keeps its place, and its lease runs out.
       if (isKind(err, "busy") || isKind(err, "unavailable")) {
-        log.warn(`file ${file.id}: ${err.message}; it is tried again later`);
+        log.warn(`${fileOf(job)}: ${err.message}; it is tried again later`, { uid: job.uid });
         return;
       }
       // The volume refused a path (a planted symlink) or similar: the file cannot be placed.
@@ -448,15 +478,15 @@ export class Worker {
       if (
         (err as { code?: unknown })?.code === "ENOENT" && file.failures + 1 < this.config.retryLimit
       ) {
-        log.warn(`file ${file.archive_id}: ${describe(err)}; trying again`);
+        log.warn(`${fileOf(job)}: ${describe(err)}; trying again`, { uid: job.uid });
         return void await this.retryLater(job, file.failures + 1, describe(err));
       }
-      log.error(`file ${file.id} (${file.archive_id}): unexpected failure: ${describe(err)}`);
+      log.error(`${fileOf(job)}: unexpected failure: ${describe(err)}`, { uid: job.uid });
       if (err instanceof Error && err.stack) log.debug(err.stack);
       await this.markError(job, `internal error while staging: ${describe(err)}`);
     } catch (saveErr) {
       // The database itself failed; the lease runs out and the step is tried again.
-      log.error(`file ${file.id}: cannot record failure: ${describe(saveErr)}`);
+      log.error(`${fileOf(job)}: cannot record failure: ${describe(saveErr)}`, { uid: job.uid });
     }
   }
 
@@ -512,13 +542,26 @@ export class Worker {
   /** Fails the file for good, and settles its cart in the same transaction. */
   private async markError(job: Job, message: string): Promise<void> {
     this.spaceWaitLogged.delete(job.file.id);
-    if (!(await this.store.work.fail(job.file, job.owner, message, Date.now()))) {
-      throw new LeaseLost(`lost the lease on file ${job.file.id}`);
-    }
+    const failed = await this.store.work.fail(job.file, job.owner, message, Date.now());
+    if (!failed) throw new LeaseLost(`lost the lease on file ${job.file.id}`);
     job.file = { ...job.file, state: "error", error: message };
     this.onEvent?.(fileEvent(job.file), "state");
-    log.warn(
-      `file ${job.file.archive_id} (${job.file.path}) of cart ${job.file.cart_id} failed: ${message}`,
+    log.warn(`${fileOf(job)} failed: ${message}`, { uid: job.uid });
+    if (failed.cartFailed) {
+      log.info(`cart ${job.uid} failed: file ${job.file.path}: ${message}`, { uid: job.uid });
+    }
+  }
+
+  /** The lifecycle line of a cart that just became ready. */
+  private async logReady(job: Job): Promise<void> {
+    const cart = await this.store.carts.byId(job.file.cart_id).catch(() => undefined);
+    if (!cart) return;
+    const seconds = ((Number(cart.ready_at ?? Date.now()) - Number(cart.created_at)) / 1000)
+      .toFixed(1);
+    log.info(
+      `cart ${cart.uid} ready: ${cart.file_count} file(s), ${cart.bytes} bytes, ${seconds} s after ` +
+        "it was created",
+      { uid: cart.uid, bytes: Number(cart.bytes) },
     );
   }
 
@@ -582,4 +625,9 @@ function diskMessage(err: unknown): string | undefined {
     return `cannot write to the volume: ${describe(err)}`;
   }
   return undefined;
+}
+
+/** How log lines name a file a worker holds: its cart, archive id and path. */
+function fileOf(job: Job): string {
+  return `cart ${job.uid}: file ${job.file.archive_id} (${job.file.path})`;
 }

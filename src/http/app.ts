@@ -8,6 +8,7 @@ import type { CartService } from "../cart/service.ts";
 import type { Config } from "../config.ts";
 import { CartdError, describe, invalidInput, isKind } from "../errors.ts";
 import { log } from "../log.ts";
+import { RequestRecord, TrustedProxies } from "./access.ts";
 import { downloadResponse } from "./download.ts";
 import type { Downloads } from "./downloads.ts";
 import { httpStatus, retryAfter } from "./errors.ts";
@@ -21,17 +22,35 @@ export interface AppDeps {
 }
 
 /** A request handler, as `Deno.serve` takes it. */
-export type Handler = (req: Request) => Promise<Response>;
+export type Handler = (req: Request, info?: { remoteAddr: Deno.Addr }) => Promise<Response>;
 
 const jsonTypes = ["application/json", "text/javascript"];
 
-/** The handler for every route; no error escapes it, and none carries a stack trace. */
+/**
+ * The handler for every route; no error escapes it, and none carries a stack trace. Every answer
+ * carries its request's id in `X-Request-Id`, and every request gets an access log line.
+ */
 export function createApp(deps: AppDeps): Handler {
-  return async (req) => {
-    const response = await answer(req, deps);
-    return req.method === "HEAD" ? withPacificaHeaders(response) : response;
+  let proxies = new TrustedProxies(deps.config.trustedProxies);
+  let proxiesFrom = deps.config.trustedProxies;
+  return async (req, info) => {
+    // The configuration may be reloaded (SIGHUP) under a running handler.
+    if (proxiesFrom !== deps.config.trustedProxies) {
+      proxies = new TrustedProxies(deps.config.trustedProxies);
+      proxiesFrom = deps.config.trustedProxies;
+    }
+    const peer = info?.remoteAddr.transport === "tcp" ? info.remoteAddr.hostname : undefined;
+    const record = new RequestRecord(req, peer, proxies);
+    let response = await answer(req, deps, record);
+    if (req.method === "HEAD") response = await withPacificaHeaders(response);
+    response.headers.set("x-request-id", record.id);
+    if (!streamedAnswers.has(response)) record.answered(response);
+    return response;
   };
 }
+
+/** Answers whose body is streamed: their access line is written when the body ends. */
+const streamedAnswers = new WeakSet<Response>();
 
 /**
  * A HEAD answer that says no more than its status (a malformed URL, a path that is no cart) still
@@ -52,39 +71,45 @@ async function withPacificaHeaders(response: Response): Promise<Response> {
 }
 
 /** The route's answer, or the error it threw as a JSON error answer. */
-async function answer(req: Request, deps: AppDeps): Promise<Response> {
+async function answer(req: Request, deps: AppDeps, record: RequestRecord): Promise<Response> {
   try {
-    return await route(req, deps);
+    return await route(req, deps, record);
   } catch (err) {
-    const where = `${req.method} ${new URL(req.url).pathname}`;
+    const where = `${req.method} ${new URL(req.url).pathname} (request ${record.id})`;
+    const fields = { requestId: record.id, uid: record.uid, route: record.route };
     if (err instanceof CartdError) {
       const wait = retryAfter[err.kind];
-      if (wait !== undefined) log.warn(`${where}: ${describe(err)}`);
+      if (wait !== undefined) log.warn(`${where}: ${describe(err)}`, fields);
       const headers: Record<string, string> = wait ? { "retry-after": String(wait) } : {};
       return errorResponse(httpStatus[err.kind], err.message, headers);
     }
-    log.error(`${where}: ${describe(err)}`);
-    if (err instanceof Error && err.stack) log.debug(err.stack);
+    log.error(`${where}: ${describe(err)}`, fields);
+    if (err instanceof Error && err.stack) log.debug(err.stack, fields);
     return errorResponse(500, "Internal error; the server log has the details");
   }
 }
 
-async function route(req: Request, deps: AppDeps): Promise<Response> {
+async function route(req: Request, deps: AppDeps, record: RequestRecord): Promise<Response> {
   const segments = new URL(req.url).pathname.split("/").slice(1).map(decodeSegment);
-  if (segments.length === 1 && segments[0] === "") return root(req);
+  if (segments.length === 1 && segments[0] === "") {
+    record.route = `${req.method} /`;
+    return root(req);
+  }
   if (segments[0] === "-") {
     if (segments.length === 1 && req.method === "POST") validateUid("-");
-    return await extension(req, segments.slice(1), deps);
+    return await extension(req, segments.slice(1), deps, record);
   }
   if (segments.length !== 1) return errorResponse(404, "Not Found");
   const uid = segments[0];
+  record.route = `${req.method} /{uid}`;
+  record.uid = uid;
   switch (req.method) {
     case "POST":
       return await create(req, uid, deps);
     case "HEAD":
       return await status(uid, deps);
     case "GET":
-      return await download(req, uid, deps);
+      return await download(req, uid, deps, record);
     case "DELETE":
       return await remove(uid, deps);
     default:
@@ -184,19 +209,33 @@ async function status(uid: string, deps: AppDeps): Promise<Response> {
   });
 }
 
-async function download(req: Request, uid: string, deps: AppDeps): Promise<Response> {
+async function download(
+  req: Request,
+  uid: string,
+  deps: AppDeps,
+  record: RequestRecord,
+): Promise<Response> {
   const requested = new URL(req.url).searchParams.get("filename") ?? undefined;
   try {
     const tar = await deps.service.download(uid, requested);
-    return await downloadResponse(req, tar, deps.downloads);
+    let status = 0;
+    const response = await downloadResponse(
+      req,
+      tar,
+      (body) => deps.downloads.track(body, (end) => record.streamed(status, end)),
+    );
+    status = response.status;
+    streamedAnswers.add(response);
+    return response;
   } catch (err) {
     if (isKind(err, "notFound")) {
       return errorResponse(404, "The cart does not exist or has already been deleted");
     }
     if (isKind(err, "notReady")) {
-      return new Response("The cart is not ready for download.", {
+      const text = "The cart is not ready for download.";
+      return new Response(text, {
         status: 202,
-        headers: baseHeaders(),
+        headers: baseHeaders({ "content-length": String(text.length) }),
       });
     }
     throw err;
@@ -214,7 +253,18 @@ async function remove(uid: string, deps: AppDeps): Promise<Response> {
 }
 
 /** `/-/health` and `/-/carts/<uid>`. */
-async function extension(req: Request, rest: string[], deps: AppDeps): Promise<Response> {
+async function extension(
+  req: Request,
+  rest: string[],
+  deps: AppDeps,
+  record: RequestRecord,
+): Promise<Response> {
+  if (rest.length === 2 && rest[0] === "carts") {
+    record.route = `${req.method} /-/carts/{uid}`;
+    record.uid = rest[1];
+  } else if (rest.length === 1 && ["health", "metrics"].includes(rest[0])) {
+    record.route = `${req.method} /-/${rest[0]}`;
+  }
   if (req.method !== "GET" && req.method !== "HEAD") {
     return errorResponse(405, "Specified method is invalid for this resource");
   }

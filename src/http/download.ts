@@ -6,7 +6,6 @@
 import rangeParser from "range-parser";
 import type { CartDownload } from "../cart/service.ts";
 import { notPrintableAscii } from "../text.ts";
-import type { Downloads } from "./downloads.ts";
 import { baseHeaders, errorResponse, headerValue } from "./responses.ts";
 
 /** `attachment; filename="NAME"`, with an RFC 5987 form when NAME is not plain ASCII. */
@@ -32,7 +31,7 @@ function wholeForLongSuffixes(range: string, size: number): string {
 export async function downloadResponse(
   req: Request,
   download: CartDownload,
-  downloads: Downloads,
+  track: (body: ReadableStream<Uint8Array>) => ReadableStream<Uint8Array>,
 ): Promise<Response> {
   const { size, etag } = download;
   const lastModified = download.lastModified.toUTCString();
@@ -43,8 +42,7 @@ export async function downloadResponse(
     etag,
     "last-modified": lastModified,
   });
-  const body = async (start: number, end: number) =>
-    downloads.track(await download.open(start, end));
+  const body = async (start: number, end: number) => track(await download.open(start, end));
 
   const range = req.headers.get("range");
   const ifRange = req.headers.get("if-range");

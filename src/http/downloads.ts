@@ -2,7 +2,7 @@
  * The downloads a server is streaming, so shutdown can wait for them and, past its deadline, end
  * them cleanly (erroring a body is the one way to stop a stream that Deno.serve survives).
  */
-import { type PassThrough, passThrough } from "../io.ts";
+import { type PassThrough, passThrough, type StreamEnd } from "../io.ts";
 
 /** Counts the bodies being streamed, and ends them all on demand. */
 export class Downloads {
@@ -13,10 +13,14 @@ export class Downloads {
     return this.live.size;
   }
 
-  /** Wraps a body so it is counted while it streams. */
-  track(body: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
-    const tracked: PassThrough = passThrough(body, () => {
+  /** Wraps a body so it is counted while it streams; `onEnd` hears how it ended. */
+  track(
+    body: ReadableStream<Uint8Array>,
+    onEnd: (end: StreamEnd) => void = () => {},
+  ): ReadableStream<Uint8Array> {
+    const tracked: PassThrough = passThrough(body, (end) => {
       this.live.delete(tracked);
+      onEnd(end);
     });
     this.live.add(tracked);
     return tracked.stream;

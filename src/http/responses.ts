@@ -40,13 +40,18 @@ export function baseHeaders(extra: Record<string, string> = {}): Headers {
   return headers;
 }
 
-/** A JSON answer with the headers every answer carries. */
+const encoder = new TextEncoder();
+
+/** A JSON answer with the headers every answer carries (its length too, for the access log). */
 export function jsonResponse(
   status: number,
   body: unknown,
   headers: Record<string, string> = {},
 ): Response {
-  return new Response(JSON.stringify(body), { status, headers: baseHeaders(headers) });
+  const bytes = encoder.encode(JSON.stringify(body));
+  const all = baseHeaders(headers);
+  all.set("content-length", String(bytes.length));
+  return new Response(bytes, { status, headers: all });
 }
 
 /** The original's error body, minus the traceback. */

@@ -164,18 +164,19 @@ export class WorkRecords {
 
   /**
    * Records that a file this worker holds failed for good, releases it, and settles its cart
-   * (now in error), in one transaction. False when the lease was lost meanwhile.
+   * (now in error), in one transaction. False when the lease was lost meanwhile; otherwise
+   * whether this failure is what put the cart in error.
    */
   async fail(
     file: { id: number; cart_id: number },
     owner: string,
     error: string,
     now: number,
-  ): Promise<boolean> {
+  ): Promise<false | { cartFailed: boolean }> {
     return await this.db.transaction().execute(async (tx) => {
-      await this.dialect.forUpdate(
-        tx.selectFrom("carts").select("id").where("id", "=", file.cart_id),
-      ).execute();
+      const cart = await this.dialect.forUpdate(
+        tx.selectFrom("carts").select("status").where("id", "=", file.cart_id),
+      ).executeTakeFirst();
       const result = await tx.updateTable("files")
         .set({
           state: "error",
@@ -187,8 +188,8 @@ export class WorkRecords {
         })
         .where("id", "=", file.id).where("owner", "=", owner).executeTakeFirst();
       if (result.numUpdatedRows === 0n) return false;
-      await settleWithin(tx, file.cart_id, now);
-      return true;
+      const settled = await settleWithin(tx, file.cart_id, now);
+      return { cartFailed: cart?.status === "staging" && settled?.status === "error" };
     });
   }
 

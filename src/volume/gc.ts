@@ -9,6 +9,7 @@ import { type Config, type SpaceAmount, spaceBytes } from "../config.ts";
 import type { SizedCart, Store } from "../store/store.ts";
 import { removeDeletedCarts } from "./space.ts";
 import { isoTime } from "../time.ts";
+import { log } from "../log.ts";
 import type { Volume } from "./volume.ts";
 
 /**
@@ -138,7 +139,13 @@ export async function collectGarbage(
     const removed = removal.cause === "evicted"
       ? await store.carts.evict(removal.cartId, now, now - config.lruBufferTime)
       : await store.carts.markDeleted(removal.cartId, now, removal.cause);
-    if (removed) done.push(removal);
+    if (removed) {
+      done.push(removal);
+      log.info(`cart ${removal.uid} removed by gc: ${removal.reason} (${removal.bytes} bytes)`, {
+        uid: removal.uid,
+        bytes: removal.bytes,
+      });
+    }
   }
   await removeDeletedCarts(store, volume);
   await store.carts.deleteStaleDrafts(now - staleDraftAge);

@@ -126,9 +126,9 @@ export class SpaceManager {
       // Still evictable: not retried, used or downloaded (on any node) since it was listed.
       if (await this.store.carts.evict(victim.id, now, now - this.config.lruBufferTime)) {
         log.info(
-          `evicted cart ${victim.uid} (${
-            formatBytes(victim.bytes)
-          }, least recently used) to make room`,
+          `cart ${victim.uid} evicted (${formatBytes(victim.bytes)}, least recently used) to ` +
+            "make room",
+          { uid: victim.uid, bytes: victim.bytes },
         );
         freed += victim.bytes;
       }
