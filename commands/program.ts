@@ -6,6 +6,7 @@ import { Command, CommanderError, type CommandUnknownOpts } from "@commander-js/
 import { CartdError, describe } from "../src/errors.ts";
 import { log } from "../src/log.ts";
 import { bundleCommand } from "./bundle.ts";
+import { configCommand } from "./config.ts";
 import { createCommand } from "./create.ts";
 import { dbCommand } from "./db.ts";
 import { deleteCommand } from "./delete.ts";
@@ -51,6 +52,7 @@ Exit codes: 0 ok, 1 failure, 2 usage or invalid request, 3 no such cart,
       gcCommand(globals),
       purgeCommand(globals),
       dbCommand(globals),
+      configCommand(globals),
       serveCommand(globals),
     ]
   ) {

@@ -436,37 +436,122 @@ export interface ConfigSources {
   env?: Record<string, string | undefined>;
 }
 
-/** Resolves defaults, the INI file, the environment and flags into a validated `Config`. */
-export function loadConfig(sources: ConfigSources = {}): Config {
+/** Where a key's value came from. */
+export type ValueSource =
+  | { from: "default" }
+  | { from: "file"; file: string }
+  | { from: "env"; variable: string }
+  | { from: "flag" };
+
+/** One key as the sources set it: the text given, and where it came from. */
+export interface SetValue {
+  key: KeyDef;
+  text: string;
+  source: ValueSource;
+}
+
+/** What the sources say, before the values are checked: every key's text, and unknown keys. */
+export interface ConfigReading {
+  values: SetValue[];
+  /** The config file read, if any. */
+  file?: string;
+  /** `[section] key` of each key in the file cartd does not know. */
+  unknownKeys: string[];
+}
+
+/** Reads defaults, the INI file, the environment and flags, without checking a value. */
+export function readConfigSources(sources: ConfigSources = {}): ConfigReading {
   const env = sources.env ?? Deno.env.toObject();
-  const raw = new Map<string, { value: string; from: string }>();
-  for (const k of configKeys) {
-    raw.set(`${k.section}.${k.key}`, { value: k.default, from: "default" });
+  const values = new Map<string, SetValue>();
+  for (const key of configKeys) {
+    values.set(`${key.section}.${key.key}`, { key, text: key.default, source: { from: "default" } });
   }
+  const set = (name: string, text: string, source: ValueSource) => {
+    const value = values.get(name);
+    if (value) values.set(name, { key: value.key, text, source });
+  };
 
   const file = sources.configFile ?? (env.CARTD_CONFIG || undefined) ??
     (existsSync("cartd.ini") ? "cartd.ini" : undefined);
+  let unknownKeys: string[] = [];
   if (file !== undefined) {
-    for (const [name, value] of readIni(file)) raw.set(name, { value, from: file });
+    const ini = readIni(file);
+    for (const [name, text] of ini.values) set(name, text, { from: "file", file });
+    unknownKeys = ini.unknown;
   }
-  for (const k of configKeys) {
-    const value = env[k.env];
-    if (value !== undefined && value !== "") {
-      raw.set(`${k.section}.${k.key}`, { value, from: k.env });
+  for (const key of configKeys) {
+    const text = env[key.env];
+    if (text !== undefined && text !== "") {
+      set(`${key.section}.${key.key}`, text, { from: "env", variable: key.env });
     }
   }
-  for (const [name, value] of Object.entries(sources.flags ?? {})) {
-    if (value !== undefined) raw.set(name, { value, from: "command line" });
+  for (const [name, text] of Object.entries(sources.flags ?? {})) {
+    if (text !== undefined) set(name, text, { from: "flag" });
   }
+  return { values: [...values.values()], file, unknownKeys };
+}
 
+/** How a message names where a value came from. */
+export function sourceName(source: ValueSource): string {
+  switch (source.from) {
+    case "default":
+      return "default";
+    case "file":
+      return source.file;
+    case "env":
+      return source.variable;
+    case "flag":
+      return "command line";
+  }
+}
+
+/** Resolves defaults, the INI file, the environment and flags into a validated `Config`. */
+export function loadConfig(sources: ConfigSources = {}): Config {
+  const reading = readConfigSources(sources);
+  for (const unknown of reading.unknownKeys) {
+    log.warn(`config file ${reading.file}: unknown key ${unknown} ignored${suggestion(unknown)}`);
+  }
+  return configFrom(reading);
+}
+
+/** The checked `Config` a reading gives; throws a config error naming the first bad value. */
+export function configFrom(reading: ConfigReading): Config {
   const config = {} as Record<keyof Config, unknown>;
-  for (const k of configKeys) {
-    const { value, from } = raw.get(`${k.section}.${k.key}`)!;
-    config[k.field] = convert(k, value, from);
+  for (const { key, text, source } of reading.values) {
+    config[key.field] = convert(key, text, sourceName(source));
   }
   const result = config as unknown as Config;
   if (result.databaseUrl === "") result.databaseUrl = resolve(result.volumePath, "cartd.sqlite3");
   return result;
+}
+
+/** `; did you mean [cartd] volume_size_limit?` for a key one or two edits from a known one. */
+export function suggestion(unknown: string): string {
+  const [, section, key] = /^\[(.*)\] (.*)$/.exec(unknown) ?? [];
+  let best: KeyDef | undefined;
+  let bestDistance = 3;
+  for (const k of configKeys) {
+    const distance = editDistance(`${section}.${key}`, `${k.section}.${k.key}`);
+    if (distance < bestDistance) [best, bestDistance] = [k, distance];
+  }
+  return best ? `; did you mean [${best.section}] ${best.key}?` : "";
+}
+
+/** Levenshtein distance, for suggestions. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(
+        previous[j] + 1,
+        current[j - 1] + 1,
+        previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+    previous = current;
+  }
+  return previous[b.length];
 }
 
 /** Keys a running server reads once at start: a new value needs a restart. */
@@ -511,7 +596,8 @@ export function reloadConfig(current: Config, sources: ConfigSources = {}): Conf
   return reload;
 }
 
-function readIni(file: string): Map<string, string> {
+/** A config file's known keys (`section.key` → text) and its unknown ones (`[section] key`). */
+function readIni(file: string): { values: Map<string, string>; unknown: string[] } {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
@@ -528,16 +614,15 @@ function readIni(file: string): Map<string, string> {
   }
   const known = new Set(configKeys.map((k) => `${k.section}.${k.key}`));
   const values = new Map<string, string>();
+  const unknown: string[] = [];
   for (const [section, pairs] of Object.entries(sections)) {
     for (const [key, value] of Object.entries(pairs)) {
       const name = `${section}.${key}`;
       if (known.has(name)) values.set(name, value.trim());
-      else if (!ignoredKeys.has(name)) {
-        log.warn(`config file ${file}: unknown key [${section}] ${key} ignored`);
-      }
+      else if (!ignoredKeys.has(name)) unknown.push(`[${section}] ${key}`);
     }
   }
-  return values;
+  return { values, unknown };
 }
 
 function convert(k: KeyDef, value: string, from: string): unknown {

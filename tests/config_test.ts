@@ -84,3 +84,50 @@ Deno.test("an unknown key warns and the rest of the file still applies", async (
     "the original's broker keys are accepted quietly",
   );
 });
+
+Deno.test("config show says every value's source, masks passwords; --json says the same", async () => {
+  const file = await iniFile(
+    "[cartd]\nworkers = 7\n[database]\npeewee_url = postgres://cartd:s3cret@db.example/cartd\n",
+  );
+  const env = { CARTD_CONFIG: file, CARTD_SPACE_WAIT: "5m" };
+  const text = await runCli(["--volume", "/from/flag", "config", "show"], { env });
+  assertEquals(text.code, 0, text.stderr);
+  assertMatch(text.stdout, /\[cartd\] workers = 7 +# file .*cartd\.ini/);
+  assertMatch(text.stdout, /\[cartd\] space_wait = 5m +# environment CARTD_SPACE_WAIT/);
+  assertMatch(text.stdout, /\[cartd\] volume_path = \/from\/flag +# command line/);
+  assertMatch(text.stdout, /\[cartd\] transfer_size = 4 Mb +# default/);
+  assertMatch(text.stdout, /peewee_url = postgres:\/\/cartd:\*\*\*@db\.example\/cartd/);
+  assertEquals(text.stdout.includes("s3cret"), false);
+
+  const json = await runCli(["--volume", "/from/flag", "config", "show", "--json"], { env });
+  const shown = JSON.parse(json.stdout);
+  const key = (name: string) => shown.keys.find((k: { key: string }) => k.key === name);
+  assertEquals([key("cartd.workers").source, key("cartd.workers").value], ["file", "7"]);
+  assertEquals(key("cartd.space_wait").variable, "CARTD_SPACE_WAIT");
+  assertEquals(key("cartd.volume_path").source, "flag");
+  assertEquals(key("cartd.lru_purge").source, "default");
+  assertEquals(json.stdout.includes("s3cret"), false);
+});
+
+Deno.test("config check: exit 0 when valid; 6 on a misspelt key, with the key it meant", async () => {
+  const good = await runCli(["config", "check"], {
+    env: { CARTD_CONFIG: await iniFile("[cartd]\nvolume_size_limit = 10 GB\n") },
+  });
+  assertEquals(good.code, 0, good.stderr);
+  assertMatch(good.stdout, /configuration OK/);
+
+  const typo = await runCli(["config", "check"], {
+    env: { CARTD_CONFIG: await iniFile("[cartd]\nvolume_size_limt = 10 GB\n") },
+  });
+  assertEquals(typo.code, 6);
+  assertMatch(
+    typo.stderr,
+    /unknown key\(s\): \[cartd\] volume_size_limt; did you mean \[cartd\] volume_size_limit\?/,
+  );
+
+  const bad = await runCli(["config", "check"], {
+    env: { CARTD_CONFIG: await iniFile("[cartd]\nworkers = many\n") },
+  });
+  assertEquals(bad.code, 6);
+  assertMatch(bad.stderr, /bad value for \[cartd\] workers/);
+});
