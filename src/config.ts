@@ -464,7 +464,11 @@ export function readConfigSources(sources: ConfigSources = {}): ConfigReading {
   const env = sources.env ?? Deno.env.toObject();
   const values = new Map<string, SetValue>();
   for (const key of configKeys) {
-    values.set(`${key.section}.${key.key}`, { key, text: key.default, source: { from: "default" } });
+    values.set(`${key.section}.${key.key}`, {
+      key,
+      text: key.default,
+      source: { from: "default" },
+    });
   }
   const set = (name: string, text: string, source: ValueSource) => {
     const value = values.get(name);
