@@ -11,6 +11,7 @@ import { CartdError, describe } from "../src/errors.ts";
 import { createApp, type Handler } from "../src/http/app.ts";
 import { Downloads } from "../src/http/downloads.ts";
 import { configureLog, log } from "../src/log.ts";
+import { observeSite } from "../src/metrics.ts";
 import { sleep } from "../src/time.ts";
 import { configSources, type GlobalOptions, resolveConfig } from "./context.ts";
 
@@ -110,7 +111,13 @@ export function serveCommand(globals: () => GlobalOptions) {
       }
       const worker = cartd.worker();
       const downloads = new Downloads();
-      handler = createApp({ service: cartd.service, config: cartd.config, downloads });
+      handler = createApp({
+        service: cartd.service,
+        site: cartd.site,
+        config: cartd.config,
+        downloads,
+      });
+      observeSite(() => cartd.site.figures());
       // The first line on stdout, for scripts that pick port 0.
       const addr = listening ?? server.addr;
       console.log(`cartd listening on ${listenUrl(addr.hostname, addr.port)}`);

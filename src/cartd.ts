@@ -6,8 +6,10 @@
  */
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { type Archive, openArchive } from "./archive/mod.ts";
+import { openArchive } from "./archive/mod.ts";
+import { ObservedArchive } from "./archive/observed.ts";
 import { Housekeeping } from "./cart/housekeeping.ts";
+import { SiteStatus } from "./cart/site.ts";
 import { type CartReport, CartService } from "./cart/service.ts";
 import { Worker, type WorkerEvent } from "./cart/worker.ts";
 import { WorkSignal } from "./cart/work_signal.ts";
@@ -44,6 +46,8 @@ export interface Cartd {
   readonly service: CartService;
   /** The periodic sweep a long-running process starts; `close` stops it. */
   readonly housekeeping: Housekeeping;
+  /** The site's health and the figures behind the metrics. */
+  readonly site: SiteStatus;
   /** A worker: `run` stages every cart (a server), `drainCart` one cart. */
   worker(onEvent?: WorkerEvent): Worker;
   /**
@@ -95,21 +99,18 @@ export async function openCartdCore(
   const volume = new Volume(config.volumePath);
   const workArrived = new WorkSignal();
   const service = new CartService(store, volume, config, workArrived);
-  let archive: Archive | undefined;
+  // Opened when first needed: most commands never ask the archive anything.
+  let archive: ObservedArchive | undefined;
+  const archiveOf = () => archive ??= new ObservedArchive(openArchive(config.archiveUrl, config));
   const worker = (onEvent?: WorkerEvent) =>
-    new Worker(
-      store,
-      archive ??= openArchive(config.archiveUrl, config),
-      volume,
-      config,
-      onEvent,
-      workArrived,
-    );
+    new Worker(store, archiveOf(), volume, config, onEvent, workArrived);
   const housekeeping = new Housekeeping(store, volume);
+  const site = new SiteStatus(store, volume, config, archiveOf);
   return {
     config,
     service,
     housekeeping,
+    site,
     store,
     volume,
     worker,

@@ -74,13 +74,14 @@ export interface StreamEnd {
 }
 
 /**
- * Passes `stream` through, calling `onEnd` once when it finishes, fails, is cancelled or is
- * aborted. Erroring the outer stream is the one way to stop a body that `Deno.serve` survives.
+ * Passes `stream` through, calling `onChunk` for each chunk and `onEnd` once when it finishes,
+ * fails, is cancelled or is aborted. Erroring the outer stream is the one way to stop a body that `Deno.serve` survives.
  * The outer stream is a byte stream: `Deno.serve` sends those markedly faster.
  */
 export function passThrough(
   stream: ReadableStream<Uint8Array>,
   onEnd: (end: StreamEnd) => void | Promise<void> = () => {},
+  onChunk?: (bytes: number) => void,
 ): PassThrough {
   const reader = stream.getReader();
   let ended = false;
@@ -108,6 +109,7 @@ export function passThrough(
           // A byte stream takes no empty chunk.
           if (value.byteLength === 0) continue;
           bytes += value.byteLength;
+          onChunk?.(value.byteLength);
           controller.enqueue(value);
           return;
         }

@@ -306,7 +306,12 @@ Deno.test("extensions: /-/carts/<uid> gives the status JSON, /-/health answers f
     assertEquals((await fetch(`${url}-/carts/nope`)).status, 404);
 
     const health = await fetch(`${url}-/health`);
-    assertEquals([health.status, await health.json()], [200, { status: "ok" }]);
+    const report = await health.json();
+    assertEquals(health.status, 200);
+    assertEquals(
+      [report.status, report.database.status, report.archive.status, report.volume.status],
+      ["ok", "ok", "ok", "ok"],
+    );
 
     await close();
     closed = true;
@@ -315,6 +320,9 @@ Deno.test("extensions: /-/carts/<uid> gives the status JSON, /-/health answers f
     const handler = createApp({ ...cartd, downloads });
     const down = await handler(new Request(`${url}-/health`));
     assertEquals(down.status, 503);
+    const downReport = await down.json();
+    assertEquals([downReport.status, downReport.database.status], ["unavailable", "unavailable"]);
+    assertEquals(downReport.archive.status, "ok", "the parts are reported apart");
   } finally {
     if (!closed) await close();
   }

@@ -23,6 +23,8 @@ export interface Archive {
   status(id: string, signal?: AbortSignal): Promise<FileStatus>;
   /** The whole file, streamed. */
   open(id: string, signal?: AbortSignal): Promise<ReadableStream<Uint8Array>>;
+  /** Whether the archive answers at all (the health check's question); throws if not. */
+  ping(signal?: AbortSignal): Promise<void>;
 }
 
 /**

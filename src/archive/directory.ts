@@ -21,6 +21,19 @@ export class DirectoryArchive implements Archive {
     return Promise.resolve();
   }
 
+  /** The directory must be there and readable. */
+  async ping(): Promise<void> {
+    try {
+      if (!(await Deno.stat(this.dir)).isDirectory) throw new Error("not a directory");
+      for await (const _ of Deno.readDir(this.dir)) break;
+    } catch (err) {
+      throw new ArchiveError(
+        `archive ${this.name} cannot be read: ${err instanceof Error ? err.message : err}`,
+        "outage",
+      );
+    }
+  }
+
   async status(id: string): Promise<FileStatus> {
     const path = await this.resolve(id);
     this.rememberResolved(id, path);

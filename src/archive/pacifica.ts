@@ -37,6 +37,23 @@ export class PacificaArchive implements Archive {
     return response.body;
   }
 
+  /** `GET` of the base URL, which the archive interface answers "Up and Running". */
+  async ping(signal?: AbortSignal): Promise<void> {
+    const timeout = AbortSignal.timeout(Math.min(this.timeoutMs, 10_000));
+    let response: Response;
+    try {
+      response = await fetch(this.base, {
+        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+      });
+    } catch (err) {
+      throw new ArchiveError(`cannot reach archive ${this.base}: ${networkReason(err)}`, "outage");
+    }
+    await response.body?.cancel();
+    if (response.status >= 500) {
+      throw new ArchiveError(`archive ${this.base} answered ${response.status}`, "outage");
+    }
+  }
+
   private async request(
     method: string,
     id: string,

@@ -22,6 +22,7 @@ function archiveOf(body: () => ReadableStream<Uint8Array>): Archive {
     stage: () => Promise.resolve(),
     status: () => Promise.reject(new Error("not used")),
     open: () => Promise.resolve(body()),
+    ping: () => Promise.resolve(),
   };
 }
 

@@ -13,6 +13,7 @@ import { passThrough } from "../io.ts";
 import { tarStream } from "../bundle/tar_stream.ts";
 import { isoTime, repeat } from "../time.ts";
 import { log } from "../log.ts";
+import { metrics } from "../metrics.ts";
 import { collectGarbage, type GcOptions, type GcReport } from "../volume/gc.ts";
 
 export type { GcOptions, GcReport };
@@ -403,18 +404,16 @@ export class CartService {
         log.warn(`cannot close download of cart ${cart.uid}: ${describe(err)}`);
       }
     };
-    const tar = passThrough(this.tarStreamOf(layout, start, end), finished);
+    metrics.downloadsInFlight.inc();
+    const tar = passThrough(
+      this.tarStreamOf(layout, start, end),
+      () => {
+        metrics.downloadsInFlight.dec();
+        return finished();
+      },
+      (bytes) => metrics.servedBytes.inc(bytes),
+    );
     return tar.stream;
-  }
-
-  /** Throws an `unavailable` error when the database does not answer. */
-  async health(): Promise<void> {
-    try {
-      await this.store.ping();
-    } catch (err) {
-      log.warn(`health check: database unreachable: ${describe(err)}`);
-      throw new CartdError("unavailable", "database unreachable");
-    }
   }
 
   /** Removes expired, unused and least-recently-used carts as `options` say (`cartd gc`). */

@@ -9,6 +9,7 @@ import { type Archive, ArchiveError } from "../archive/mod.ts";
 import type { Config } from "../config.ts";
 import { CartdError, describe, isKind } from "../errors.ts";
 import { log } from "../log.ts";
+import { metrics } from "../metrics.ts";
 import type { Cart, CartFile, FileState, Store } from "../store/store.ts";
 import { SpaceManager } from "../volume/space.ts";
 import type { Volume } from "../volume/volume.ts";
@@ -329,6 +330,8 @@ export class Worker {
     const target = this.volume.prepareDirectories(file.cart_id, file.path);
     let lastWrite = Date.now();
     let recording = false;
+    let counted = 0;
+    metrics.pullsInFlight.inc();
     const result = await pullFile({
       archive: this.archive,
       id: file.archive_id,
@@ -343,6 +346,8 @@ export class Worker {
       transferSize: this.config.transferSize,
       idleTimeoutMs: this.config.transferTimeout,
       onProgress: (bytes) => {
+        metrics.pulledBytes.inc(bytes - counted);
+        counted = bytes;
         const now = Date.now();
         if (now - lastWrite < progressWriteMs) return;
         lastWrite = now;
@@ -357,7 +362,8 @@ export class Worker {
           )
           .finally(() => recording = false);
       },
-    });
+    }).finally(() => metrics.pullsInFlight.dec());
+    metrics.pulledBytes.inc(result.bytes - counted);
     this.health.answered("pull", Date.now());
     const done = {
       size: result.bytes,

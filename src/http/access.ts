@@ -6,6 +6,7 @@
 import { BlockList, isIP } from "node:net";
 import { log, logs } from "../log.ts";
 import type { StreamEnd } from "../io.ts";
+import { metrics } from "../metrics.ts";
 
 /** Addresses and networks (`10.0.0.0/8`) whose `X-Forwarded-*` headers are believed. */
 export class TrustedProxies {
@@ -53,21 +54,24 @@ export class RequestRecord {
     this.client = fromProxy ? forwardedClient(req, proxies) ?? peer : peer ?? "-";
   }
 
-  /** Logs the access line for an answer whose body (if any) is sent as it is. */
+  /** Counts and logs an answer whose body (if any) is sent as it is. */
   answered(response: Response): void {
-    if (!logs("info")) return;
     const length = response.headers.get("content-length");
-    this.write(response.status, length === null ? 0 : Number(length));
+    this.finish(response.status, length === null ? 0 : Number(length));
   }
 
-  /** Logs the access line of a streamed answer, once its body has ended. */
+  /** Counts and logs a streamed answer, once its body has ended. */
   streamed(status: number, end: StreamEnd): void {
-    if (logs("info")) this.write(status, end.bytes, end.how === "complete" ? "" : ` (${end.how})`);
+    this.finish(status, end.bytes, end.how === "complete" ? "" : ` (${end.how})`);
   }
 
-  private write(status: number, bytes: number, note = "") {
+  private finish(status: number, bytes: number, note = "") {
+    const seconds = (performance.now() - this.started) / 1000;
+    metrics.httpRequests.inc({ route: this.route, status });
+    metrics.httpDuration.observe({ route: this.route }, seconds);
+    if (!logs("info")) return;
     const path = new URL(this.req.url).pathname;
-    const duration = Math.round(performance.now() - this.started);
+    const duration = Math.round(seconds * 1000);
     log.info(
       `${this.client} "${this.req.method} ${path}" ${status} ${bytes} B ${duration} ms` +
         `${note} request ${this.id}`,

@@ -5,6 +5,8 @@
  */
 import { parseCartRequest, validateUid } from "../cart/request.ts";
 import type { CartService } from "../cart/service.ts";
+import type { SiteStatus } from "../cart/site.ts";
+import { renderMetrics } from "../metrics.ts";
 import type { Config } from "../config.ts";
 import { CartdError, describe, invalidInput, isKind } from "../errors.ts";
 import { log } from "../log.ts";
@@ -14,9 +16,13 @@ import type { Downloads } from "./downloads.ts";
 import { httpStatus, retryAfter } from "./errors.ts";
 import { baseHeaders, errorResponse, jsonResponse } from "./responses.ts";
 
-/** What the handlers need: the cart service, the configuration, the server's live downloads. */
+/**
+ * What the handlers need: the cart service, the site's health, the configuration, the server's
+ * live downloads.
+ */
 export interface AppDeps {
   service: CartService;
+  site: SiteStatus;
   config: Config;
   downloads: Downloads;
 }
@@ -252,7 +258,7 @@ async function remove(uid: string, deps: AppDeps): Promise<Response> {
   return jsonResponse(200, { message: "Cart Deleted Successfully" });
 }
 
-/** `/-/health` and `/-/carts/<uid>`. */
+/** `/-/health`, `/-/metrics` and `/-/carts/<uid>`. */
 async function extension(
   req: Request,
   rest: string[],
@@ -269,12 +275,15 @@ async function extension(
     return errorResponse(405, "Specified method is invalid for this resource");
   }
   if (rest.length === 1 && rest[0] === "health") {
-    try {
-      await deps.service.health();
-      return jsonResponse(200, { status: "ok" });
-    } catch {
-      return jsonResponse(503, { status: "unavailable", message: "database unreachable" });
-    }
+    const health = await deps.site.health();
+    return jsonResponse(health.status === "unavailable" ? 503 : 200, health);
+  }
+  if (rest.length === 1 && rest[0] === "metrics") {
+    const { body, contentType } = await renderMetrics();
+    return new Response(body, {
+      status: 200,
+      headers: baseHeaders({ "content-type": contentType }),
+    });
   }
   if (rest.length === 2 && rest[0] === "carts") {
     return jsonResponse(200, await deps.service.detailedReport(rest[1]));

@@ -21,6 +21,7 @@ import { parse as parseConnectionString } from "pg-connection-string";
 import { isPermanentConnectFailure, postgresDialect } from "./postgres.ts";
 import type { Cart, CartFile, Database, FileState } from "./schema.ts";
 import { SpaceRecords } from "./space.ts";
+import { StatsRecords } from "./stats.ts";
 import { type DialectName, postgresSql, type SqlDialect, sqliteSql } from "./sql_dialect.ts";
 import { sqliteDialect } from "./sqlite.ts";
 import { WorkRecords } from "./work.ts";
@@ -28,6 +29,7 @@ import { WorkRecords } from "./work.ts";
 export type { Cart, CartFile, FileState };
 export type { CartProgress, CreateCartInput, CreateCartResult, SizedCart } from "./carts.ts";
 export type { SpaceCheck } from "./space.ts";
+export type { SiteCounts } from "./stats.ts";
 export type { FileChanges } from "./work.ts";
 export type { CopyReport } from "./copy.ts";
 
@@ -63,6 +65,8 @@ export class Store {
   readonly work: WorkRecords;
   /** Reservations, downloads and removals. */
   readonly space: SpaceRecords;
+  /** Counts for metrics and health. */
+  readonly stats: StatsRecords;
 
   private constructor(
     private readonly db: Kysely<Database>,
@@ -76,6 +80,7 @@ export class Store {
     this.carts = new CartRecords(db, dialect, cartLifetime);
     this.work = new WorkRecords(db, dialect);
     this.space = new SpaceRecords(db, dialect);
+    this.stats = new StatsRecords(db);
   }
 
   /**

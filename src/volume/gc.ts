@@ -10,6 +10,7 @@ import type { SizedCart, Store } from "../store/store.ts";
 import { removeDeletedCarts } from "./space.ts";
 import { isoTime } from "../time.ts";
 import { log } from "../log.ts";
+import { metrics } from "../metrics.ts";
 import type { Volume } from "./volume.ts";
 
 /**
@@ -141,6 +142,7 @@ export async function collectGarbage(
       : await store.carts.markDeleted(removal.cartId, now, removal.cause);
     if (removed) {
       done.push(removal);
+      metrics.gcRemovals.inc({ reason: removal.cause });
       log.info(`cart ${removal.uid} removed by gc: ${removal.reason} (${removal.bytes} bytes)`, {
         uid: removal.uid,
         bytes: removal.bytes,

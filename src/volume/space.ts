@@ -8,6 +8,7 @@
 import type { Config } from "../config.ts";
 import { describe } from "../errors.ts";
 import { log } from "../log.ts";
+import { metrics } from "../metrics.ts";
 import type { CartFile, Store } from "../store/store.ts";
 import type { FileChanges } from "../store/work.ts";
 import { formatBytes } from "../units.ts";
@@ -130,6 +131,7 @@ export class SpaceManager {
             "make room",
           { uid: victim.uid, bytes: victim.bytes },
         );
+        metrics.evictions.inc({ reason: "space" });
         freed += victim.bytes;
       }
     }

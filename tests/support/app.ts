@@ -7,7 +7,12 @@ import type { TestCartd } from "./cartd.ts";
 export function serveApp(cartd: TestCartd, housekeepingMs?: number) {
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen() {} },
-    createApp({ service: cartd.service, config: cartd.config, downloads: new Downloads() }),
+    createApp({
+      service: cartd.service,
+      site: cartd.site,
+      config: cartd.config,
+      downloads: new Downloads(),
+    }),
   );
   const stop = new AbortController();
   const worker = cartd.worker();
