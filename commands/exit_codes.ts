@@ -13,6 +13,7 @@ export const exitCode: Record<ErrorKind, number> = {
   busy: 1,
   unavailable: 1,
   invalid: 2,
+  conflict: 2,
   tooLarge: 2,
   notFound: 3,
   notReady: 4,

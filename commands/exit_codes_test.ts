@@ -8,6 +8,7 @@ Deno.test("each kind of error has its documented exit code, 130 for an interrupt
     busy: 1,
     unavailable: 1,
     invalid: 2,
+    conflict: 2,
     tooLarge: 2,
     notFound: 3,
     notReady: 4,

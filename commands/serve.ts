@@ -9,6 +9,7 @@ import { openCartd } from "../src/cartd.ts";
 import { type Config, reloadConfig } from "../src/config.ts";
 import { CartdError, describe } from "../src/errors.ts";
 import { createApp, type Handler } from "../src/http/app.ts";
+import { AccessControl } from "../src/http/auth.ts";
 import { Downloads } from "../src/http/downloads.ts";
 import { configureLog, log } from "../src/log.ts";
 import { observeSite } from "../src/metrics.ts";
@@ -83,6 +84,14 @@ export function serveCommand(globals: () => GlobalOptions) {
     .action(async (options) => {
       const flags = { "cartd.workers": options.workers };
       const config = resolveConfig(globals(), flags);
+      // A tokens file that is unsafe or malformed stops start-up; later, the tokens in force stay.
+      let lastTokenError = "";
+      const access = new AccessControl(config, (err) => {
+        const message = describe(err);
+        if (message === lastTokenError) return;
+        lastTokenError = message;
+        log.error(`tokens file not reloaded, the tokens in force stay: ${message}`);
+      });
       // Listen first, so a taken address is reported before anything is written; requests that
       // arrive before the database is open are told to come back.
       let handler: Handler = () =>
@@ -116,6 +125,7 @@ export function serveCommand(globals: () => GlobalOptions) {
         site: cartd.site,
         config: cartd.config,
         downloads,
+        access,
       });
       observeSite(() => cartd.site.figures());
       // The first line on stdout, for scripts that pick port 0.
@@ -128,7 +138,16 @@ export function serveCommand(globals: () => GlobalOptions) {
       });
       cartd.housekeeping.start();
 
-      const onHup = () => reload(cartd.config, globals(), flags);
+      const onHup = () => {
+        reload(cartd.config, globals(), flags);
+        try {
+          access.reload();
+          lastTokenError = "";
+          if (access.enabled) log.info("SIGHUP: tokens file read again");
+        } catch (err) {
+          log.error(`SIGHUP: tokens file not reloaded, the tokens in force stay: ${describe(err)}`);
+        }
+      };
       Deno.addSignalListener("SIGHUP", onHup);
       await new Promise<void>((resolve) => {
         const stop = (signal: string) => {

@@ -73,6 +73,8 @@ export interface Config {
   logFormat: LogFormat;
   /** Addresses and networks of reverse proxies whose `X-Forwarded-For` is believed. */
   trustedProxies: string[];
+  /** `name token role` lines; empty: no access control (the Pacifica contract stays open). */
+  tokensFile: string;
 }
 
 /** An amount of disk space: a byte count or a percentage of the file system. */
@@ -109,7 +111,8 @@ type Kind =
   | "optional-boolean"
   | "space"
   | "choice"
-  | "address-list";
+  | "address-list"
+  | "optional-path";
 
 /** One configuration key: where it is set, its default, how it is read, and what it means. */
 export interface KeyDef {
@@ -405,6 +408,18 @@ export const configKeys: readonly KeyDef[] = [
       "migrate an older schema at start (else `cartd db migrate` must); empty: on for SQLite, off for PostgreSQL",
     shownDefault: "auto",
   },
+  {
+    field: "tokensFile",
+    section: "auth",
+    key: "tokens_file",
+    env: "CARTD_TOKENS_FILE",
+    default: "",
+    kind: "optional-path",
+    meaning:
+      "file of `name token role` lines (reader, writer, admin) that `cartd serve` requires " +
+      "a token from; mode 600; read again when it changes; empty: open to all",
+    shownDefault: "none",
+  },
 ];
 
 /** README's configuration table, made from `configKeys`. */
@@ -637,6 +652,8 @@ function convert(k: KeyDef, value: string, from: string): unknown {
   switch (k.kind) {
     case "path":
       return value.trim() === "" ? fail("a path") : value.trim();
+    case "optional-path":
+      return value.trim();
     case "archive-url": {
       const problem = archiveUrlProblem(value.trim());
       return problem ? failWith(problem) : value.trim();

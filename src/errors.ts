@@ -25,6 +25,8 @@ export type ErrorKind =
   | "unavailable"
   /** A foreground run was stopped by the user; running it again carries on. */
   | "interrupted"
+  /** The uid is held by another user's cart. */
+  | "conflict"
   /** Any other failure the message explains (a migration, a refused path on disk, ...). */
   | "failure";
 

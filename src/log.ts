@@ -26,6 +26,8 @@ export interface LogFields {
   bytes?: number;
   /** Where a request came from. */
   client?: string;
+  /** The name of the token a request came with (never the token). */
+  user?: string;
 }
 
 const rank: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
@@ -66,6 +68,7 @@ function write(level: LogLevel, message: string, fields?: LogFields) {
       duration: fields?.duration,
       bytes: fields?.bytes,
       client: fields?.client,
+      user: fields?.user,
     })
     : `${time} ${level.padEnd(5)} ${message}`;
   Deno.stderr.writeSync(encoder.encode(`${line}\n`));

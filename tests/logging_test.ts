@@ -101,7 +101,7 @@ Deno.test("text logs: one readable access line per request; SIGHUP changes the l
     const line = node.log().split("\n").find((l) => l.includes('"HEAD /loud"'))!;
     assertMatch(
       line,
-      /^\S+Z info {2}127\.0\.0\.1 "HEAD \/loud" 404 0 B \d+ ms request [0-9a-f-]{36}$/,
+      /^\S+Z info {2}127\.0\.0\.1 - "HEAD \/loud" 404 0 B \d+ ms request [0-9a-f-]{36}$/,
     );
     assert(line.endsWith(answer.headers.get("x-request-id")!));
   } finally {

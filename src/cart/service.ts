@@ -114,6 +114,20 @@ export interface CartListing {
 const keptTarEntries = 50_000;
 
 /** The cart operations both front ends call; they hold no logic of their own. */
+/**
+ * Who asks, when access control is on: the name carts are owned by, and whether they see every
+ * cart (an admin). Without one, the caller is the site's operator (the CLI) and sees everything.
+ */
+export interface Viewer {
+  name: string;
+  seesAll: boolean;
+}
+
+/** Whether a viewer may see a cart: theirs, one created without an owner, or any for an admin. */
+function canSee(viewer: Viewer, cart: Cart): boolean {
+  return viewer.seesAll || cart.owner === null || cart.owner === viewer.name;
+}
+
 export class CartService {
   /** Names this process's downloads in the database. */
   private readonly owner = newOwnerName();
@@ -135,12 +149,23 @@ export class CartService {
     private readonly workArrived?: WorkSignal,
   ) {}
 
-  /** Registers a cart; see `Store.createCart` for what a repeated uid does. */
-  async create(uid: string, request: CartRequest): Promise<CreateOutcome> {
+  /**
+   * Registers a cart; see `Store.createCart` for what a repeated uid does. A `viewer`'s cart is
+   * theirs; a uid whose live cart is someone else's is refused, and that cart is left alone.
+   */
+  async create(uid: string, request: CartRequest, viewer?: Viewer): Promise<CreateOutcome> {
     validateUid(uid);
+    const existing = viewer && await this.store.carts.live(uid);
+    if (existing && !canSee(viewer, existing)) {
+      throw new CartdError(
+        "conflict",
+        `uid ${uid} is taken by another user's cart; choose another`,
+      );
+    }
     const bundle = request.bundle ?? this.config.bundleTask;
     const result = await this.store.carts.create({
       uid,
+      owner: viewer?.name,
       fingerprint: fingerprint(request, bundle),
       bundle,
       files: request.files.map((f, seq) => ({
@@ -188,23 +213,29 @@ export class CartService {
     return retried;
   }
 
-  /** The live cart of `uid`; throws the contract's not-found error when there is none. */
-  async find(uid: string): Promise<Cart> {
+  /**
+   * The live cart of `uid`; throws the contract's not-found error when there is none, or when it
+   * is not the `viewer`'s to see (so another user's cart cannot be told from a missing one).
+   */
+  async find(uid: string, viewer?: Viewer): Promise<Cart> {
     const cart = await this.store.carts.live(uid);
-    if (!cart) throw cartNotFound(uid);
+    if (!cart || (viewer && !canSee(viewer, cart))) throw cartNotFound(uid);
     return cart;
   }
 
   /** The status report of a cart (a status request counts as a use of the cart). */
-  async report(uid: string): Promise<CartReport> {
-    const cart = await this.find(uid);
+  async report(uid: string, viewer?: Viewer): Promise<CartReport> {
+    const cart = await this.find(uid, viewer);
     await this.touch(cart.id);
     return await this.reportOf(cart);
   }
 
   /** The report with every file's detail: `cartd status --json` and `GET /-/carts/<uid>`. */
-  async detailedReport(uid: string): Promise<CartReport & { files: FileReport[] }> {
-    const cart = await this.find(uid);
+  async detailedReport(
+    uid: string,
+    viewer?: Viewer,
+  ): Promise<CartReport & { files: FileReport[] }> {
+    const cart = await this.find(uid, viewer);
     await this.touch(cart.id);
     const report = await this.reportOf(cart);
     return { ...report, files: await this.fileReports(cart) };
@@ -285,7 +316,8 @@ export class CartService {
    * Deletes the live cart of `uid`: it is gone for every new request at once, and its files leave
    * the volume as soon as no download of it is running.
    */
-  async delete(uid: string): Promise<Cart> {
+  async delete(uid: string, viewer?: Viewer): Promise<Cart> {
+    if (viewer) await this.find(uid, viewer);
     const cart = await this.store.carts.delete(uid, Date.now());
     if (!cart) throw cartNotFound(uid);
     log.info(`cart ${uid} deleted (${cart.file_count} file(s), ${cart.bytes} bytes)`, {
@@ -314,8 +346,8 @@ export class CartService {
    * `data_…` of when the cart became ready), with everything a download needs to know before its
    * first byte. Throws the contract's errors for a cart that is unknown, still staging, or failed.
    */
-  async download(uid: string, requestedName?: string): Promise<CartDownload> {
-    const cart = await this.find(uid);
+  async download(uid: string, requestedName?: string, viewer?: Viewer): Promise<CartDownload> {
+    const cart = await this.find(uid, viewer);
     if (cart.status === "error") throw cartFailed(cart.message);
     if (cart.status !== "ready") {
       const p = await this.store.carts.progress(cart.id);

@@ -41,6 +41,8 @@ export class RequestRecord {
   route = "other";
   /** The cart the request is about, if any. */
   uid?: string;
+  /** The name of the caller's token, when access control is on. */
+  user?: string;
   private readonly started = performance.now();
 
   constructor(
@@ -73,8 +75,8 @@ export class RequestRecord {
     const path = new URL(this.req.url).pathname;
     const duration = Math.round(seconds * 1000);
     log.info(
-      `${this.client} "${this.req.method} ${path}" ${status} ${bytes} B ${duration} ms` +
-        `${note} request ${this.id}`,
+      `${this.client} ${this.user ?? "-"} "${this.req.method} ${path}" ${status} ${bytes} B ` +
+        `${duration} ms${note} request ${this.id}`,
       {
         requestId: this.id,
         uid: this.uid,
@@ -83,6 +85,7 @@ export class RequestRecord {
         duration,
         bytes,
         client: this.client,
+        user: this.user,
       },
     );
   }

@@ -4,7 +4,8 @@
  * `(Request) => Promise<Response>`, served by `cartd serve` and called directly by tests.
  */
 import { parseCartRequest, validateUid } from "../cart/request.ts";
-import type { CartService } from "../cart/service.ts";
+import type { CartService, Viewer } from "../cart/service.ts";
+import { type AccessControl, authChallenge, type Need } from "./auth.ts";
 import type { SiteStatus } from "../cart/site.ts";
 import { renderMetrics } from "../metrics.ts";
 import type { Config } from "../config.ts";
@@ -23,6 +24,8 @@ import { baseHeaders, errorResponse, jsonResponse } from "./responses.ts";
 export interface AppDeps {
   service: CartService;
   site: SiteStatus;
+  /** Tokens, when `[auth] tokens_file` is set; without, every route is open. */
+  access?: AccessControl;
   config: Config;
   downloads: Downloads;
 }
@@ -97,13 +100,23 @@ async function answer(req: Request, deps: AppDeps, record: RequestRecord): Promi
 
 async function route(req: Request, deps: AppDeps, record: RequestRecord): Promise<Response> {
   const segments = new URL(req.url).pathname.split("/").slice(1).map(decodeSegment);
+  const admission = deps.access?.admit(req, needOf(req.method, segments)) ?? { admitted: true };
+  if (!admission.admitted) {
+    const challenge: Record<string, string> = admission.status === 401
+      ? { "www-authenticate": authChallenge }
+      : {};
+    return errorResponse(admission.status, admission.message, challenge);
+  }
+  const caller = admission.caller;
+  record.user = caller?.name;
+  const viewer = caller && { name: caller.name, seesAll: caller.role === "admin" };
   if (segments.length === 1 && segments[0] === "") {
     record.route = `${req.method} /`;
     return root(req);
   }
   if (segments[0] === "-") {
     if (segments.length === 1 && req.method === "POST") validateUid("-");
-    return await extension(req, segments.slice(1), deps, record);
+    return await extension(req, segments.slice(1), deps, record, viewer);
   }
   if (segments.length !== 1) return errorResponse(404, "Not Found");
   const uid = segments[0];
@@ -111,16 +124,31 @@ async function route(req: Request, deps: AppDeps, record: RequestRecord): Promis
   record.uid = uid;
   switch (req.method) {
     case "POST":
-      return await create(req, uid, deps);
+      return await create(req, uid, deps, viewer);
     case "HEAD":
-      return await status(uid, deps);
+      return await status(uid, deps, viewer);
     case "GET":
-      return await download(req, uid, deps, record);
+      return await download(req, uid, deps, record, viewer);
     case "DELETE":
-      return await remove(uid, deps);
+      return await remove(uid, deps, viewer);
     default:
       return errorResponse(405, "Specified method is invalid for this resource");
   }
+}
+
+/**
+ * What a route needs of its caller when access control is on: `GET /` and `/-/health` are open,
+ * creating and deleting carts needs a writer, the metrics an admin, the rest a reader.
+ */
+function needOf(method: string, segments: string[]): Need {
+  const reading = method === "GET" || method === "HEAD";
+  if (reading && segments.length === 1 && segments[0] === "") return "nothing";
+  if (segments[0] === "-") {
+    if (segments[1] === "health" && segments.length === 2 && reading) return "nothing";
+    if (segments[1] === "metrics" && segments.length === 2) return "admin";
+    return "read";
+  }
+  return method === "POST" || method === "DELETE" ? "write" : "read";
 }
 
 function decodeSegment(segment: string): string {
@@ -140,7 +168,12 @@ function root(req: Request): Response {
   return errorResponse(405, "Specified method is invalid for this resource");
 }
 
-async function create(req: Request, uid: string, deps: AppDeps): Promise<Response> {
+async function create(
+  req: Request,
+  uid: string,
+  deps: AppDeps,
+  viewer?: Viewer,
+): Promise<Response> {
   validateUid(uid);
   if (req.body === null) return errorResponse(411, "Client must specify Content-Length");
   const type = (req.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
@@ -153,7 +186,7 @@ async function create(req: Request, uid: string, deps: AppDeps): Promise<Respons
   }
   const text = await readBody(req, deps.config.maxRequestSize);
   if (text === "") return errorResponse(411, "Client must specify Content-Length");
-  await deps.service.create(uid, parseCartRequest(text));
+  await deps.service.create(uid, parseCartRequest(text), viewer);
   return jsonResponse(201, { message: "Cart Processing has begun" });
 }
 
@@ -187,8 +220,8 @@ async function readBody(req: Request, limit: number): Promise<string> {
 }
 
 /** HEAD: the Pacifica status headers, plus cartd's finer detail. Never opens a file. */
-async function status(uid: string, deps: AppDeps): Promise<Response> {
-  const report = await deps.service.report(uid).catch((err) => {
+async function status(uid: string, deps: AppDeps, viewer?: Viewer): Promise<Response> {
+  const report = await deps.service.report(uid, viewer).catch((err) => {
     if (isKind(err, "notFound")) return undefined;
     throw err;
   });
@@ -220,10 +253,11 @@ async function download(
   uid: string,
   deps: AppDeps,
   record: RequestRecord,
+  viewer?: Viewer,
 ): Promise<Response> {
   const requested = new URL(req.url).searchParams.get("filename") ?? undefined;
   try {
-    const tar = await deps.service.download(uid, requested);
+    const tar = await deps.service.download(uid, requested, viewer);
     let status = 0;
     const response = await downloadResponse(
       req,
@@ -248,9 +282,9 @@ async function download(
   }
 }
 
-async function remove(uid: string, deps: AppDeps): Promise<Response> {
+async function remove(uid: string, deps: AppDeps, viewer?: Viewer): Promise<Response> {
   try {
-    await deps.service.delete(uid);
+    await deps.service.delete(uid, viewer);
   } catch (err) {
     if (isKind(err, "notFound")) return errorResponse(404, "Not Found");
     throw err;
@@ -264,6 +298,7 @@ async function extension(
   rest: string[],
   deps: AppDeps,
   record: RequestRecord,
+  viewer?: Viewer,
 ): Promise<Response> {
   if (rest.length === 2 && rest[0] === "carts") {
     record.route = `${req.method} /-/carts/{uid}`;
@@ -286,7 +321,7 @@ async function extension(
     });
   }
   if (rest.length === 2 && rest[0] === "carts") {
-    return jsonResponse(200, await deps.service.detailedReport(rest[1]));
+    return jsonResponse(200, await deps.service.detailedReport(rest[1], viewer));
   }
   return errorResponse(404, "Not Found");
 }

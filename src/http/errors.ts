@@ -15,6 +15,7 @@ export const httpStatus: Record<ErrorKind, number> = {
   busy: 503,
   unavailable: 503,
   interrupted: 503,
+  conflict: 409,
   failure: 500,
 };
 

@@ -13,6 +13,7 @@ Deno.test("each kind of error has its HTTP status, and passing trouble says when
     busy: 503,
     unavailable: 503,
     interrupted: 503,
+    conflict: 409,
     failure: 500,
   });
   assertEquals(retryAfter, { busy: 5, unavailable: 5, interrupted: 5 });

@@ -37,6 +37,8 @@ export interface CreateCartInput {
   fingerprint: string;
   bundle: boolean;
   files: NewFile[];
+  /** Who creates it (the token's name), when access control is on. */
+  owner?: string;
 }
 
 /** What `create` did. */
@@ -147,6 +149,7 @@ export class CartRecords {
       status: "creating",
       message: "",
       file_count: input.files.length,
+      owner: input.owner ?? null,
       created_at: now,
       used_at: now,
       ready_at: null,

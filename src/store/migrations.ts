@@ -179,6 +179,18 @@ function outages(dialect: Dialect): Migration {
   };
 }
 
+/** Who created each cart (the name of the token it was created with), when access control is on. */
+function owners(): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable("carts").addColumn("owner", "text").execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.alterTable("carts").dropColumn("owner").execute();
+    },
+  };
+}
+
 /** Kysely's migration provider over the static list. */
 export function migrationProvider(dialect: Dialect): MigrationProvider {
   return {
@@ -189,6 +201,7 @@ export function migrationProvider(dialect: Dialect): MigrationProvider {
         "0003_drafts": drafts(),
         "0004_accounting": accounting(dialect),
         "0005_outages": outages(dialect),
+        "0006_owners": owners(),
       }),
   };
 }

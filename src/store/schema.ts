@@ -37,6 +37,8 @@ export interface CartTable {
   bytes: number;
   /** When a worker last took one of its files: the cart waiting longest goes next. */
   claimed_at: number;
+  /** The name of the token that created it (access control on); null: open to every caller. */
+  owner: string | null;
 }
 
 /** A row of `files`: one file of a cart and its place in the pipeline. */

@@ -39,10 +39,11 @@ export async function waitWhileStaging(
   url: string,
   intervalMs = 1000,
   timeoutMs = 60_000,
+  headers: Record<string, string> = {},
 ): Promise<Response> {
   const deadline = Date.now() + timeoutMs;
   while (true) {
-    const response = await fetch(url, { method: "HEAD" });
+    const response = await fetch(url, { method: "HEAD", headers });
     const status = response.headers.get("x-pacifica-status");
     const message = response.headers.get("x-pacifica-message");
     if (status === null || message === null) throw new Error("a Pacifica header is missing");
