@@ -137,6 +137,8 @@ export function serveCommand(globals: () => GlobalOptions) {
         log.error(`workers stopped: ${describe(err)}`);
       });
       cartd.housekeeping.start();
+      const notifier = cartd.notifier();
+      notifier.start();
 
       const onHup = () => {
         reload(cartd.config, globals(), flags);
@@ -165,6 +167,7 @@ export function serveCommand(globals: () => GlobalOptions) {
 
       stopWorkers.abort();
       const sweptUp = cartd.housekeeping.stop();
+      const notified = notifier.stop();
       const finished = server.shutdown().then(() => true);
       const inTime = await Promise.race([finished, after(cartd.config.shutdownTimeout, false)]);
       if (!inTime) {
@@ -178,6 +181,7 @@ export function serveCommand(globals: () => GlobalOptions) {
       }
       await working;
       await sweptUp;
+      await notified;
       await worker.releaseLeases();
       await cartd.close();
       log.info("stopped");

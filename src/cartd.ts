@@ -9,6 +9,7 @@ import { resolve } from "node:path";
 import { openArchive } from "./archive/mod.ts";
 import { ObservedArchive } from "./archive/observed.ts";
 import { Housekeeping } from "./cart/housekeeping.ts";
+import { Notifier } from "./cart/notifier.ts";
 import { SiteStatus } from "./cart/site.ts";
 import { type CartReport, CartService } from "./cart/service.ts";
 import { Worker, type WorkerEvent } from "./cart/worker.ts";
@@ -50,6 +51,8 @@ export interface Cartd {
   readonly site: SiteStatus;
   /** A worker: `run` stages every cart (a server), `drainCart` one cart. */
   worker(onEvent?: WorkerEvent): Worker;
+  /** Delivers cart events to `notify_url` receivers (a server runs one). */
+  notifier(): Notifier;
   /**
    * Stages the cart of `uid` in the foreground until it is ready or failed, and returns its
    * report. Throws `interrupted` when `signal` aborts, `notFound` when the cart goes meanwhile.
@@ -88,6 +91,8 @@ export async function openCartdCore(
     busyTimeout: config.databaseBusyTimeout,
     // Every worker loop and a few requests at once, with room to spare.
     poolSize: Math.max(10, config.workers * 2 + 5),
+    // Read as each event is written, so a reloaded configuration applies at once.
+    receivers: () => config.notifyUrls,
   });
   try {
     await store.connect(config.connectAttempts, config.connectWait);
@@ -111,6 +116,7 @@ export async function openCartdCore(
     service,
     housekeeping,
     site,
+    notifier: () => new Notifier(store, config),
     store,
     volume,
     worker,

@@ -75,6 +75,12 @@ export interface Config {
   trustedProxies: string[];
   /** `name token role` lines; empty: no access control (the Pacifica contract stays open). */
   tokensFile: string;
+  /** Where cart events (ready, failed) are POSTed as CloudEvents. */
+  notifyUrls: string[];
+  /** How long (ms) a notification is retried before it is given up. */
+  notifyGiveUp: number;
+  /** The URL users reach cartd at (behind a proxy): download links in notifications. */
+  publicUrl: string;
 }
 
 /** An amount of disk space: a byte count or a percentage of the file system. */
@@ -112,7 +118,9 @@ type Kind =
   | "space"
   | "choice"
   | "address-list"
-  | "optional-path";
+  | "optional-path"
+  | "url-list"
+  | "optional-url";
 
 /** One configuration key: where it is set, its default, how it is read, and what it means. */
 export interface KeyDef {
@@ -420,6 +428,38 @@ export const configKeys: readonly KeyDef[] = [
       "a token from; mode 600; read again when it changes; empty: open to all",
     shownDefault: "none",
   },
+  {
+    field: "notifyUrls",
+    section: "cartd",
+    key: "notify_url",
+    env: "CARTD_NOTIFY_URL",
+    default: "",
+    kind: "url-list",
+    meaning: "where `cartd serve` POSTs a CloudEvent when a cart becomes ready or fails " +
+      "(http(s) URLs, comma-separated); retried until `notify_give_up`; empty: none",
+    shownDefault: "none",
+  },
+  {
+    field: "notifyGiveUp",
+    section: "cartd",
+    key: "notify_give_up",
+    env: "CARTD_NOTIFY_GIVE_UP",
+    default: "24h",
+    kind: "duration",
+    meaning: "how long a notification a receiver did not take is retried before it is dropped " +
+      "(with a log line)",
+  },
+  {
+    field: "publicUrl",
+    section: "cartd",
+    key: "public_url",
+    env: "CARTD_PUBLIC_URL",
+    default: "",
+    kind: "optional-url",
+    meaning: "the URL users reach cartd at (e.g. behind a proxy): notifications carry the " +
+      "cart's download link under it; empty: no link",
+    shownDefault: "none",
+  },
 ];
 
 /** README's configuration table, made from `configKeys`. */
@@ -654,6 +694,16 @@ function convert(k: KeyDef, value: string, from: string): unknown {
       return value.trim() === "" ? fail("a path") : value.trim();
     case "optional-path":
       return value.trim();
+    case "url-list": {
+      const urls = value.split(/[\s,]+/).filter((u) => u !== "");
+      const bad = urls.find((u) => !isHttpUrl(u));
+      return bad === undefined ? urls : fail("a list of http:// or https:// URLs");
+    }
+    case "optional-url":
+      if (value.trim() === "") return "";
+      return isHttpUrl(value.trim())
+        ? value.trim().replace(/\/+$/, "")
+        : fail("an http:// or https:// URL, or empty");
     case "archive-url": {
       const problem = archiveUrlProblem(value.trim());
       return problem ? failWith(problem) : value.trim();
@@ -705,6 +755,11 @@ function convert(k: KeyDef, value: string, from: string): unknown {
       return k.choices!.includes(word) ? word : fail(`one of ${k.choices!.join(", ")}`);
     }
   }
+}
+
+/** An absolute http(s) URL. */
+function isHttpUrl(text: string): boolean {
+  return URL.canParse(text) && ["http:", "https:"].includes(new URL(text).protocol);
 }
 
 /** `192.0.2.7`, `::1`, `10.0.0.0/8` or `fd00::/8`. */

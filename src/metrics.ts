@@ -79,6 +79,12 @@ export const metrics = {
     labelNames: ["reason"] as const,
     registers,
   }),
+  notifications: new Counter({
+    name: "cartd_notifications_total",
+    help: "Notification deliveries by this process, by outcome (delivered, failed, given_up)",
+    labelNames: ["outcome"] as const,
+    registers,
+  }),
   httpRequests: new Counter({
     name: "cartd_http_requests_total",
     help: "HTTP requests answered by this process, by route and status",
@@ -97,6 +103,9 @@ export const metrics = {
 // Series that exist from the start, so a rate over them is defined before the first event.
 metrics.evictions.inc({ reason: "space" }, 0);
 for (const reason of ["expired", "unused", "evicted"]) metrics.gcRemovals.inc({ reason }, 0);
+for (const outcome of ["delivered", "failed", "given_up"]) {
+  metrics.notifications.inc({ outcome }, 0);
+}
 
 new Gauge({
   name: "cartd_build_info",
@@ -116,6 +125,7 @@ export interface SiteFigures {
   filesByState: Record<string, number>;
   cartsDeletedByReason: Record<string, number>;
   reservedBytes: number;
+  notificationsPending: number;
   /** Bytes of verified files of carts whose files are on the volume. */
   cartBytes: number;
   volume: { freeBytes: number; sizeBytes: number; limitBytes: number; reserveBytes: number };
@@ -176,6 +186,12 @@ siteGauge(
   (g, s) => {
     g.set(s.reservedBytes);
   },
+);
+siteGauge(
+  "cartd_notifications_pending",
+  "Notifications not delivered yet (the outbox)",
+  [],
+  (g, s) => g.set(s.notificationsPending),
 );
 siteGauge("cartd_volume_used_bytes", "Bytes of carts' verified files on the volume", [], (g, s) => {
   g.set(s.cartBytes);

@@ -10,6 +10,7 @@ import { type Kysely, sql } from "kysely";
 import { sleep } from "../time.ts";
 import { liveCart, noLiveDownload, pendingStates } from "./predicates.ts";
 import type { Cart, CartFile, Database, NewFile } from "./schema.ts";
+import { type Receivers, recordCartEvent } from "./outbox.ts";
 import type { SqlDialect } from "./sql_dialect.ts";
 
 /** The counts behind every status report. */
@@ -62,6 +63,8 @@ export class CartRecords {
     private readonly dialect: SqlDialect,
     /** A ready or failed cart expires this long (ms) after it finished; 0 means never. */
     private readonly lifetime: number,
+    /** Where cart events go (see outbox.ts). */
+    private readonly receivers: Receivers = () => [],
   ) {}
 
   /** The cart a uid names now: not deleted, not expired. */
@@ -133,6 +136,7 @@ export class CartRecords {
         ready_at: empty ? now : null,
         finished_at: empty ? now : null,
       }).where("id", "=", draftId).returningAll().executeTakeFirstOrThrow();
+      if (empty) await recordCartEvent(tx, this.receivers, cart.id, now);
       return { cart, created: true, replaced: current };
     });
   }
@@ -347,7 +351,7 @@ export class CartRecords {
    * from any number of workers at once: only a cart still staging changes.
    */
   settle(cartId: number, now: number): Promise<Cart | undefined> {
-    return this.db.transaction().execute((tx) => settleWithin(tx, cartId, now));
+    return this.db.transaction().execute((tx) => settleWithin(tx, cartId, now, this.receivers));
   }
 
   /**
@@ -423,6 +427,7 @@ export async function settleWithin(
   tx: Kysely<Database>,
   cartId: number,
   now: number,
+  receivers: Receivers,
 ): Promise<Cart | undefined> {
   const cart = await tx.selectFrom("carts").selectAll().where("id", "=", cartId)
     .executeTakeFirst();
@@ -453,6 +458,7 @@ export async function settleWithin(
   const changed = await tx.updateTable("carts").set(settled)
     .where("id", "=", cartId).where("status", "=", "staging")
     .returningAll().executeTakeFirst();
+  if (changed) await recordCartEvent(tx, receivers, cartId, now);
   // Another worker settled it a moment before: its word stands.
   return changed ?? await tx.selectFrom("carts").selectAll().where("id", "=", cartId)
     .executeTakeFirst();
@@ -467,6 +473,7 @@ export async function readyIfDone(
   tx: Kysely<Database>,
   cartId: number,
   now: number,
+  receivers: Receivers,
 ): Promise<boolean> {
   const result = await tx.updateTable("carts")
     .set({ status: "ready", ready_at: now, used_at: now, finished_at: now })
@@ -477,7 +484,9 @@ export async function readyIfDone(
           .where("files.state", "in", [...pendingStates, "error"]),
       ))
     ).executeTakeFirst();
-  return result.numUpdatedRows > 0n;
+  const ready = result.numUpdatedRows > 0n;
+  if (ready) await recordCartEvent(tx, receivers, cartId, now);
+  return ready;
 }
 
 /** The earlier of a time and a value read from the database (either may be missing). */

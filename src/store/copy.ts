@@ -38,6 +38,7 @@ export async function copyRows(
           ).withHint("--force replaces what it holds");
         }
         await to.deleteFrom("downloads").execute();
+        await to.deleteFrom("notifications").execute();
         await to.deleteFrom("files").execute();
         await to.deleteFrom("carts").execute();
       }
@@ -57,6 +58,13 @@ export async function copyRows(
         await to.insertInto("files").values(files.map(withoutClaims)).execute();
         report.files += files.length;
         after = Number(files[files.length - 1].id);
+      }
+      // Notifications not delivered yet go along, free of any lease.
+      const pending = await from.selectFrom("notifications").selectAll().orderBy("id").execute();
+      for (let i = 0; i < pending.length; i += batch) {
+        await to.insertInto("notifications").values(
+          pending.slice(i, i + batch).map((n) => ({ ...n, owner: null, lease_until: null })),
+        ).execute();
       }
       if (target.dialect.name === "postgres") await resetSequences(to);
       return report;
@@ -80,7 +88,7 @@ function withoutClaims(file: CartFile): CartFile {
  * folders on the volume, so an id must not come round again).
  */
 async function resetSequences(tx: Transaction<Database>): Promise<void> {
-  for (const table of ["carts", "files", "downloads"]) {
+  for (const table of ["carts", "files", "downloads", "notifications"]) {
     const sequence = sql`pg_get_serial_sequence(${table}, 'id')`;
     await sql`select setval(${sequence}, greatest(
       (select coalesce(max(id), 0) from ${sql.table(table)}),

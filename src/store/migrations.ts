@@ -191,6 +191,34 @@ function owners(): Migration {
   };
 }
 
+/** Cart events waiting for their receivers (the notification outbox). */
+function notifications(dialect: Dialect): Migration {
+  const { big, id, cartRef } = types(dialect);
+  return {
+    async up(db: Kysely<unknown>) {
+      await cartRef(id(db.schema.createTable("notifications")))
+        .addColumn("event_id", "text", (c) => c.notNull())
+        .addColumn("url", "text", (c) => c.notNull())
+        .addColumn("type", "text", (c) => c.notNull())
+        .addColumn("data", "text", (c) => c.notNull())
+        .addColumn("created_at", big, (c) => c.notNull())
+        .addColumn("attempts", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("next_try_at", big, (c) => c.notNull())
+        .addColumn("owner", "text")
+        .addColumn("lease_until", big)
+        .addColumn("last_error", "text", (c) => c.notNull().defaultTo(""))
+        .execute();
+      await db.schema.createIndex("notifications_due").on("notifications")
+        .columns(["next_try_at", "id"]).execute();
+      await db.schema.createIndex("notifications_order").on("notifications")
+        .columns(["cart_id", "url", "id"]).execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable("notifications").execute();
+    },
+  };
+}
+
 /** Kysely's migration provider over the static list. */
 export function migrationProvider(dialect: Dialect): MigrationProvider {
   return {
@@ -202,6 +230,7 @@ export function migrationProvider(dialect: Dialect): MigrationProvider {
         "0004_accounting": accounting(dialect),
         "0005_outages": outages(dialect),
         "0006_owners": owners(),
+        "0007_notifications": notifications(dialect),
       }),
   };
 }

@@ -86,15 +86,36 @@ export interface DownloadTable {
 }
 
 /** Every table, so Kysely can check each query's columns and types at compile time. */
+/** A row of `notifications`: one cart event for one receiver, until it is delivered. */
+export interface NotificationTable {
+  id: Generated<number>;
+  cart_id: number;
+  /** The CloudEvent's id: the same for every receiver and every try. */
+  event_id: string;
+  url: string;
+  type: string;
+  /** The event's data, as JSON. */
+  data: string;
+  created_at: number;
+  attempts: number;
+  next_try_at: number;
+  owner: string | null;
+  lease_until: number | null;
+  last_error: string;
+}
+
 export interface Database {
   carts: CartTable;
   files: FileTable;
   downloads: DownloadTable;
+  notifications: NotificationTable;
 }
 
 /** A cart row as read; it stays inside the core (front ends get reports). */
 export type Cart = Selectable<CartTable>;
 /** A file row as read; it stays inside the core (front ends get reports and events). */
 export type CartFile = Selectable<FileTable>;
+/** A notification row as read. */
+export type NotificationRow = Selectable<NotificationTable>;
 /** What a cart request says of a file; the store fills in the pipeline's starting values. */
 export type NewFile = Pick<FileTable, "seq" | "archive_id" | "path" | "hash_type" | "hash_sum">;

@@ -12,6 +12,7 @@ export interface SiteCounts {
   cartsDeletedByReason: Record<string, number>;
   /** Bytes held by pulls in progress (leases not run out). */
   reservedBytes: number;
+  notificationsPending: number;
   /** Bytes of verified files of carts whose files are on the volume. */
   cartBytes: number;
 }
@@ -33,11 +34,14 @@ export class StatsRecords {
     const deleted = await this.db.selectFrom("carts")
       .select((eb) => ["delete_reason", eb.fn.countAll<number>().as("count")])
       .where("deleted_at", "is not", null).groupBy("delete_reason").execute();
-    const bytes = await sql<{ reserved: number | string; stored: number | string }>`
+    const bytes = await sql<
+      { reserved: number | string; stored: number | string; pending: number | string }
+    >`
       select
         (select coalesce(sum(reserved), 0) from files where reserved > 0 and lease_until > ${now})
           as reserved,
-        (select coalesce(sum(bytes), 0) from carts where removed_at is null) as stored`
+        (select coalesce(sum(bytes), 0) from carts where removed_at is null) as stored,
+        (select count(*) from notifications) as pending`
       .execute(this.db);
     const byKey = <K extends string>(
       rows: ({ count: number | string } & Record<K, unknown>)[],
@@ -49,6 +53,7 @@ export class StatsRecords {
       cartsDeletedByReason: byKey(deleted, "delete_reason"),
       reservedBytes: Number(bytes.rows[0].reserved),
       cartBytes: Number(bytes.rows[0].stored),
+      notificationsPending: Number(bytes.rows[0].pending),
     };
   }
 }

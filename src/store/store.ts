@@ -22,6 +22,7 @@ import { isPermanentConnectFailure, postgresDialect } from "./postgres.ts";
 import type { Cart, CartFile, Database, FileState } from "./schema.ts";
 import { SpaceRecords } from "./space.ts";
 import { StatsRecords } from "./stats.ts";
+import { OutboxRecords, type Receivers } from "./outbox.ts";
 import { type DialectName, postgresSql, type SqlDialect, sqliteSql } from "./sql_dialect.ts";
 import { sqliteDialect } from "./sqlite.ts";
 import { WorkRecords } from "./work.ts";
@@ -30,6 +31,7 @@ export type { Cart, CartFile, FileState };
 export type { CartProgress, CreateCartInput, CreateCartResult, SizedCart } from "./carts.ts";
 export type { SpaceCheck } from "./space.ts";
 export type { SiteCounts } from "./stats.ts";
+export type { CartEventData, Delivery, Receivers } from "./outbox.ts";
 export type { FileChanges } from "./work.ts";
 export type { CopyReport } from "./copy.ts";
 
@@ -41,6 +43,8 @@ export interface StoreOptions {
   busyTimeout?: number;
   /** PostgreSQL: connections the pool may open. */
   poolSize?: number;
+  /** Where cart events go (`notify_url`), read as each event is written. */
+  receivers?: Receivers;
 }
 
 /** Where the schema stands against the migrations this build knows. */
@@ -67,6 +71,8 @@ export class Store {
   readonly space: SpaceRecords;
   /** Counts for metrics and health. */
   readonly stats: StatsRecords;
+  /** Notifications waiting for delivery. */
+  readonly outbox: OutboxRecords;
 
   private constructor(
     private readonly db: Kysely<Database>,
@@ -76,9 +82,11 @@ export class Store {
     cartLifetime: number,
     /** Kept only to be blotted out of error messages. */
     private readonly password: string,
+    receivers: Receivers = () => [],
   ) {
-    this.carts = new CartRecords(db, dialect, cartLifetime);
-    this.work = new WorkRecords(db, dialect);
+    this.carts = new CartRecords(db, dialect, cartLifetime, receivers);
+    this.work = new WorkRecords(db, dialect, receivers);
+    this.outbox = new OutboxRecords(db, dialect);
     this.space = new SpaceRecords(db, dialect);
     this.stats = new StatsRecords(db);
   }
@@ -98,7 +106,14 @@ export class Store {
         busyTimeout,
       });
       const db = new Kysely<Database>({ dialect, log: databaseTime.log });
-      return new Store(db, postgresSql, server.location, lifetime, server.password);
+      return new Store(
+        db,
+        postgresSql,
+        server.location,
+        lifetime,
+        server.password,
+        options.receivers,
+      );
     }
     try {
       mkdirSync(dirname(target.file), { recursive: true });
@@ -109,7 +124,7 @@ export class Store {
       dialect: sqliteDialect(target.file, busyTimeout),
       log: databaseTime.log,
     });
-    return new Store(db, sqliteSql, target.file, lifetime, "");
+    return new Store(db, sqliteSql, target.file, lifetime, "", options.receivers);
   }
 
   /** The engine behind this store. */

@@ -9,6 +9,7 @@
  */
 import { type Kysely, sql } from "kysely";
 import { readyIfDone, settleWithin } from "./carts.ts";
+import type { Receivers } from "./outbox.ts";
 import { dueAndUnleased, ofStagingCart, pendingStates, stagingCart } from "./predicates.ts";
 import type { CartFile, Database, FileTable } from "./schema.ts";
 import type { SqlDialect } from "./sql_dialect.ts";
@@ -21,7 +22,12 @@ export type FileChanges = Partial<Omit<FileTable, "id" | "cart_id">>;
 
 /** Claims, leases and step outcomes; see the module comment. */
 export class WorkRecords {
-  constructor(private readonly db: Kysely<Database>, private readonly dialect: SqlDialect) {}
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly dialect: SqlDialect,
+    /** Where cart events go (see outbox.ts). */
+    private readonly receivers: Receivers,
+  ) {}
 
   /**
    * Leases a file that is due: of a cart still staging, not leased (or its lease ran out), and
@@ -153,7 +159,7 @@ export class WorkRecords {
           .where("id", "=", file.id).where("owner", "=", owner).where("state", "!=", "ready")
           .executeTakeFirst();
         if (result.numUpdatedRows === 0n) throw leaseLost;
-        const cartReady = await readyIfDone(tx, file.cart_id, now);
+        const cartReady = await readyIfDone(tx, file.cart_id, now, this.receivers);
         return { cartRemoved: cart === undefined || cart.removed_at !== null, cartReady };
       });
     } catch (err) {
@@ -188,7 +194,7 @@ export class WorkRecords {
         })
         .where("id", "=", file.id).where("owner", "=", owner).executeTakeFirst();
       if (result.numUpdatedRows === 0n) return false;
-      const settled = await settleWithin(tx, file.cart_id, now);
+      const settled = await settleWithin(tx, file.cart_id, now, this.receivers);
       return { cartFailed: cart?.status === "staging" && settled?.status === "error" };
     });
   }
