@@ -1,12 +1,13 @@
-/** `cartd db migrate` (alias `dbsync`), `cartd db check` and `cartd db copy`. */
+/** `cartd db migrate` (alias `dbsync`), `cartd db check`, `cartd db backup` and `cartd db copy`. */
 import { Command } from "@commander-js/extra-typings";
 import { copyDatabase, MissingDatabase, newerSchema } from "../src/cartd.ts";
 import { CartdError } from "../src/errors.ts";
+import { formatBytes } from "../src/units.ts";
 import { type GlobalOptions, resolveConfig, withCartd } from "./context.ts";
 
 /** The `db` subcommand and its own subcommands: the schema is changed only when asked. */
 export function dbCommand(globals: () => GlobalOptions) {
-  const db = new Command("db").description("database schema: migrate, check, or copy a database");
+  const db = new Command("db").description("database schema: migrate, check, back up, or copy a database");
   db.command("migrate").alias("dbsync")
     .description("create or update the database schema (refused for a newer cartd's schema)")
     .action(async () => {
@@ -32,6 +33,18 @@ export function dbCommand(globals: () => GlobalOptions) {
         if (!(err instanceof MissingDatabase)) throw err;
         throw new CartdError("failure", `${err.message}; "cartd db migrate" creates it`);
       }
+    });
+  db.command("backup")
+    .description(
+      "a consistent copy of the SQLite database in FILE, safe while cartd serves " +
+        "(PostgreSQL: use pg_dump)",
+    )
+    .argument("<file>", "where the copy goes (a new file)")
+    .action(async (file) => {
+      await withCartd(globals(), async (cartd) => {
+        const { bytes } = await cartd.backup(file);
+        console.log(`backed up to ${file} (${formatBytes(bytes)})`);
+      });
     });
   db.command("copy")
     .description(

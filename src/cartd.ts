@@ -62,6 +62,8 @@ export interface Cartd {
   >;
   /** Where the schema stands, and applying what is pending (refused for a newer schema). */
   schema(): Promise<SchemaState>;
+  /** A consistent copy of the (SQLite) database in a new file, while cartd may be serving. */
+  backup(file: string): Promise<{ bytes: number }>;
   migrate(): Promise<string[]>;
   close(): Promise<void>;
 }
@@ -146,6 +148,7 @@ export async function openCartdCore(
       return await service.report(uid);
     },
     schema: () => store.schemaState(),
+    backup: (file) => store.backup(file),
     async migrate() {
       const state = await store.schemaState();
       if (state.unknown.length) throw newerSchema(state);
