@@ -81,8 +81,8 @@ Deno.test("log_format=json: access lines carry the request id sent back, lifecyc
   }
 });
 
-Deno.test("text logs: one readable access line per request; SIGHUP changes the level", async () => {
-  const archive = await makeArchive([{ id: "a", size: 10 }]);
+Deno.test("text logs: one readable access line per request; SIGHUP changes the level, and a download goes on", async () => {
+  const archive = await makeArchive([{ id: "a", size: 40_000_000 }]);
   const volume = await Deno.makeTempDir({ prefix: "cartd-" });
   const ini = join(volume, "cartd.ini");
   await Deno.writeTextFile(ini, "[cartd]\nlog_level = warn\n");
@@ -92,9 +92,24 @@ Deno.test("text logs: one readable access line per request; SIGHUP changes the l
   });
   try {
     await (await fetch(`${node.url}quiet`, { method: "HEAD" })).body?.cancel();
+    const created = await fetch(`${node.url}big`, {
+      method: "POST",
+      headers: json,
+      body: JSON.stringify(archive.request),
+    });
+    await created.body?.cancel();
+    await waitWhileStaging(`${node.url}big`, 50);
+    // A download under way when SIGHUP comes goes on to its last byte.
+    const download = await fetch(`${node.url}big`);
+    const reader = download.body!.getReader();
+    let received = (await reader.read()).value!.length;
     await Deno.writeTextFile(ini, "[cartd]\nlog_level = info\n");
     node.child.kill("SIGHUP");
     await until("the reload", () => node.log().includes("SIGHUP"));
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+      received += chunk.value.length;
+    }
+    assertEquals(received, Number(download.headers.get("content-length")));
     const answer = await fetch(`${node.url}loud`, { method: "HEAD" });
     await until("the access line", () => node.log().includes("loud"));
     assert(!node.log().includes("quiet"), "no access line at level warn");

@@ -125,12 +125,12 @@ export class SpaceRecords {
   }
 
   /** Deleted carts whose files are still on the volume and that no download holds. */
-  async removable(now: number): Promise<number[]> {
-    const rows = await this.db.selectFrom("carts").select("id")
+  async removable(now: number): Promise<{ id: number; uid: string }[]> {
+    const rows = await this.db.selectFrom("carts").select(["id", "uid"])
       .where("deleted_at", "is not", null).where("removed_at", "is", null)
       .where(noLiveDownload(now))
       .execute();
-    return rows.map((r) => Number(r.id));
+    return rows.map((r) => ({ id: Number(r.id), uid: r.uid }));
   }
 
   /**

@@ -87,7 +87,7 @@ for (const engine of engines) {
       assertEquals(owners, ["alive:2", null, null]);
       await store.carts.markDeleted(c.id, 3000, "deleted");
       assertEquals(
-        await store.space.removable(3000),
+        (await store.space.removable(3000)).map((r) => r.id),
         [c.id],
         "no download holds it",
       );

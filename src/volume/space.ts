@@ -148,13 +148,13 @@ export class SpaceManager {
  */
 export async function removeDeletedCarts(store: Store, volume: Volume): Promise<number[]> {
   const removed: number[] = [];
-  for (const cartId of await store.space.removable(Date.now())) {
-    if (!(await store.space.claimRemoval(cartId, Date.now()))) continue;
-    removed.push(cartId);
+  for (const { id, uid } of await store.space.removable(Date.now())) {
+    if (!(await store.space.claimRemoval(id, Date.now()))) continue;
+    removed.push(id);
     // The cart is gone for everyone already; a folder that resists is left to housekeeping's
     // sweep of folders no cart owns, rather than failing the deletion that asked for it.
-    await volume.removeCart(cartId).catch((err) =>
-      log.warn(`cart ${cartId}: its folder is left for later: ${describe(err)}`)
+    await volume.removeCart(id).catch((err) =>
+      log.warn(`cart ${uid}: its folder is left for later: ${describe(err)}`, { uid })
     );
   }
   return removed;
