@@ -7,7 +7,9 @@ import { type GlobalOptions, resolveConfig, withCartd } from "./context.ts";
 
 /** The `db` subcommand and its own subcommands: the schema is changed only when asked. */
 export function dbCommand(globals: () => GlobalOptions) {
-  const db = new Command("db").description("database schema: migrate, check, back up, or copy a database");
+  const db = new Command("db").description(
+    "database schema: migrate, check, back up, or copy a database",
+  );
   db.command("migrate").alias("dbsync")
     .description("create or update the database schema (refused for a newer cartd's schema)")
     .action(async () => {

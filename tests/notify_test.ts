@@ -33,7 +33,7 @@ interface Received {
 }
 
 /** A free loopback port (nothing listens on it once this returns). */
-async function freePort(): Promise<number> {
+function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr as Deno.NetAddr;
   listener.close();
@@ -73,7 +73,7 @@ Deno.test("a receiver down, failing, slow, then up gets every event, in order, a
   const good = { fileids: archive.request.fileids.slice(0, 2) };
   const bad = { fileids: [{ ...archive.request.fileids[2], hashsum: "0".repeat(40) }] };
   const dir = await Deno.makeTempDir({ prefix: "cartd-" });
-  const port = await freePort();
+  const port = freePort();
   const env = cartdEnv(join(dir, "volume"), `file://${archive.dir}`, {
     CARTD_LOG: "debug",
     CARTD_RETRY_LIMIT: "1",
@@ -160,7 +160,7 @@ Deno.test("a receiver down, failing, slow, then up gets every event, in order, a
 Deno.test("a receiver that never answers is given up on after notify_give_up, with a log line", async () => {
   const archive = await makeArchive([{ id: "a", size: 100 }]);
   const dir = await Deno.makeTempDir({ prefix: "cartd-" });
-  const port = await freePort();
+  const port = freePort();
   const node = await startServer(cartdEnv(join(dir, "volume"), `file://${archive.dir}`, {
     CARTD_LOG: "warn",
     CARTD_NOTIFY_URL: `http://127.0.0.1:${port}/dead`,
