@@ -11,6 +11,7 @@ import {
   type SetValue,
   suggestion,
 } from "../src/config.ts";
+import { shownUrl } from "../src/cart/notifier.ts";
 import { configError } from "../src/errors.ts";
 import { configSources, type GlobalOptions } from "./context.ts";
 
@@ -24,6 +25,10 @@ function shown(value: SetValue, databaseUrl: string) {
   const { key, text, source } = value;
   let effective = text;
   if (key.field === "databaseUrl" && text.trim() === "") effective = databaseUrl;
+  // Webhook URLs carry their secret in the path or query: only their origins are shown.
+  if (key.kind === "url-list") {
+    effective = text.split(/[\s,]+/).filter((u) => u !== "").map(shownUrl).join(", ");
+  }
   return {
     key: `${key.section}.${key.key}`,
     section: key.section,

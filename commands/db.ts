@@ -46,7 +46,8 @@ export function dbCommand(globals: () => GlobalOptions) {
       await withCartd(globals(), async (cartd) => {
         const { bytes } = await cartd.backup(file);
         console.log(`backed up to ${file} (${formatBytes(bytes)})`);
-      });
+        // As it is: a backup taken before an upgrade must still be the old schema.
+      }, { checkSchema: false });
     });
   db.command("copy")
     .description(

@@ -626,6 +626,9 @@ const readAtStart = new Set<keyof Config>([
   "connectAttempts",
   "connectWait",
   "autoMigrate",
+  // Turning access control on or off, or pointing it elsewhere, is not for a reload to do by
+  // accident (a line commented out would open every cart to everyone).
+  "tokensFile",
 ]);
 
 /** What a reload changed: keys now in effect, and keys whose new value waits for a restart. */
@@ -696,8 +699,11 @@ function convert(k: KeyDef, value: string, from: string): unknown {
       return value.trim();
     case "url-list": {
       const urls = value.split(/[\s,]+/).filter((u) => u !== "");
-      const bad = urls.find((u) => !isHttpUrl(u));
-      return bad === undefined ? urls : fail("a list of http:// or https:// URLs");
+      const bad = urls.findIndex((u) => !isHttpUrl(u));
+      // The value is not echoed: a webhook URL often carries its secret.
+      return bad === -1
+        ? urls
+        : failWith(`entry ${bad + 1} of the list is not an http:// or https:// URL`);
     }
     case "optional-url":
       if (value.trim() === "") return "";

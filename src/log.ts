@@ -53,6 +53,22 @@ export function logs(level: LogLevel): boolean {
   return rank[level] <= threshold;
 }
 
+/** Lines not written yet: they go out together, once per turn of the event loop. */
+let pending: string[] = [];
+let flushing = false;
+
+/** Writes every pending line now (also done at exit, and at once for errors). */
+export function flushLog(): void {
+  flushing = false;
+  if (pending.length === 0) return;
+  const bytes = encoder.encode(pending.join(""));
+  pending = [];
+  for (let written = 0; written < bytes.length;) {
+    written += Deno.stderr.writeSync(bytes.subarray(written));
+  }
+}
+globalThis.addEventListener("unload", flushLog);
+
 function write(level: LogLevel, message: string, fields?: LogFields) {
   if (rank[level] > threshold) return;
   const time = new Date().toISOString();
@@ -71,7 +87,13 @@ function write(level: LogLevel, message: string, fields?: LogFields) {
       user: fields?.user,
     })
     : `${time} ${level.padEnd(5)} ${message}`;
-  Deno.stderr.writeSync(encoder.encode(`${line}\n`));
+  pending.push(`${line}\n`);
+  // An error goes out at once: the process may be about to end.
+  if (level === "error" || pending.length >= 512) flushLog();
+  else if (!flushing) {
+    flushing = true;
+    setTimeout(flushLog, 0);
+  }
 }
 
 /** Log lines at each level, to stderr. */

@@ -132,11 +132,15 @@ export interface SiteFigures {
 }
 
 let readSite: (() => Promise<SiteFigures>) | undefined;
-/** The read in progress: the gauges of one scrape are collected at once and share it. */
-let current: Promise<SiteFigures> | undefined;
+/**
+ * The read in progress: the gauges of one scrape are collected at once and share it. Undefined
+ * when the database or the volume cannot be read: those gauges are left out, and the process's
+ * own metrics are still served.
+ */
+let current: Promise<SiteFigures | undefined> | undefined;
 
-function figures(): Promise<SiteFigures> {
-  current ??= readSite!().finally(() => current = undefined);
+function figures(): Promise<SiteFigures | undefined> {
+  current ??= readSite!().catch(() => undefined).finally(() => current = undefined);
   return current;
 }
 
@@ -154,10 +158,20 @@ function siteGauge<L extends string>(
     registers,
     async collect() {
       this.reset();
-      if (readSite) fill(this, await figures());
+      const site = readSite && await figures();
+      if (site) fill(this, site);
     },
   });
 }
+
+new Gauge({
+  name: "cartd_site_up",
+  help: "1 when this scrape could read the database and the volume (the gauges below), else 0",
+  registers,
+  async collect() {
+    this.set(readSite && await figures() ? 1 : 0);
+  },
+});
 
 siteGauge("cartd_carts", "Carts not deleted, by status", ["status"], (gauge, site) => {
   for (const status of ["staging", "ready", "error"]) {

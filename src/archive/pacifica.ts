@@ -13,7 +13,11 @@ export class PacificaArchive implements Archive {
   /** `timeoutMs`: longest wait for an answer's headers. */
   constructor(url: string, private readonly timeoutMs = 60_000) {
     this.base = url.endsWith("/") ? url : `${url}/`;
-    this.name = this.base;
+    // Credentials in the URL are sent (as Basic auth), never shown in messages or health.
+    const shown = new URL(this.base);
+    shown.username = "";
+    shown.password = "";
+    this.name = shown.href;
   }
 
   private url(id: string): string {
@@ -46,11 +50,11 @@ export class PacificaArchive implements Archive {
         signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
       });
     } catch (err) {
-      throw new ArchiveError(`cannot reach archive ${this.base}: ${networkReason(err)}`, "outage");
+      throw new ArchiveError(`cannot reach archive ${this.name}: ${networkReason(err)}`, "outage");
     }
     await response.body?.cancel();
     if (response.status >= 500) {
-      throw new ArchiveError(`archive ${this.base} answered ${response.status}`, "outage");
+      throw new ArchiveError(`archive ${this.name} answered ${response.status}`, "outage");
     }
   }
 
@@ -73,7 +77,7 @@ export class PacificaArchive implements Archive {
     } catch (err) {
       if (signal?.aborted) throw err;
       throw new ArchiveError(
-        `cannot reach archive ${this.base} to ${what} file ${id}: ${networkReason(err)}`,
+        `cannot reach archive ${this.name} to ${what} file ${id}: ${networkReason(err)}`,
         "outage",
       );
     }
@@ -81,8 +85,8 @@ export class PacificaArchive implements Archive {
     const detail = await errorDetail(response);
     const answer = `${response.status}${response.statusText ? ` ${response.statusText}` : ""}`;
     const message = response.status === 404
-      ? `archive ${this.base} has no file ${id} (404 on ${what})`
-      : `archive ${this.base} answered ${answer} to ${what} file ${id}${
+      ? `archive ${this.name} has no file ${id} (404 on ${what})`
+      : `archive ${this.name} answered ${answer} to ${what} file ${id}${
         detail ? `: ${detail}` : ""
       }`;
     throw new ArchiveError(message, failureOf(response.status, detail));

@@ -12,13 +12,15 @@ import { metrics } from "../metrics.ts";
 import type { Delivery, Store } from "../store/store.ts";
 import { sleep } from "../time.ts";
 import { version } from "../version.ts";
+import { networkReason } from "../archive/pacifica.ts";
 import { backoffDelay } from "./backoff.ts";
 import { newOwnerName } from "./owner.ts";
 
 /** How long a receiver may take to answer. */
 const answerTimeoutMs = 10_000;
-/** Deliveries in flight at once. */
+/** Deliveries in flight at once, and to one receiver. */
 const inFlight = 8;
+const perReceiver = 2;
 /** How long a delivery is leased: well past the answer timeout. */
 const leaseMs = 60_000;
 /** First and longest delay between tries. */
@@ -26,6 +28,19 @@ const firstRetryMs = 1000;
 const longestRetryMs = 5 * 60_000;
 /** How often to look for due notifications when there were none. */
 const idleMs = 500;
+
+/**
+ * A receiver's URL as logs show it: its origin alone, since webhook URLs often carry their secret
+ * in the path or the query (and credentials before the host).
+ */
+export function shownUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    return parsed.pathname === "/" && !parsed.search ? parsed.origin : `${parsed.origin}/…`;
+  } catch {
+    return "(a notify_url)";
+  }
+}
 
 /** The CloudEvent (JSON, structured mode) a delivery sends. */
 export function cloudEvent(delivery: Delivery, publicUrl: string) {
@@ -60,26 +75,44 @@ export class Notifier {
     await this.running;
   }
 
+  /**
+   * Keeps up to `inFlight` deliveries going, each on its own (a slow receiver holds one slot, not
+   * a batch), and at most `perReceiver` to one receiver, so a receiver that hangs cannot take
+   * every slot from the others.
+   */
   private async loop(): Promise<void> {
     const signal = this.stopping.signal;
+    const running = new Map<Promise<void>, string>();
     while (!signal.aborted) {
+      const busy = new Map<string, number>();
+      for (const url of running.values()) busy.set(url, (busy.get(url) ?? 0) + 1);
+      const skipUrls = [...busy].filter(([, n]) => n >= perReceiver).map(([url]) => url);
       let batch: Delivery[] = [];
+      const free = inFlight - running.size;
       try {
-        batch = await this.store.outbox.claim(this.owner, Date.now(), leaseMs, inFlight);
+        if (free > 0 && await this.store.outbox.anyDue(Date.now())) {
+          batch = await this.store.outbox.claim(this.owner, Date.now(), leaseMs, free, skipUrls);
+        }
       } catch (err) {
         log.warn(`notifications: cannot read the outbox: ${describe(err)}`);
       }
-      if (batch.length === 0) {
-        await sleep(idleMs, signal);
-        continue;
+      for (const delivery of batch) {
+        const sending: Promise<void> = this.deliver(delivery).finally(() =>
+          running.delete(sending)
+        );
+        running.set(sending, delivery.url);
       }
-      await Promise.all(batch.map((delivery) => this.deliver(delivery)));
+      if (batch.length === 0 || running.size >= inFlight) {
+        // Until the next look at the outbox, or a slot comes free.
+        await Promise.race([sleep(idleMs, signal), ...running.keys()]);
+      }
     }
+    await Promise.all(running.keys());
   }
 
   private async deliver(delivery: Delivery): Promise<void> {
     const { uid } = delivery.data;
-    const what = `${delivery.type} of cart ${uid} to ${delivery.url}`;
+    const what = `${delivery.type} of cart ${uid} to ${shownUrl(delivery.url)}`;
     let problem: string | undefined;
     try {
       const response = await fetch(delivery.url, {
@@ -94,7 +127,7 @@ export class Notifier {
       await response.body?.cancel();
       if (!response.ok) problem = `answered ${response.status}`;
     } catch (err) {
-      problem = describe(err);
+      problem = networkReason(err);
     }
     try {
       if (problem === undefined) {

@@ -107,13 +107,12 @@ export interface CartListing {
 }
 
 /**
- * How many tar entries `tarOf` keeps, over all kept tars: about 300 bytes each live, two to three
- * times that in the process's memory, so at most some 40 MiB whatever clients ask for. A larger
- * cart's layout is made for each download.
+ * How many tar entries `tarOf` keeps, over all kept tars: a layout holds about 60 bytes a file
+ * (see src/bundle/tar.ts), so some 3 MiB whatever clients ask for. A larger cart's layout is made
+ * for each download.
  */
 const keptTarEntries = 50_000;
 
-/** The cart operations both front ends call; they hold no logic of their own. */
 /**
  * Who asks, when access control is on: the name carts are owned by, and whether they see every
  * cart (an admin). Without one, the caller is the site's operator (the CLI) and sees everything.
@@ -128,6 +127,7 @@ function canSee(viewer: Viewer, cart: Cart): boolean {
   return viewer.seesAll || cart.owner === null || cart.owner === viewer.name;
 }
 
+/** The cart operations both front ends call; they hold no logic of their own. */
 export class CartService {
   /** Names this process's downloads in the database. */
   private readonly owner = newOwnerName();
@@ -166,6 +166,7 @@ export class CartService {
     const result = await this.store.carts.create({
       uid,
       owner: viewer?.name,
+      replacesOthers: viewer?.seesAll,
       fingerprint: fingerprint(request, bundle),
       bundle,
       files: request.files.map((f, seq) => ({
@@ -317,8 +318,8 @@ export class CartService {
    * the volume as soon as no download of it is running.
    */
   async delete(uid: string, viewer?: Viewer): Promise<Cart> {
-    if (viewer) await this.find(uid, viewer);
-    const cart = await this.store.carts.delete(uid, Date.now());
+    const seen = viewer && await this.find(uid, viewer);
+    const cart = await this.store.carts.delete(uid, Date.now(), seen?.id);
     if (!cart) throw cartNotFound(uid);
     log.info(`cart ${uid} deleted (${cart.file_count} file(s), ${cart.bytes} bytes)`, {
       uid,

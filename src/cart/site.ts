@@ -34,8 +34,30 @@ export interface HealthReport {
   };
 }
 
+/** What anyone may see of the health: each part's state, without URLs, paths or errors. */
+export function healthSummary(report: HealthReport) {
+  return {
+    status: report.status,
+    database: { status: report.database.status },
+    archive: { status: report.archive.status },
+    volume: { status: report.volume.status },
+  };
+}
+
 /** How often the health check asks the archive itself (answers in between are reused). */
 const archivePingMs = 10_000;
+/**
+ * How long a health check waits for the database or the archive: a load balancer's check must
+ * get an answer in time even from a part that hangs (that part is then reported down).
+ */
+const partWaitMs = 2000;
+
+/** `promise`'s value, or `late` if it takes longer than `ms`. */
+function within<T>(promise: Promise<T>, ms: number, late: T): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<T>((resolve) => timer = setTimeout(() => resolve(late), ms));
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
 
 /** Reads the site's health and figures; one per process. */
 export class SiteStatus {
@@ -75,13 +97,14 @@ export class SiteStatus {
   }
 
   private async databaseHealth(): Promise<HealthReport["database"]> {
-    try {
-      await this.store.ping();
-      return { status: "ok" };
-    } catch (err) {
-      log.warn(`health check: database unreachable: ${describe(err)}`);
-      return { status: "unavailable", message: "database unreachable" };
-    }
+    const problem = await within(
+      this.store.ping().then(() => undefined, (err) => describe(err)),
+      partWaitMs,
+      `no answer within ${partWaitMs / 1000} s`,
+    );
+    if (problem === undefined) return { status: "ok" };
+    log.warn(`health check: database unreachable: ${problem}`);
+    return { status: "unavailable", message: "database unreachable" };
   }
 
   private async archiveHealth(): Promise<HealthReport["archive"]> {
@@ -91,7 +114,13 @@ export class SiteStatus {
       const result = archive.ping().then(() => undefined, (err) => describe(err));
       this.ping = { at: now, result };
     }
-    const problem = await this.ping.result;
+    // A ping still out after a while is itself the answer: the archive does not answer.
+    const seconds = Math.round((Date.now() - this.ping.at) / 1000);
+    const problem = await within(
+      this.ping.result,
+      Math.max(0, this.ping.at + partWaitMs - now),
+      `no answer for ${Math.max(seconds, partWaitMs / 1000)} s`,
+    );
     const failure = archive.lastFailure;
     return {
       status: problem === undefined ? "ok" : "unreachable",

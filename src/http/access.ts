@@ -43,6 +43,8 @@ export class RequestRecord {
   uid?: string;
   /** The name of the caller's token, when access control is on. */
   user?: string;
+  /** The request's path, as sent (percent-encoded). */
+  readonly path: string;
   private readonly started = performance.now();
 
   constructor(
@@ -54,6 +56,7 @@ export class RequestRecord {
     const given = req.headers.get("x-request-id");
     this.id = fromProxy && given && saneRequestId.test(given) ? given : crypto.randomUUID();
     this.client = fromProxy ? forwardedClient(req, proxies) ?? peer : peer ?? "-";
+    this.path = new URL(req.url).pathname;
   }
 
   /** Counts and logs an answer whose body (if any) is sent as it is. */
@@ -69,10 +72,11 @@ export class RequestRecord {
 
   private finish(status: number, bytes: number, note = "") {
     const seconds = (performance.now() - this.started) / 1000;
-    metrics.httpRequests.inc({ route: this.route, status });
-    metrics.httpDuration.observe({ route: this.route }, seconds);
+    const { count, duration: latency } = httpSeries(this.route, status);
+    count.inc();
+    latency.observe(seconds);
     if (!logs("info")) return;
-    const path = new URL(this.req.url).pathname;
+    const path = this.path;
     const duration = Math.round(seconds * 1000);
     log.info(
       `${this.client} ${this.user ?? "-"} "${this.req.method} ${path}" ${status} ${bytes} B ` +
@@ -102,4 +106,24 @@ function forwardedClient(req: Request, proxies: TrustedProxies): string | undefi
     if (!proxies.has(chain[i]) || i === 0) return chain[i];
   }
   return undefined;
+}
+
+type Series = {
+  count: ReturnType<typeof metrics.httpRequests.labels>;
+  duration: ReturnType<typeof metrics.httpDuration.labels>;
+};
+/** The labelled series of each route and status (looking labels up per request is costly). */
+const series = new Map<string, Series>();
+
+function httpSeries(route: string, status: number): Series {
+  const key = `${route} ${status}`;
+  let found = series.get(key);
+  if (!found) {
+    found = {
+      count: metrics.httpRequests.labels({ route, status }),
+      duration: metrics.httpDuration.labels({ route }),
+    };
+    series.set(key, found);
+  }
+  return found;
 }

@@ -6,7 +6,7 @@
 import { parseCartRequest, validateUid } from "../cart/request.ts";
 import type { CartService, Viewer } from "../cart/service.ts";
 import { type AccessControl, authChallenge, type Need } from "./auth.ts";
-import type { SiteStatus } from "../cart/site.ts";
+import { healthSummary, type SiteStatus } from "../cart/site.ts";
 import { renderMetrics } from "../metrics.ts";
 import type { Config } from "../config.ts";
 import { CartdError, describe, invalidInput, isKind } from "../errors.ts";
@@ -99,7 +99,14 @@ async function answer(req: Request, deps: AppDeps, record: RequestRecord): Promi
 }
 
 async function route(req: Request, deps: AppDeps, record: RequestRecord): Promise<Response> {
-  const segments = new URL(req.url).pathname.split("/").slice(1).map(decodeSegment);
+  const segments = record.path.split("/").slice(1).map(decodeSegment);
+  record.route = routeOf(req.method, segments);
+  if (segments.length === 1 && segments[0] !== "" && segments[0] !== "-") {
+    record.uid = segments[0];
+  }
+  if (segments.length === 3 && segments[0] === "-" && segments[1] === "carts") {
+    record.uid = segments[2];
+  }
   const admission = deps.access?.admit(req, needOf(req.method, segments)) ?? { admitted: true };
   if (!admission.admitted) {
     const challenge: Record<string, string> = admission.status === 401
@@ -110,18 +117,13 @@ async function route(req: Request, deps: AppDeps, record: RequestRecord): Promis
   const caller = admission.caller;
   record.user = caller?.name;
   const viewer = caller && { name: caller.name, seesAll: caller.role === "admin" };
-  if (segments.length === 1 && segments[0] === "") {
-    record.route = `${req.method} /`;
-    return root(req);
-  }
+  if (segments.length === 1 && segments[0] === "") return root(req);
   if (segments[0] === "-") {
     if (segments.length === 1 && req.method === "POST") validateUid("-");
-    return await extension(req, segments.slice(1), deps, record, viewer);
+    return await extension(req, segments.slice(1), deps, viewer);
   }
   if (segments.length !== 1) return errorResponse(404, "Not Found");
   const uid = segments[0];
-  record.route = `${req.method} /{uid}`;
-  record.uid = uid;
   switch (req.method) {
     case "POST":
       return await create(req, uid, deps, viewer);
@@ -134,6 +136,22 @@ async function route(req: Request, deps: AppDeps, record: RequestRecord): Promis
     default:
       return errorResponse(405, "Specified method is invalid for this resource");
   }
+}
+
+/** Methods a route label names; any other is `OTHER`, so no client can add label values. */
+const labelledMethods = new Set(["GET", "HEAD", "POST", "DELETE", "PUT", "PATCH", "OPTIONS"]);
+
+/** The route's pattern for logs and metrics (`GET /{uid}`), from a bounded set of values. */
+function routeOf(method: string, segments: string[]): string {
+  const verb = labelledMethods.has(method) ? method : "OTHER";
+  if (segments.length === 1) return segments[0] === "" ? `${verb} /` : `${verb} /{uid}`;
+  if (segments[0] === "-") {
+    if (segments.length === 3 && segments[1] === "carts") return `${verb} /-/carts/{uid}`;
+    if (segments.length === 2 && ["health", "metrics"].includes(segments[1])) {
+      return `${verb} /-/${segments[1]}`;
+    }
+  }
+  return "other";
 }
 
 /**
@@ -259,13 +277,14 @@ async function download(
   try {
     const tar = await deps.service.download(uid, requested, viewer);
     let status = 0;
-    const response = await downloadResponse(
-      req,
-      tar,
-      (body) => deps.downloads.track(body, (end) => record.streamed(status, end)),
-    );
+    let tracked = false;
+    const response = await downloadResponse(req, tar, (body) => {
+      tracked = true;
+      return deps.downloads.track(body, (end) => record.streamed(status, end));
+    });
     status = response.status;
-    streamedAnswers.add(response);
+    // An answer without a tar body (416) is logged as it is sent.
+    if (tracked) streamedAnswers.add(response);
     return response;
   } catch (err) {
     if (isKind(err, "notFound")) {
@@ -297,21 +316,17 @@ async function extension(
   req: Request,
   rest: string[],
   deps: AppDeps,
-  record: RequestRecord,
   viewer?: Viewer,
 ): Promise<Response> {
-  if (rest.length === 2 && rest[0] === "carts") {
-    record.route = `${req.method} /-/carts/{uid}`;
-    record.uid = rest[1];
-  } else if (rest.length === 1 && ["health", "metrics"].includes(rest[0])) {
-    record.route = `${req.method} /-/${rest[0]}`;
-  }
   if (req.method !== "GET" && req.method !== "HEAD") {
     return errorResponse(405, "Specified method is invalid for this resource");
   }
   if (rest.length === 1 && rest[0] === "health") {
     const health = await deps.site.health();
-    return jsonResponse(health.status === "unavailable" ? 503 : 200, health);
+    const status = health.status === "unavailable" ? 503 : 200;
+    // With tokens on, health is open to all: its detail (URLs, paths, errors) only to admins.
+    const detailed = !deps.access?.enabled || viewer?.seesAll;
+    return jsonResponse(status, detailed ? health : healthSummary(health));
   }
   if (rest.length === 1 && rest[0] === "metrics") {
     const { body, contentType } = await renderMetrics();

@@ -48,7 +48,8 @@ export function parseTokens(text: string, file: string): TokenEntry[] {
       throw configError(`${where}: a name is 1 to 64 letters, digits or . _ @ -`);
     }
     if (!roles.includes(role as Role)) {
-      throw configError(`${where}: role ${JSON.stringify(role)} is not reader, writer or admin`);
+      // Not echoed: with the fields swapped, it would be the token.
+      throw configError(`${where}: the third field must be reader, writer or admin`);
     }
     if (token.length < shortestToken) {
       throw configError(
@@ -182,18 +183,18 @@ export type Admission =
 
 /**
  * Access control as the server applies it: off without `[auth] tokens_file`; otherwise each
- * request's token is checked against what its route needs. The tokens file named in the
- * configuration is read at start (a bad one stops the server) and again when it changes.
+ * request's token is checked against what its route needs. The tokens file is read at start (a
+ * bad one stops the server), and again when it changes or on SIGHUP.
  */
 export class AccessControl {
-  private tokens?: TokenFile;
-  private path = "";
+  private readonly tokens?: TokenFile;
 
+  /** `tokensFile` is read once: access control is turned on or off only by a restart. */
   constructor(
-    private readonly config: { tokensFile: string },
+    config: { tokensFile: string },
     private readonly onReloadError: (err: unknown) => void = () => {},
   ) {
-    this.reload();
+    if (config.tokensFile !== "") this.tokens = new TokenFile(config.tokensFile);
   }
 
   /** Whether requests need tokens. */
@@ -202,28 +203,15 @@ export class AccessControl {
   }
 
   /**
-   * Reads the tokens file again (SIGHUP, or a new `tokens_file` in the configuration). Throws
-   * when the new file is unsafe or malformed, keeping the tokens in force.
+   * Reads the tokens file again (SIGHUP). Throws when the new file is unsafe or malformed,
+   * keeping the tokens in force.
    */
   reload(): void {
-    const path = this.config.tokensFile;
-    if (path !== this.path) {
-      this.tokens = path === "" ? undefined : new TokenFile(path);
-      this.path = path;
-    } else {
-      this.tokens?.reload();
-    }
+    this.tokens?.reload();
   }
 
   /** Whether `req` may go on to a route that needs `need`, and as whom. */
   admit(req: Request, need: Need): Admission {
-    if (this.config.tokensFile !== this.path) {
-      try {
-        this.reload();
-      } catch (err) {
-        this.onReloadError(err);
-      }
-    }
     const tokens = this.tokens;
     if (!tokens) return { admitted: true };
     tokens.refresh(Date.now(), this.onReloadError);

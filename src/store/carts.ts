@@ -7,6 +7,7 @@
  * cart row first (see also work.ts), so two such transactions can never wait on each other.
  */
 import { type Kysely, sql } from "kysely";
+import { CartdError } from "../errors.ts";
 import { sleep } from "../time.ts";
 import { liveCart, noLiveDownload, pendingStates } from "./predicates.ts";
 import type { Cart, CartFile, Database, NewFile } from "./schema.ts";
@@ -40,6 +41,8 @@ export interface CreateCartInput {
   files: NewFile[];
   /** Who creates it (the token's name), when access control is on. */
   owner?: string;
+  /** Whether it may replace another owner's cart of the same uid (an admin's may). */
+  replacesOthers?: boolean;
 }
 
 /** What `create` did. */
@@ -121,6 +124,14 @@ export class CartRecords {
       const live = current !== undefined && (await tx.selectFrom("carts").select("id")
             .where("id", "=", current.id).where(liveCart(now, this.lifetime))
             .executeTakeFirst()) !== undefined;
+      // Checked here, under the lock, as well as before: a cart of another owner that took the
+      // uid meanwhile is not replaced.
+      if (
+        current && live && input.owner !== undefined && !input.replacesOthers &&
+        current.owner !== null && current.owner !== input.owner
+      ) {
+        throw new CartdError("conflict", `uid ${input.uid} is taken by another user's cart`);
+      }
       // Someone created the same cart meanwhile: theirs stands.
       if (current && live && current.fingerprint === input.fingerprint) {
         return { cart: current, created: false };
@@ -187,10 +198,12 @@ export class CartRecords {
   }
 
   /** Marks the live cart of `uid` deleted; returns it, or undefined when there was none. */
-  async delete(uid: string, now: number): Promise<Cart | undefined> {
-    return await this.db.updateTable("carts").set({ deleted_at: now, delete_reason: "deleted" })
-      .where("uid", "=", uid).where(liveCart(now, this.lifetime))
-      .returningAll().executeTakeFirst();
+  async delete(uid: string, now: number, cartId?: number): Promise<Cart | undefined> {
+    let query = this.db.updateTable("carts").set({ deleted_at: now, delete_reason: "deleted" })
+      .where("uid", "=", uid).where(liveCart(now, this.lifetime));
+    // Only that cart, if it is still the live one (not one that took the uid since).
+    if (cartId !== undefined) query = query.where("id", "=", cartId);
+    return await query.returningAll().executeTakeFirst();
   }
 
   /** Marks one cart deleted (expired, unused, ...); false when it already was. */
@@ -455,8 +468,9 @@ export async function settleWithin(
     if (unfinished) return cart;
     settled = { status: "ready", ready_at: now, used_at: now, finished_at: now };
   }
+  // A deleted (or replaced) cart keeps its status: its files' last steps do not revive it.
   const changed = await tx.updateTable("carts").set(settled)
-    .where("id", "=", cartId).where("status", "=", "staging")
+    .where("id", "=", cartId).where("status", "=", "staging").where("deleted_at", "is", null)
     .returningAll().executeTakeFirst();
   if (changed) await recordCartEvent(tx, receivers, cartId, now);
   // Another worker settled it a moment before: its word stands.
@@ -477,7 +491,7 @@ export async function readyIfDone(
 ): Promise<boolean> {
   const result = await tx.updateTable("carts")
     .set({ status: "ready", ready_at: now, used_at: now, finished_at: now })
-    .where("id", "=", cartId).where("status", "=", "staging")
+    .where("id", "=", cartId).where("status", "=", "staging").where("deleted_at", "is", null)
     .where(({ not, exists, selectFrom }) =>
       not(exists(
         selectFrom("files").select("files.id").where("files.cart_id", "=", cartId)

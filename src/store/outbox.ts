@@ -76,12 +76,32 @@ export async function recordCartEvent(
 export class OutboxRecords {
   constructor(private readonly db: Kysely<Database>, private readonly dialect: SqlDialect) {}
 
-  /** Leases up to `limit` due notifications, each the earliest undelivered of its cart and URL. */
-  async claim(owner: string, now: number, leaseMs: number, limit: number): Promise<Delivery[]> {
+  /** Whether any notification may be due (a read, before a claim takes the write lock). */
+  async anyDue(now: number): Promise<boolean> {
+    const row = await this.db.selectFrom("notifications").select("id")
+      .where("next_try_at", "<=", now)
+      .where((eb) => eb.or([eb("lease_until", "is", null), eb("lease_until", "<", now)]))
+      .limit(1).executeTakeFirst();
+    return row !== undefined;
+  }
+
+  /**
+   * Leases up to `limit` due notifications, each the earliest undelivered of its cart and URL,
+   * none for the URLs in `skipUrls` (receivers already busy with this deliverer).
+   */
+  async claim(
+    owner: string,
+    now: number,
+    leaseMs: number,
+    limit: number,
+    skipUrls: string[] = [],
+  ): Promise<Delivery[]> {
     return await this.db.transaction().execute(async (tx) => {
+      let query = tx.selectFrom("notifications as n").select("n.id")
+        .where("n.next_try_at", "<=", now);
+      if (skipUrls.length > 0) query = query.where("n.url", "not in", skipUrls);
       const due = await this.dialect.forUpdateSkipLocked(
-        tx.selectFrom("notifications as n").select("n.id")
-          .where("n.next_try_at", "<=", now)
+        query
           .where((eb) => eb.or([eb("n.lease_until", "is", null), eb("n.lease_until", "<", now)]))
           .where(({ not, exists, selectFrom }) =>
             not(exists(

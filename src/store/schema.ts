@@ -85,7 +85,6 @@ export interface DownloadTable {
   lease_until: number;
 }
 
-/** Every table, so Kysely can check each query's columns and types at compile time. */
 /** A row of `notifications`: one cart event for one receiver, until it is delivered. */
 export interface NotificationTable {
   id: Generated<number>;
@@ -104,6 +103,7 @@ export interface NotificationTable {
   last_error: string;
 }
 
+/** Every table, so Kysely can check each query's columns and types at compile time. */
 export interface Database {
   carts: CartTable;
   files: FileTable;
