@@ -4,15 +4,10 @@
  * or a key cartd does not know (a misspelt key would otherwise silently not apply).
  */
 import { Command } from "@commander-js/extra-typings";
-import {
-  configFrom,
-  type ConfigReading,
-  readConfigSources,
-  type SetValue,
-  suggestion,
-} from "../src/config.ts";
+import { configFrom, readConfigSources, type SetValue, suggestion } from "../src/config.ts";
 import { shownUrl } from "../src/cart/notifier.ts";
 import { configError } from "../src/errors.ts";
+import { TokenFile } from "../src/http/auth.ts";
 import { configSources, type GlobalOptions } from "./context.ts";
 
 /** A URL's password, and any `password=` parameter, as `***`. */
@@ -42,10 +37,10 @@ function shown(value: SetValue, databaseUrl: string) {
   };
 }
 
-function readAndCheck(globals: GlobalOptions): { reading: ConfigReading; databaseUrl: string } {
+function readAndCheck(globals: GlobalOptions) {
   const reading = readConfigSources(configSources(globals));
   const config = configFrom(reading);
-  return { reading, databaseUrl: config.databaseUrl };
+  return { reading, config, databaseUrl: config.databaseUrl };
 }
 
 /** The `config` subcommand and its own subcommands. */
@@ -82,9 +77,13 @@ export function configCommand(globals: () => GlobalOptions) {
       }
     });
   config.command("check")
-    .description("exit 0 if the configuration is valid and every key in the file is known")
+    .description(
+      "exit 0 if every value is valid, every key in the file known, and the tokens file usable",
+    )
     .action(() => {
-      const { reading } = readAndCheck(globals());
+      const { reading, config } = readAndCheck(globals());
+      // As `cartd serve` will read it: there, safe, and well formed.
+      if (config.tokensFile !== "") new TokenFile(config.tokensFile);
       if (reading.unknownKeys.length > 0) {
         const list = reading.unknownKeys.map((k) => `${k}${suggestion(k)}`).join("; ");
         throw configError(`config file ${reading.file}: unknown key(s): ${list}`);

@@ -1,6 +1,6 @@
 /** `cartd db migrate` (alias `dbsync`), `cartd db check`, `cartd db backup` and `cartd db copy`. */
 import { Command } from "@commander-js/extra-typings";
-import { copyDatabase, MissingDatabase, newerSchema } from "../src/cartd.ts";
+import { assertBackupSupported, copyDatabase, MissingDatabase, newerSchema } from "../src/cartd.ts";
 import { CartdError } from "../src/errors.ts";
 import { formatBytes } from "../src/units.ts";
 import { type GlobalOptions, resolveConfig, withCartd } from "./context.ts";
@@ -43,6 +43,9 @@ export function dbCommand(globals: () => GlobalOptions) {
     )
     .argument("<file>", "where the copy goes (a new file)")
     .action(async (file) => {
+      // Said before connecting to anything.
+      const config = resolveConfig(globals());
+      assertBackupSupported(config);
       await withCartd(globals(), async (cartd) => {
         const { bytes } = await cartd.backup(file);
         console.log(`backed up to ${file} (${formatBytes(bytes)})`);

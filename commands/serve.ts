@@ -10,6 +10,7 @@ import { type Config, reloadConfig } from "../src/config.ts";
 import { CartdError, describe } from "../src/errors.ts";
 import { createApp, type Handler } from "../src/http/app.ts";
 import { AccessControl } from "../src/http/auth.ts";
+import { shownUrl } from "../src/cart/notifier.ts";
 import { Downloads } from "../src/http/downloads.ts";
 import { configureLog, log } from "../src/log.ts";
 import { observeSite } from "../src/metrics.ts";
@@ -128,6 +129,11 @@ export function serveCommand(globals: () => GlobalOptions) {
         access,
       });
       observeSite(() => cartd.site.figures());
+      log.info(
+        `access control: ${access.enabled ? `on (${config.tokensFile})` : "off"}; notifications: ${
+          config.notifyUrls.length ? config.notifyUrls.map(shownUrl).join(", ") : "none"
+        }; archive: ${cartd.site.archiveName}; database: ${cartd.site.databaseName}`,
+      );
       // The first line on stdout, for scripts that pick port 0.
       const addr = listening ?? server.addr;
       console.log(`cartd listening on ${listenUrl(addr.hostname, addr.port)}`);

@@ -19,7 +19,7 @@ import { parse as parseConnectionString } from "pg-connection-string";
 import { CartdError } from "./errors.ts";
 import { log } from "./log.ts";
 import { parseDatabaseUrl } from "./store/database_url.ts";
-import { type CopyReport, type SchemaState, Store } from "./store/store.ts";
+import { type CopyReport, type SchemaState, sqliteOnlyBackup, Store } from "./store/store.ts";
 import { Volume } from "./volume/volume.ts";
 
 /** How to open cartd. */
@@ -75,6 +75,11 @@ export interface Cartd {
 export interface CartdCore extends Cartd {
   readonly store: Store;
   readonly volume: Volume;
+}
+
+/** Throws, before anything is opened, when the database is one `cartd db backup` cannot copy. */
+export function assertBackupSupported(config: Config): void {
+  if (parseDatabaseUrl(config.databaseUrl).kind === "postgres") throw sqliteOnlyBackup();
 }
 
 /** Opens cartd on `config` for a front end; see `OpenOptions`. */

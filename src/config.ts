@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { resolve } from "node:path";
 import { archiveUrlProblem } from "./archive/mod.ts";
-import { configError, describe } from "./errors.ts";
+import { CartdError, configError, describe } from "./errors.ts";
 import { parseDatabaseUrl } from "./store/database_url.ts";
 import { IniSyntaxError, parseIni } from "./ini.ts";
 import { log, type LogFormat, logFormats, type LogLevel, logLevels } from "./log.ts";
@@ -334,7 +334,7 @@ export const configKeys: readonly KeyDef[] = [
     kind: "choice",
     choices: logFormats,
     meaning: "`text`: readable lines; `json`: one JSON object per line (time, level, message, " +
-      "request_id, uid, route, status, duration, bytes, client)",
+      "request_id, uid, route, status, duration, bytes, client, user)",
   },
   {
     field: "trustedProxies",
@@ -417,18 +417,6 @@ export const configKeys: readonly KeyDef[] = [
     shownDefault: "auto",
   },
   {
-    field: "tokensFile",
-    section: "auth",
-    key: "tokens_file",
-    env: "CARTD_TOKENS_FILE",
-    default: "",
-    kind: "optional-path",
-    meaning:
-      "file of `name token role` lines (reader, writer, admin) that `cartd serve` requires " +
-      "a token from; mode 600; read again when it changes; empty: open to all",
-    shownDefault: "none",
-  },
-  {
     field: "notifyUrls",
     section: "cartd",
     key: "notify_url",
@@ -458,6 +446,18 @@ export const configKeys: readonly KeyDef[] = [
     kind: "optional-url",
     meaning: "the URL users reach cartd at (e.g. behind a proxy): notifications carry the " +
       "cart's download link under it; empty: no link",
+    shownDefault: "none",
+  },
+  {
+    field: "tokensFile",
+    section: "auth",
+    key: "tokens_file",
+    env: "CARTD_TOKENS_FILE",
+    default: "",
+    kind: "optional-path",
+    meaning:
+      "file of `name token role` lines (reader, writer, admin) that `cartd serve` requires " +
+      "a token from; mode 600; read again when it changes; empty: open to all",
     shownDefault: "none",
   },
 ];
@@ -516,7 +516,7 @@ export interface ConfigReading {
 
 /** Reads defaults, the INI file, the environment and flags, without checking a value. */
 export function readConfigSources(sources: ConfigSources = {}): ConfigReading {
-  const env = sources.env ?? Deno.env.toObject();
+  const env = sources.env ?? environment();
   const values = new Map<string, SetValue>();
   for (const key of configKeys) {
     values.set(`${key.section}.${key.key}`, {
@@ -531,7 +531,7 @@ export function readConfigSources(sources: ConfigSources = {}): ConfigReading {
   };
 
   const file = sources.configFile ?? (env.CARTD_CONFIG || undefined) ??
-    (existsSync("cartd.ini") ? "cartd.ini" : undefined);
+    (localIniExists() ? "cartd.ini" : undefined);
   let unknownKeys: string[] = [];
   if (file !== undefined) {
     const ini = readIni(file);
@@ -548,6 +548,26 @@ export function readConfigSources(sources: ConfigSources = {}): ConfigReading {
     if (text !== undefined) set(name, text, { from: "flag" });
   }
   return { values: [...values.values()], file, unknownKeys };
+}
+
+/** The process's environment; a clear stop when Deno may not read it. */
+function environment(): Record<string, string> {
+  try {
+    return Deno.env.toObject();
+  } catch {
+    throw configError(
+      "cartd reads its configuration from the environment: run it with --allow-env",
+    );
+  }
+}
+
+/** Whether `./cartd.ini` is there (where Deno may not look, it is not). */
+function localIniExists(): boolean {
+  try {
+    return existsSync("cartd.ini");
+  } catch {
+    return false;
+  }
 }
 
 /** How a message names where a value came from. */
@@ -576,9 +596,17 @@ export function loadConfig(sources: ConfigSources = {}): Config {
 /** The checked `Config` a reading gives; throws a config error naming the first bad value. */
 export function configFrom(reading: ConfigReading): Config {
   const config = {} as Record<keyof Config, unknown>;
+  const problems: string[] = [];
   for (const { key, text, source } of reading.values) {
-    config[key.field] = convert(key, text, sourceName(source));
+    try {
+      config[key.field] = convert(key, text, sourceName(source));
+    } catch (err) {
+      if (!(err instanceof CartdError)) throw err;
+      problems.push(err.message);
+    }
   }
+  // Every bad value at once, so a file is put right in one go.
+  if (problems.length > 0) throw configError(problems.join("; "));
   const result = config as unknown as Config;
   if (result.databaseUrl === "") result.databaseUrl = resolve(result.volumePath, "cartd.sqlite3");
   return result;
@@ -587,6 +615,8 @@ export function configFrom(reading: ConfigReading): Config {
 /** `; did you mean [cartd] volume_size_limit?` for a key one or two edits from a known one. */
 export function suggestion(unknown: string): string {
   const [, section, key] = /^\[(.*)\] (.*)$/.exec(unknown) ?? [];
+  const elsewhere = configKeys.find((k) => k.key === key && k.section !== section);
+  if (elsewhere) return `; it belongs in [${elsewhere.section}]`;
   let best: KeyDef | undefined;
   let bestDistance = 3;
   for (const k of configKeys) {

@@ -32,7 +32,11 @@ export function parseIni(text: string): IniSections {
     const section = /^\[([^\]]+)\]$/.exec(trimmed);
     if (section) {
       const name = section[1].trim();
-      current = name === "DEFAULT" ? defaults : (sections[name] ??= {});
+      // configparser (strict, its default) refuses a section or key given twice.
+      if (name !== "DEFAULT" && sections[name] !== undefined) {
+        throw new IniSyntaxError(`line ${index + 1}: section [${name}] appears twice`);
+      }
+      current = name === "DEFAULT" ? defaults : (sections[name] = {});
       lastKey = undefined;
       return;
     }
@@ -41,6 +45,9 @@ export function parseIni(text: string): IniSections {
       throw new IniSyntaxError(`line ${index + 1}: expected "[section]" or "key = value"`);
     }
     lastKey = pair[1].toLowerCase();
+    if (Object.hasOwn(current, lastKey)) {
+      throw new IniSyntaxError(`line ${index + 1}: key ${lastKey} is set twice in its section`);
+    }
     current[lastKey] = pair[2];
   });
   for (const values of Object.values(sections)) {

@@ -32,9 +32,21 @@ export interface LogFields {
 
 const rank: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
 
-let threshold = rank[levelFrom(Deno.env.get("CARTD_LOG")) ?? "info"];
+let threshold = rank[levelFrom(earlyEnv("CARTD_LOG")) ?? "info"];
 let format: LogFormat = "text";
 const encoder = new TextEncoder();
+
+/**
+ * An environment variable read before the configuration is: undefined where Deno may not read the
+ * environment (the configuration then says so, clearly).
+ */
+export function earlyEnv(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+}
 
 /** A log level named by `text` (any case), or undefined. */
 export function levelFrom(text: string | undefined): LogLevel | undefined {

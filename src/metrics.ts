@@ -188,6 +188,10 @@ siteGauge(
   "Carts deleted so far, by reason (deleted, replaced, expired, unused, evicted)",
   ["reason"],
   (gauge, site) => {
+    // Every reason from the start, so alert rules need not wait for a first deletion.
+    for (const reason of ["deleted", "replaced", "expired", "unused", "evicted"]) {
+      gauge.set({ reason }, 0);
+    }
     for (const [reason, count] of Object.entries(site.cartsDeletedByReason)) {
       gauge.set({ reason }, count);
     }

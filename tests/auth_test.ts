@@ -84,9 +84,14 @@ async function withAuthServer(
 Deno.test("every route with no, wrong, reader, writer and admin tokens", async () => {
   await withAuthServer(async (url, _dir, log, archive) => {
     const request = JSON.stringify(archive.request);
-    // Open routes.
+    // Open routes; health's detail (URLs, paths, errors) is the admin's.
     assertEquals((await call(url, "GET")).status, 200);
-    assertEquals((await call(`${url}-/health`, "GET")).status, 200);
+    const open = await fetch(`${url}-/health`);
+    const summary = await open.json();
+    assertEquals(summary.archive, { status: "ok" });
+    assertEquals(Object.keys(summary.volume), ["status"]);
+    const detail = await (await fetch(`${url}-/health`, { headers: bearer(tokens.root) })).json();
+    assert(detail.archive.url.startsWith("file://"));
 
     // No token, a wrong one, or a right token under another name: 401 with a challenge.
     const none = await call(`${url}mine`, "HEAD");
@@ -95,6 +100,13 @@ Deno.test("every route with no, wrong, reader, writer and admin tokens", async (
     assertEquals(none.headers.get("x-pacifica-status"), "error", "the downloader reads it");
     assertEquals((await call(`${url}mine`, "GET", bearer("x".repeat(30)))).status, 401);
     assertEquals((await call(`${url}mine`, "GET", basic("bob", tokens.alice))).status, 401);
+    const junk = { authorization: `Bearer ${tokens.alice} trailing` };
+    assertEquals((await call(`${url}-/carts/mine`, "GET", junk)).status, 401, "one value only");
+    const latin1 = { authorization: `Basic ${btoa("\xe9:x")}` };
+    assertMatch(
+      (await (await fetch(`${url}mine`, { headers: latin1 })).json()).message,
+      /not valid/,
+    );
     assertEquals((await call(`${url}-/carts/mine`, "GET")).status, 401);
     assertEquals((await call(`${url}-/metrics`, "GET")).status, 401);
     assertEquals((await call(`${url}mine`, "POST", {}, request)).status, 401);
@@ -204,6 +216,15 @@ Deno.test("the tokens file is read again when it changes; an unsafe one is refus
   });
   assertEquals(refused.code, 6);
   assertMatch(refused.stderr, /readable by group or others \(mode 644\); chmod 600 it/);
+
+  const empty = join(dir, "empty");
+  await Deno.writeTextFile(empty, "# no one yet\n", { mode: 0o600 });
+  const env = cartdEnv(join(dir, "volume"), "file:///nowhere", { CARTD_TOKENS_FILE: empty });
+  const none = await runCli(["config", "check"], { env });
+  assertEquals(none.code, 6, "config check reads the tokens file as serve would");
+  assertMatch(none.stderr, /holds no tokens/);
+  const unsafe = await runCli(["config", "check"], { env: { ...env, CARTD_TOKENS_FILE: open } });
+  assertEquals(unsafe.code, 6);
 
   const short = join(dir, "short");
   await Deno.writeTextFile(short, "al shorttoken writer\n", { mode: 0o600 });

@@ -126,8 +126,20 @@ Deno.test("config check: exit 0 when valid; 6 on a misspelt key, with the key it
   );
 
   const bad = await runCli(["config", "check"], {
-    env: { CARTD_CONFIG: await iniFile("[cartd]\nworkers = many\n") },
+    env: { CARTD_CONFIG: await iniFile("[cartd]\nworkers = many\nspace_wait = 10\n") },
   });
   assertEquals(bad.code, 6);
   assertMatch(bad.stderr, /bad value for \[cartd\] workers/);
+  assertMatch(bad.stderr, /bad value for \[cartd\] space_wait/, "every bad value at once");
+
+  const misplaced = await runCli(["config", "check"], {
+    env: { CARTD_CONFIG: await iniFile("[cartd]\ntokens_file = /etc/cartd/tokens\n") },
+  });
+  assertMatch(misplaced.stderr, /\[cartd\] tokens_file; it belongs in \[auth\]/);
+
+  const twice = await runCli(["config", "check"], {
+    env: { CARTD_CONFIG: await iniFile("[cartd]\nworkers = 2\nworkers = 3\n") },
+  });
+  assertEquals(twice.code, 6);
+  assertMatch(twice.stderr, /line 3: key workers is set twice/);
 });

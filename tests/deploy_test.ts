@@ -119,6 +119,19 @@ Deno.test("the bundle serves with exactly the unit's permissions", async () => {
     assert(!/Requires \w+ access|PermissionDenied|NotCapable/.test(log), log);
     assertMatch(log, /SIGHUP: configuration read again/);
   }
+  // The gc unit's command, and a backup, with the same permissions.
+  const gcFlags = (await execStart("cartd-gc.service"))
+    .filter((arg) => arg.startsWith("--allow") || arg === "--no-prompt")
+    .map((arg) => arg.replaceAll("/var/lib/cartd", state).replaceAll("/etc/cartd", conf));
+  for (const command of [["gc", "--older-than", "30d"], ["db", "backup", `${state}/backup.db`]]) {
+    const run = await new Deno.Command(Deno.execPath(), {
+      args: ["run", ...gcFlags, bundle, "--config", join(conf, "cartd.ini"), ...command],
+      env: { DENO_DIR: join(state, ".deno"), NO_COLOR: "1", CARTD_CONFIG: "" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assertEquals(run.code, 0, `${command.join(" ")}: ${decode(run.stderr)}`);
+  }
 });
 
 Deno.test("cartd db backup copies the database consistently while the server writes to it", async () => {
@@ -141,6 +154,7 @@ Deno.test("cartd db backup copies the database consistently while the server wri
       }
     })();
     await new Promise((resolve) => setTimeout(resolve, 300));
+    await Deno.mkdir(join(dir, "backups"));
     const backup = join(dir, "backups", "cartd.sqlite3");
     const result = await runCli(["db", "backup", backup], { env });
     writing = false;
@@ -155,9 +169,12 @@ Deno.test("cartd db backup copies the database consistently while the server wri
     const carts = JSON.parse(listed.stdout).length;
     assert(carts > 0 && carts <= created, `${carts} carts in the backup, ${created} created`);
 
+    assertEquals((await Deno.stat(backup)).mode! & 0o777, 0o600, "for cartd's eyes only");
     const again = await runCli(["db", "backup", backup], { env });
     assertEquals(again.code, 2, "never overwrites");
     assertMatch(again.stderr, /already exists/);
+    const nowhere = await runCli(["db", "backup", join(dir, "typo", "x.sqlite3")], { env });
+    assertEquals(nowhere.code, 2, "no folder is made for a mistyped path");
   } finally {
     node.child.kill("SIGTERM");
     await node.exited;

@@ -86,9 +86,14 @@ Deno.test("metrics move as carts stage, are served and fail, and promtool accept
     assertEquals(value(after, 'cartd_http_requests_total{route="POST /{uid}",status="201"}'), 2);
     assert(value(after, "cartd_volume_free_bytes")! > 0);
 
+    // Methods a client makes up do not make new series.
+    await (await fetch(`${node.url}good`, { method: "FROBNICATE" })).body?.cancel();
     await (await fetch(`${node.url}good`, { method: "DELETE" })).body?.cancel();
     const deleted = await scrape(node.url);
     assertEquals(value(deleted, 'cartd_carts_deleted{reason="deleted"}'), 1);
+    assertEquals(value(deleted, 'cartd_carts_deleted{reason="evicted"}'), 0);
+    assert(!deleted.includes("FROBNICATE"));
+    assertEquals(value(deleted, 'cartd_http_requests_total{route="OTHER /{uid}",status="405"}'), 1);
     assertEquals(value(deleted, 'cartd_carts{status="ready"}'), 0);
     assert(
       value(deleted, "cartd_served_bytes_total")! >= value(after, "cartd_served_bytes_total")!,
@@ -104,7 +109,7 @@ Deno.test("metrics move as carts stage, are served and fail, and promtool accept
 Deno.test("health reports the database, the archive and the volume apart", async () => {
   const volume = await Deno.makeTempDir({ prefix: "cartd-" });
   // Nothing listens on port 1: the archive is unreachable; a 100 % reserve leaves no room.
-  const node = await startServer(cartdEnv(volume, "http://127.0.0.1:1/", {
+  const node = await startServer(cartdEnv(volume, "http://arch:S3cretPW@127.0.0.1:1/", {
     CARTD_LOG: "warn",
     CARTD_VOLUME_RESERVE: "100%",
   }));
@@ -115,10 +120,12 @@ Deno.test("health reports the database, the archive and the volume apart", async
     assertEquals(health.status, "degraded");
     assertEquals(health.database, { status: "ok" });
     assertEquals(health.archive.status, "unreachable");
-    assertEquals(health.archive.url, "http://127.0.0.1:1/");
+    assertEquals(health.archive.url, "http://127.0.0.1:1/", "never its credentials");
     assert(health.archive.lastError.message.includes("cannot reach archive"));
+    assert(!JSON.stringify(health).includes("S3cretPW"));
     assertEquals(health.volume.status, "low");
     assert(health.volume.freeBytes <= health.volume.reserveBytes);
+    assert(!node.log().includes("S3cretPW"), "nor in the log");
   } finally {
     node.child.kill("SIGTERM");
     await node.exited;

@@ -178,6 +178,10 @@ Deno.test("a receiver that never answers is given up on after notify_give_up, wi
     // The receiver by its origin only: a webhook's path may hold its secret.
     assert(line.includes(`http://127.0.0.1:${port}/…`), line);
     assert(line.includes("connection refused"), line);
+    // Said once, when the receiver began to fail, long before it is given up on.
+    assert(
+      node.log().includes(`notifications to http://127.0.0.1:${port}/… fail (connection refused)`),
+    );
     const metrics = await (await fetch(`${node.url}-/metrics`)).text();
     assert(metrics.includes("cartd_notifications_pending 0"), "dropped from the outbox");
     assert(metrics.includes('cartd_notifications_total{outcome="given_up"} 1'));

@@ -60,6 +60,8 @@ export function cloudEvent(delivery: Delivery, publicUrl: string) {
 /** Delivers notifications until stopped (`cartd serve` runs one). */
 export class Notifier {
   private readonly owner = newOwnerName();
+  /** Receivers whose last delivery failed: said once when they start failing, once on recovery. */
+  private readonly failing = new Set<string>();
   private readonly stopping = new AbortController();
   private running?: Promise<void>;
 
@@ -130,11 +132,22 @@ export class Notifier {
       problem = networkReason(err);
     }
     try {
+      const receiver = shownUrl(delivery.url);
       if (problem === undefined) {
         await this.store.outbox.delivered(delivery.id, this.owner);
         metrics.notifications.inc({ outcome: "delivered" });
         log.debug(`notification ${what} delivered`, { uid });
+        if (this.failing.delete(delivery.url)) {
+          log.info(`notifications to ${receiver} go through again`);
+        }
         return;
+      }
+      if (!this.failing.has(delivery.url)) {
+        this.failing.add(delivery.url);
+        log.warn(
+          `notifications to ${receiver} fail (${problem}); each is tried again until ` +
+            "notify_give_up",
+        );
       }
       const now = Date.now();
       if (now - delivery.createdAt >= this.config.notifyGiveUp) {

@@ -71,8 +71,9 @@ export function isDeadLocalOwner(owner: string): boolean {
   try {
     process.kill(pid, 0);
   } catch (err) {
-    // EPERM: the process exists but belongs to someone else.
-    return (err as { code?: string }).code !== "EPERM";
+    // ESRCH alone says there is no such process. EPERM: it exists, as someone else's; without
+    // permission to ask (Deno's --allow-run), nothing is known, and the lease runs out instead.
+    return (err as { code?: string }).code === "ESRCH";
   }
   const stat = processStat(pid);
   if (!stat) return true;

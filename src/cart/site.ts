@@ -70,6 +70,16 @@ export class SiteStatus {
     private readonly archive: () => ObservedArchive,
   ) {}
 
+  /** The archive as messages name it (never with credentials). */
+  get archiveName(): string {
+    return this.archive().name;
+  }
+
+  /** The database as messages name it (never with its password). */
+  get databaseName(): string {
+    return this.store.location;
+  }
+
   async health(): Promise<HealthReport> {
     const [database, archive] = await Promise.all([this.databaseHealth(), this.archiveHealth()]);
     const volume = this.volumeHealth();

@@ -330,9 +330,10 @@ async function extension(
   }
   if (rest.length === 1 && rest[0] === "metrics") {
     const { body, contentType } = await renderMetrics();
-    return new Response(body, {
+    const bytes = new TextEncoder().encode(body);
+    return new Response(bytes, {
       status: 200,
-      headers: baseHeaders({ "content-type": contentType }),
+      headers: baseHeaders({ "content-type": contentType, "content-length": String(bytes.length) }),
     });
   }
   if (rest.length === 2 && rest[0] === "carts") {

@@ -100,7 +100,10 @@ export class TokenFile {
     } catch (err) {
       throw configError(`cannot read tokens file ${this.path}: ${(err as Error).message}`);
     }
-    this.entries = parseTokens(text, this.path);
+    const entries = parseTokens(text, this.path);
+    // No token at all would lock every user out: surely not what was meant.
+    if (entries.length === 0) throw configError(`tokens file ${this.path} holds no tokens`);
+    this.entries = entries;
     this.signature = signature;
     return true;
   }
@@ -132,12 +135,18 @@ export class TokenFile {
   }
 }
 
-/** The token and the user name a request presents, if any. */
+/**
+ * The token and the user name a request presents: undefined without an `Authorization` header;
+ * an empty token (never valid) for one that is malformed or of another scheme.
+ */
 export function presentedToken(req: Request): { token: string; user?: string } | undefined {
   const header = req.headers.get("authorization");
   if (!header) return undefined;
-  const [scheme, value = ""] = header.trim().split(/\s+/, 2);
-  if (/^bearer$/i.test(scheme)) return value ? { token: value } : undefined;
+  // A scheme and one value: anything after a token would be taken as part of nothing.
+  const parts = /^(\S+) +(\S+)$/.exec(header.trim());
+  if (!parts) return { token: "" };
+  const [, scheme, value] = parts;
+  if (/^bearer$/i.test(scheme)) return { token: value };
   if (/^basic$/i.test(scheme)) {
     let decoded;
     try {
@@ -145,13 +154,13 @@ export function presentedToken(req: Request): { token: string; user?: string } |
         Uint8Array.from(atob(value), (c) => c.charCodeAt(0)),
       );
     } catch {
-      return undefined;
+      return { token: "" };
     }
     const colon = decoded.indexOf(":");
-    if (colon === -1) return undefined;
+    if (colon === -1) return { token: "" };
     return { user: decoded.slice(0, colon), token: decoded.slice(colon + 1) };
   }
-  return undefined;
+  return { token: "" };
 }
 
 /**

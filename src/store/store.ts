@@ -10,9 +10,9 @@ import { Kysely, type LogEvent, sql } from "kysely";
 import { Migrator } from "kysely/migration";
 import { existsSync, mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { DatabaseSync } from "node:sqlite";
+import { backup as sqliteBackup, DatabaseSync } from "node:sqlite";
 import { CartdError, configError, describe } from "../errors.ts";
-import { log } from "../log.ts";
+import { earlyEnv, log } from "../log.ts";
 import { sleep } from "../time.ts";
 import { CartRecords } from "./carts.ts";
 import { type CopyReport, copyRows } from "./copy.ts";
@@ -225,23 +225,30 @@ export class Store {
   }
 
   /**
-   * A consistent copy of a SQLite database in `file` (`VACUUM INTO`: a snapshot that blocks no
-   * writer, so a serving cartd need not stop), checked before it is reported done. PostgreSQL has
-   * its own tools for this (pg_dump), which cartd does not replace.
+   * A consistent copy of a SQLite database in `file`, through SQLite's online backup (a snapshot
+   * that blocks no writer, so a serving cartd need not stop), checked before it is reported done
+   * and readable by its owner alone (it holds notification URLs). PostgreSQL has its own tools
+   * for this (pg_dump), which cartd does not replace.
    */
   async backup(file: string): Promise<{ bytes: number }> {
-    if (this.dialect.name !== "sqlite") {
-      throw new CartdError("failure", "cartd db backup copies SQLite databases only")
-        .withHint(`back up PostgreSQL with its own tools: pg_dump "${"<database URL>"}" > FILE`);
-    }
+    if (this.dialect.name !== "sqlite") throw sqliteOnlyBackup();
     const target = resolve(file);
     if (existsSync(target)) {
       throw new CartdError("invalid", `${target} already exists; a backup never overwrites a file`);
     }
-    mkdirSync(dirname(target), { recursive: true });
+    if (!existsSync(dirname(target))) {
+      throw new CartdError("invalid", `there is no folder ${dirname(target)} for the backup`);
+    }
     const partial = `${target}.partial-${Deno.pid}`;
     try {
-      await sql`vacuum into ${partial}`.execute(this.db);
+      const source = new DatabaseSync(this.location, { readOnly: true });
+      try {
+        // All pages in one step: one consistent snapshot, however busy the writers.
+        await sqliteBackup(source, partial, { rate: 1 << 30 });
+      } finally {
+        source.close();
+      }
+      Deno.chmodSync(partial, 0o600);
       const check = new DatabaseSync(partial, { readOnly: true });
       try {
         const row = check.prepare("pragma quick_check").get() as { quick_check: string };
@@ -272,12 +279,18 @@ export class Store {
   }
 }
 
+/** `cartd db backup` of a PostgreSQL database: its own tools do that. */
+export function sqliteOnlyBackup(): CartdError {
+  return new CartdError("failure", "cartd db backup copies SQLite databases only")
+    .withHint("back up PostgreSQL with its own tools: pg_dump DATABASE_URL > FILE");
+}
+
 /**
  * With `CARTD_DB_TIMING=1`, the time this process spent in database queries (waits for locks and
  * the network included), logged when the store closes: for benchmarks and capacity planning.
  */
 const databaseTime = (() => {
-  const enabled = Deno.env.get("CARTD_DB_TIMING") === "1";
+  const enabled = earlyEnv("CARTD_DB_TIMING") === "1";
   let queries = 0;
   let ms = 0;
   return {

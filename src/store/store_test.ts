@@ -148,3 +148,46 @@ for (const engine of engines) {
     }
   });
 }
+
+for (const engine of engines) {
+  Deno.test(`${engine.name}: cart events go to the outbox with the status change, once, never for a replaced cart`, async () => {
+    const store = Store.open(await engine.freshDatabase(), {
+      receivers: () => ["http://a/", "http://b/"],
+    });
+    await store.migrate();
+    try {
+      const ready = await cart(store, "r", 1);
+      const file = await store.work.claim("w", 2000, 60_000, ready.id);
+      assert(await store.work.complete(file!, "w", { size: 10 }, 2100));
+      const empty = await cart(store, "e", 0, 2200);
+      assertEquals(empty.status, "ready");
+
+      // A file of a cart replaced under its uid completes: the old cart stays as it was.
+      const old = await cart(store, "x", 1, 2300);
+      const held = await store.work.claim("w", 2400, 60_000, old.id);
+      await store.carts.create(
+        { uid: "x", fingerprint: "x2", bundle: false, files: files(2) },
+        2500,
+      );
+      assert(await store.work.complete(held!, "w", { size: 5 }, 2600));
+      assertEquals((await store.carts.byId(old.id))?.status, "staging");
+
+      const due = await store.outbox.claim("n", 3000, 60_000, 10);
+      assertEquals(
+        due.map((d) => [d.data.uid, d.type, d.url]).sort(),
+        [
+          ["e", "org.pacifica.cartd.cart.ready", "http://a/"],
+          ["e", "org.pacifica.cartd.cart.ready", "http://b/"],
+          ["r", "org.pacifica.cartd.cart.ready", "http://a/"],
+          ["r", "org.pacifica.cartd.cart.ready", "http://b/"],
+        ],
+      );
+      assertEquals(due.find((d) => d.data.uid === "r")?.data.bytes, 10);
+      assertEquals((await store.outbox.claim("m", 3000, 60_000, 10)).length, 0, "leased");
+      for (const d of due) await store.outbox.delivered(d.id, "n");
+      assertEquals(await store.outbox.pending(), 0);
+    } finally {
+      await store.close();
+    }
+  });
+}
