@@ -7,13 +7,9 @@ import { Command } from "@commander-js/extra-typings";
 import { configFrom, readConfigSources, type SetValue, suggestion } from "../src/config.ts";
 import { shownUrl } from "../src/cart/notifier.ts";
 import { configError } from "../src/errors.ts";
+import { maskSecrets } from "../src/text.ts";
 import { TokenFile } from "../src/http/auth.ts";
 import { configSources, type GlobalOptions } from "./context.ts";
-
-/** A URL's password, and any `password=` parameter, as `***`. */
-export function maskSecrets(text: string): string {
-  return text.replace(/(\/\/[^/@:]*:)[^@/]*@/g, "$1***@").replace(/(password=)[^&\s]*/gi, "$1***");
-}
 
 /** What `config show` says of one key. */
 function shown(value: SetValue, databaseUrl: string) {

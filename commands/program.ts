@@ -82,6 +82,11 @@ export async function run(args: string[]): Promise<number> {
       if (err.hint) console.error(`cartd: ${err.hint}`);
       return exitCode[err.kind];
     }
+    if (err instanceof Deno.errors.NotCapable) {
+      // Run under narrower Deno permissions than this needs: Deno's message names the flag.
+      console.error(`cartd: Deno's permissions do not allow this: ${err.message}`);
+      return ExitCode.failure;
+    }
     log.error(`unexpected failure: ${describe(err)}`);
     if (err instanceof Error && err.stack) log.debug(err.stack);
     console.error(`cartd: internal error: ${describe(err)}`);

@@ -109,6 +109,7 @@ export async function openCartdCore(
     throw err;
   }
   const volume = new Volume(config.volumePath);
+  volume.ensure();
   const workArrived = new WorkSignal();
   const service = new CartService(store, volume, config, workArrived);
   // Opened when first needed: most commands never ask the archive anything.

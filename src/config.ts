@@ -136,6 +136,8 @@ export interface KeyDef {
   shownDefault?: string;
   /** For a `choice`: the words it may be. */
   choices?: readonly string[];
+  /** For a `duration`: 0 is refused (an interval of nothing would spin, a timeout fire at once). */
+  aboveZero?: boolean;
 }
 
 /** Every key cartd reads, in README order: this table drives parsing, errors and the docs. */
@@ -193,6 +195,7 @@ export const configKeys: readonly KeyDef[] = [
     env: "CARTD_POLL_INTERVAL",
     default: "1s",
     kind: "duration",
+    aboveZero: true,
     meaning: "first delay between status polls of a file on tape",
   },
   {
@@ -202,6 +205,7 @@ export const configKeys: readonly KeyDef[] = [
     env: "CARTD_POLL_MAX_INTERVAL",
     default: "60s",
     kind: "duration",
+    aboveZero: true,
     meaning:
       "ceiling of every backoff delay (polls, retries, outage probes); they double, with jitter",
   },
@@ -212,6 +216,7 @@ export const configKeys: readonly KeyDef[] = [
     env: "CARTD_STAGE_TIMEOUT",
     default: "24h",
     kind: "duration",
+    aboveZero: true,
     meaning: "a file still on tape this long after its stage request is an error",
   },
   {
@@ -230,6 +235,7 @@ export const configKeys: readonly KeyDef[] = [
     env: "CARTD_RETRY_INTERVAL",
     default: "1s",
     kind: "duration",
+    aboveZero: true,
     meaning: "first delay between those tries, and between probes of an archive that is down",
   },
   {
@@ -248,6 +254,7 @@ export const configKeys: readonly KeyDef[] = [
     env: "CARTD_LEASE_TIME",
     default: "60s",
     kind: "duration",
+    aboveZero: true,
     meaning: "how long a worker's claim on a file (or a download's hold on a cart) lasts unrenewed",
   },
   {
@@ -364,6 +371,7 @@ export const configKeys: readonly KeyDef[] = [
     env: "CARTD_ARCHIVE_TIMEOUT",
     default: "60s",
     kind: "duration",
+    aboveZero: true,
     meaning: "how long an archive request may go without an answer or a byte of its body",
   },
   {
@@ -756,8 +764,10 @@ function convert(k: KeyDef, value: string, from: string): unknown {
     }
     case "size":
       return positive(parseSize(value)) ?? fail('a size such as "4 Mb" or "500 GB"');
-    case "duration":
-      return parseDuration(value) ?? failWith(durationProblem(value));
+    case "duration": {
+      const ms = parseDuration(value) ?? failWith(durationProblem(value));
+      return k.aboveZero && ms <= 0 ? fail("a duration above 0") : ms;
+    }
     case "seconds": {
       const seconds = /^\s*\d+\s*$/.test(value) ? Number(value) : undefined;
       return seconds === undefined ? fail("a whole number of seconds") : seconds * 1000;

@@ -12,3 +12,11 @@ export const printableAscii = /^[\x20-\x7e]*$/;
 
 /** Each character outside printable ASCII, for replacing them. */
 export const notPrintableAscii = /[^\x20-\x7e]/g;
+
+/**
+ * Text with a URL's password (up to the last `@` of its authority, as URL parsers read it) and
+ * any `password=` parameter shown as `***`: for messages and `config show`.
+ */
+export function maskSecrets(text: string): string {
+  return text.replace(/(\/\/[^/@:]*:)[^/]*@/g, "$1***@").replace(/(password=)[^&\s]*/gi, "$1***");
+}

@@ -1,6 +1,6 @@
 /** Configuration as the CLI meets it: ./cartd.ini, and a clear stop on a bad value or key. */
 import { join } from "node:path";
-import { assertEquals, assertMatch } from "./support/assert.ts";
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { runCli } from "./support/cli.ts";
 
 const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
@@ -142,4 +142,26 @@ Deno.test("config check: exit 0 when valid; 6 on a misspelt key, with the key it
   });
   assertEquals(twice.code, 6);
   assertMatch(twice.stderr, /line 3: key workers is set twice/);
+});
+
+Deno.test("intervals and timeouts of 0 are refused: they would spin or fire at once", async () => {
+  const zero = await runCli(["config", "check"], {
+    env: {
+      CARTD_CONFIG: await iniFile("[cartd]\npoll_interval = 0s\nlease_time = 0\n"),
+      CARTD_ARCHIVE_TIMEOUT: "0s",
+    },
+  });
+  assertEquals(zero.code, 6);
+  for (const key of ["poll_interval", "lease_time", "\\[archiveinterface\\] timeout"]) {
+    assertMatch(zero.stderr, new RegExp(`${key}.*above 0|${key}.*unit`));
+  }
+});
+
+Deno.test("a SQLite database that cannot be opened fails at once, without waiting for a server", async () => {
+  const dir = await Deno.makeTempDir();
+  const started = performance.now();
+  const result = await runCli(["list"], { env: { PEEWEE_URL: dir, VOLUME_PATH: join(dir, "v") } });
+  assertEquals(result.code, 1);
+  assertMatch(result.stderr, /after 1 attempt: .*unable to open database file/);
+  assert(performance.now() - started < 5000);
 });

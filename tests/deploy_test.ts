@@ -170,6 +170,9 @@ Deno.test("cartd db backup copies the database consistently while the server wri
     assert(carts > 0 && carts <= created, `${carts} carts in the backup, ${created} created`);
 
     assertEquals((await Deno.stat(backup)).mode! & 0o777, 0o600, "for cartd's eyes only");
+    const beside = [];
+    for await (const entry of Deno.readDir(join(dir, "backups"))) beside.push(entry.name);
+    assertEquals(beside, ["cartd.sqlite3"], "one file that stands alone (no -wal, no -shm)");
     const again = await runCli(["db", "backup", backup], { env });
     assertEquals(again.code, 2, "never overwrites");
     assertMatch(again.stderr, /already exists/);

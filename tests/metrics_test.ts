@@ -3,6 +3,7 @@
  * `prometheus`), moving as carts stage, are served and fail; `/-/health` reporting the database,
  * the archive and the volume apart.
  */
+import { join } from "node:path";
 import { startArchiveSimulator } from "../fixtures/archive_server.ts";
 import { assert, assertEquals } from "./support/assert.ts";
 import { makeArchive } from "./support/archive.ts";
@@ -93,7 +94,7 @@ Deno.test("metrics move as carts stage, are served and fail, and promtool accept
     assertEquals(value(deleted, 'cartd_carts_deleted{reason="deleted"}'), 1);
     assertEquals(value(deleted, 'cartd_carts_deleted{reason="evicted"}'), 0);
     assert(!deleted.includes("FROBNICATE"));
-    assertEquals(value(deleted, 'cartd_http_requests_total{route="OTHER /{uid}",status="405"}'), 1);
+    assertEquals(value(deleted, 'cartd_http_requests_total{route="other /{uid}",status="405"}'), 1);
     assertEquals(value(deleted, 'cartd_carts{status="ready"}'), 0);
     assert(
       value(deleted, "cartd_served_bytes_total")! >= value(after, "cartd_served_bytes_total")!,
@@ -126,6 +127,38 @@ Deno.test("health reports the database, the archive and the volume apart", async
     assertEquals(health.volume.status, "low");
     assert(health.volume.freeBytes <= health.volume.reserveBytes);
     assert(!node.log().includes("S3cretPW"), "nor in the log");
+  } finally {
+    node.child.kill("SIGTERM");
+    await node.exited;
+  }
+});
+
+Deno.test("a volume lost under a running server is reported, never made again empty", async () => {
+  const archive = await makeArchive([{ id: "a", size: 1000 }]);
+  const dir = await Deno.makeTempDir({ prefix: "cartd-" });
+  const volume = join(dir, "volume");
+  const node = await startServer(cartdEnv(volume, `file://${archive.dir}`, {
+    CARTD_LOG: "warn",
+    PEEWEE_URL: join(dir, "cartd.sqlite3"),
+  }));
+  try {
+    const created = await fetch(`${node.url}kept`, {
+      method: "POST",
+      headers: json,
+      body: JSON.stringify(archive.request),
+    });
+    await created.body?.cancel();
+    await waitWhileStaging(`${node.url}kept`, 50);
+    await Deno.remove(volume, { recursive: true });
+
+    const health = await fetch(`${node.url}-/health`);
+    assertEquals(health.status, 503);
+    assertEquals((await health.json()).volume.status, "unavailable");
+    assertEquals(value(await scrape(node.url), "cartd_site_up"), 0);
+    const download = await fetch(`${node.url}kept`);
+    assertEquals(download.status, 500, "said before a byte, not a 200 that breaks off");
+    assert((await download.json()).message.includes("missing from the volume"));
+    assert(!(await Deno.stat(volume).then(() => true, () => false)), "not made again");
   } finally {
     node.child.kill("SIGTERM");
     await node.exited;

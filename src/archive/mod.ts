@@ -1,6 +1,7 @@
 /** Picks the archive implementation a URL names. */
 import { fileURLToPath } from "node:url";
 import { configError } from "../errors.ts";
+import { maskSecrets } from "../text.ts";
 import type { Archive } from "./archive.ts";
 import { DirectoryArchive } from "./directory.ts";
 import { PacificaArchive } from "./pacifica.ts";
@@ -20,16 +21,20 @@ export function archiveUrlProblem(url: string): string | undefined {
   try {
     parsed = new URL(url);
   } catch {
-    return `${JSON.stringify(url)} is not a URL (use http://host:port/ or file:///dir)`;
+    return `${
+      JSON.stringify(maskSecrets(url))
+    } is not a URL (use http://host:port/ or file:///dir)`;
   }
   if (parsed.protocol === "http:" || parsed.protocol === "https:") return undefined;
   if (parsed.protocol === "file:") {
     if (parsed.host !== "") {
-      return `${JSON.stringify(url)} names a host; a mounted directory is file:///dir`;
+      return `${JSON.stringify(maskSecrets(url))} names a host; a mounted directory is file:///dir`;
     }
     return undefined;
   }
-  return `${JSON.stringify(url)} is not an archive URL (use http://, https:// or file:///dir)`;
+  return `${
+    JSON.stringify(maskSecrets(url))
+  } is not an archive URL (use http://, https:// or file:///dir)`;
 }
 
 /** The archive at `url` (which the configuration has already checked). */

@@ -3,6 +3,7 @@
  * over its upper half so many files (or nodes) polling one archive do not fall into step.
  */
 export function backoffDelay(baseMs: number, tries: number, ceilingMs: number): number {
-  const exponential = Math.min(ceilingMs, baseMs * 2 ** Math.max(0, tries - 1));
+  // The exponent stops growing long before 2 ** n overflows (Infinity × 0 is NaN).
+  const exponential = Math.min(ceilingMs, baseMs * 2 ** Math.min(Math.max(0, tries - 1), 40));
   return Math.round(exponential * (0.5 + Math.random() * 0.5));
 }

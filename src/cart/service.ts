@@ -3,6 +3,7 @@
  * status, deleting it, and opening its tar. The CLI commands and the HTTP handlers are thin
  * wrappers over these calls, so both tell the same story.
  */
+import { existsSync } from "node:fs";
 import type { WorkSignal } from "./work_signal.ts";
 import type { Config } from "../config.ts";
 import { CartdError, cartFailed, cartNotFound, cartNotReady } from "../errors.ts";
@@ -354,6 +355,14 @@ export class CartService {
       const p = await this.store.carts.progress(cart.id);
       throw cartNotReady(
         `The cart is not ready for download (${p.filesReady} of ${p.files} files ready).`,
+      );
+    }
+    // A folder gone from the volume (removed by hand, a volume lost) is said before any byte:
+    // a 200 whose body then breaks off tells the client much less.
+    if (cart.file_count > 0 && !existsSync(this.volume.dataRoot(cart.id))) {
+      throw new CartdError(
+        "failure",
+        `the files of cart ${uid} are missing from the volume; delete it and create it again`,
       );
     }
     const readyAt = Number(cart.ready_at ?? cart.created_at);

@@ -19,6 +19,8 @@ export interface HealthReport {
   database: { status: "ok" | "unavailable"; message?: string };
   archive: {
     status: "ok" | "unreachable";
+    /** Why it is unreachable (the health check's own ping). */
+    message?: string;
     url: string;
     /** When it last answered a request of this process (ISO time). */
     lastAnswer: string | null;
@@ -134,6 +136,7 @@ export class SiteStatus {
     const failure = archive.lastFailure;
     return {
       status: problem === undefined ? "ok" : "unreachable",
+      ...(problem === undefined ? {} : { message: problem }),
       url: archive.name,
       lastAnswer: isoTime(archive.lastAnswer ?? null),
       lastError: failure ? { message: failure.message, at: isoTime(failure.at)! } : null,

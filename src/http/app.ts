@@ -138,12 +138,12 @@ async function route(req: Request, deps: AppDeps, record: RequestRecord): Promis
   }
 }
 
-/** Methods a route label names; any other is `OTHER`, so no client can add label values. */
+/** Methods a route label names; any other is `other`, so no client can add label values. */
 const labelledMethods = new Set(["GET", "HEAD", "POST", "DELETE", "PUT", "PATCH", "OPTIONS"]);
 
 /** The route's pattern for logs and metrics (`GET /{uid}`), from a bounded set of values. */
 function routeOf(method: string, segments: string[]): string {
-  const verb = labelledMethods.has(method) ? method : "OTHER";
+  const verb = labelledMethods.has(method) ? method : "other";
   if (segments.length === 1) return segments[0] === "" ? `${verb} /` : `${verb} /{uid}`;
   if (segments[0] === "-") {
     if (segments.length === 3 && segments[1] === "carts") return `${verb} /-/carts/{uid}`;

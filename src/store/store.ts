@@ -152,7 +152,9 @@ export class Store {
         const reason = this.redact(describe(err));
         // A wrong password, user or database name does not mend with waiting.
         const cause = err instanceof CartdError ? err.cause : err;
-        if (attempt >= attempts || isPermanentConnectFailure(cause)) {
+        // Waiting is for a database server still starting; a SQLite file answers or never will.
+        const permanent = this.dialect.name === "sqlite" || isPermanentConnectFailure(cause);
+        if (attempt >= attempts || permanent) {
           throw new CartdError(
             "failure",
             `cannot connect to the database at ${this.location} after ${attempt} ` +
@@ -249,8 +251,10 @@ export class Store {
         source.close();
       }
       Deno.chmodSync(partial, 0o600);
-      const check = new DatabaseSync(partial, { readOnly: true });
+      // A file that stands alone: out of WAL mode, so no -wal or -shm file goes with it.
+      const check = new DatabaseSync(partial);
       try {
+        check.exec("pragma journal_mode = delete");
         const row = check.prepare("pragma quick_check").get() as { quick_check: string };
         if (row.quick_check !== "ok") throw new Error(`quick_check says ${row.quick_check}`);
       } finally {
@@ -267,9 +271,15 @@ export class Store {
     return { bytes: Deno.statSync(target).size };
   }
 
-  /** Answers when the database does; throws when it cannot be reached. */
+  /**
+   * Answers when the database does; throws when it cannot be reached, or when a SQLite file was
+   * removed under the open connection (which would go on answering, losing every write).
+   */
   async ping(): Promise<void> {
     await sql`select 1`.execute(this.db);
+    if (this.dialect.name === "sqlite" && !existsSync(this.location)) {
+      throw new CartdError("unavailable", `the database file ${this.location} is gone`);
+    }
   }
 
   /** Closes every connection (and, under `CARTD_DB_TIMING`, logs the time spent waiting on it). */

@@ -4,7 +4,7 @@
  * `partial/` (never part of a tar). Paths were validated when the cart was created; they are
  * checked again here, and directories are resolved so a planted symlink cannot lead outside.
  */
-import { statfsSync } from "node:fs";
+import { existsSync, statfsSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { type SpaceAmount, spaceBytes } from "../config.ts";
 import { CartdError } from "../errors.ts";
@@ -147,15 +147,17 @@ export class Volume {
     return Number(stats.blocks) * Number(stats.bsize);
   }
 
-  /** The volume's file system figures (the volume is made first if it is not there yet). */
+  /**
+   * The volume's file system figures. A volume that is gone is not made again here: that would
+   * hide its loss behind an empty one (it is made when cartd opens it, see `ensure`).
+   */
   private statfs() {
-    try {
-      return statfsSync(this.root);
-    } catch (err) {
-      if ((err as { code?: unknown }).code !== "ENOENT") throw err;
-      Deno.mkdirSync(this.root, { recursive: true });
-      return statfsSync(this.root);
-    }
+    return statfsSync(this.root);
+  }
+
+  /** Makes the volume's folder if it is not there yet (a new site). */
+  ensure(): void {
+    if (!existsSync(this.root)) Deno.mkdirSync(this.root, { recursive: true });
   }
 
   /** Ids of the cart directories on the volume. */
