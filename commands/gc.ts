@@ -59,6 +59,13 @@ function describeReport(report: GcReport): string {
       } no cart owns`,
     );
   }
+  if (report.cache.files > 0) {
+    lines.push(
+      `${verb} ${report.cache.files} cached file(s) no cart refers to (${
+        formatBytes(report.cache.bytes)
+      })`,
+    );
+  }
   if (lines.length === 0) return `nothing to do; ${formatBytes(report.freeBefore)} free`;
   const freed = report.removed.reduce((sum, r) => sum + r.bytes, 0);
   lines.push(

@@ -57,6 +57,8 @@ export interface Config {
   spaceWait: number;
   /** A ready or failed cart expires this long (ms) after it finished; 0 means never. */
   cartLifetime: number;
+  /** How long (ms) a cached file no cart refers to stays unused before gc removes it; 0: kept. */
+  cacheLifetime: number;
   /** How long (ms) to wait for a database another process has locked. */
   databaseBusyTimeout: number;
   /** Tries to reach a database server that is not up yet, before giving up. */
@@ -321,6 +323,17 @@ export const configKeys: readonly KeyDef[] = [
     kind: "optional-duration",
     meaning: "a ready or failed cart expires this long after it finished; empty: never",
     shownDefault: "never",
+  },
+  {
+    field: "cacheLifetime",
+    section: "cartd",
+    key: "cache_lifetime",
+    env: "CARTD_CACHE_LIFETIME",
+    default: "",
+    kind: "optional-duration",
+    meaning: "how long a cached file no cart refers to may stay unused before `cartd gc` removes " +
+      "it; empty: until space is needed (cached files are evicted before any cart)",
+    shownDefault: "until evicted",
   },
   {
     field: "logLevel",

@@ -79,6 +79,11 @@ export const metrics = {
     labelNames: ["reason"] as const,
     registers,
   }),
+  cacheHits: new Counter({
+    name: "cartd_cache_hits_total",
+    help: "Files this process took from the shared cache instead of the archive",
+    registers,
+  }),
   notifications: new Counter({
     name: "cartd_notifications_total",
     help: "Notification deliveries by this process, by outcome (delivered, failed, given_up)",
@@ -102,7 +107,9 @@ export const metrics = {
 
 // Series that exist from the start, so a rate over them is defined before the first event.
 metrics.evictions.inc({ reason: "space" }, 0);
-for (const reason of ["expired", "unused", "evicted"]) metrics.gcRemovals.inc({ reason }, 0);
+for (const reason of ["expired", "unused", "evicted", "cache"]) {
+  metrics.gcRemovals.inc({ reason }, 0);
+}
 for (const outcome of ["delivered", "failed", "given_up"]) {
   metrics.notifications.inc({ outcome }, 0);
 }
@@ -126,7 +133,7 @@ export interface SiteFigures {
   cartsDeletedByReason: Record<string, number>;
   reservedBytes: number;
   notificationsPending: number;
-  /** Bytes of verified files of carts whose files are on the volume. */
+  /** Bytes of verified files on the volume, each counted once (the cache included). */
   cartBytes: number;
   volume: { freeBytes: number; sizeBytes: number; limitBytes: number; reserveBytes: number };
 }
@@ -211,9 +218,14 @@ siteGauge(
   [],
   (g, s) => g.set(s.notificationsPending),
 );
-siteGauge("cartd_volume_used_bytes", "Bytes of carts' verified files on the volume", [], (g, s) => {
-  g.set(s.cartBytes);
-});
+siteGauge(
+  "cartd_volume_used_bytes",
+  "Bytes of verified files on the volume, each once",
+  [],
+  (g, s) => {
+    g.set(s.cartBytes);
+  },
+);
 siteGauge("cartd_volume_free_bytes", "Free bytes on the volume's file system", [], (g, s) => {
   g.set(s.volume.freeBytes);
 });

@@ -122,18 +122,21 @@ Deno.test("postgres: an older schema is refused with the command to run unless a
   const env = { PEEWEE_URL: url, VOLUME_PATH: await Deno.makeTempDir() };
   assertEquals((await runCli(["db", "migrate"], { env })).code, 0);
   // As an older cartd left it: without the last migration.
-  await sqlOn(url, "delete from kysely_migration where name = '0007_notifications'");
-  await sqlOn(url, "drop table notifications");
+  await sqlOn(url, "delete from kysely_migration where name = '0008_cache'");
+  await sqlOn(
+    url,
+    "drop table blobs; alter table files drop column blob_id; alter table files drop column from_cache",
+  );
 
   const refused = await runCli(["list"], { env });
   assertEquals(refused.code, 1);
   assertMatch(
     refused.stderr,
-    /the database schema is older than this cartd: it is at version 6 \(0006_owners\), this cartd needs version 7 \(0007_notifications\)\ncartd: run "cartd db migrate" to bring it up to date/,
+    /the database schema is older than this cartd: it is at version 7 \(0007_notifications\), this cartd needs version 8 \(0008_cache\)\ncartd: run "cartd db migrate" to bring it up to date/,
   );
   const check = await runCli(["db", "check"], { env });
   assertEquals(check.code, 1);
-  assertMatch(check.stderr, /pending migrations: 0007_notifications/);
+  assertMatch(check.stderr, /pending migrations: 0008_cache/);
 
   const auto = await runCli(["list"], { env: { ...env, CARTD_AUTO_MIGRATE: "on" } });
   assertEquals([auto.code, auto.stdout], [0, "no carts\n"]);
@@ -161,7 +164,7 @@ Deno.test("a newer schema is refused by every command, db check and db migrate i
       assertEquals(result.code, 1, `${url} ${args.join(" ")}: ${result.stderr}`);
       assertMatch(
         result.stderr,
-        /the database was written by a newer cartd: its schema is at version 99 \(0099_future\), this cartd knows up to version 7 \(0007_notifications\)/,
+        /the database was written by a newer cartd: its schema is at version 99 \(0099_future\), this cartd knows up to version 8 \(0008_cache\)/,
       );
     }
   }

@@ -7,7 +7,8 @@ import { sleep } from "../src/time.ts";
 import { join } from "node:path";
 import { parseCartRequest } from "../src/cart/request.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "./support/assert.ts";
-import { makeArchive } from "./support/archive.ts";
+import { bytes, makeArchive } from "./support/archive.ts";
+import { createHash } from "node:crypto";
 import { listFiles, openTestCartd } from "./support/cartd.ts";
 import { serveApp } from "./support/app.ts";
 import { runWithInput } from "./support/tar.ts";
@@ -327,10 +328,16 @@ Deno.test("symlinks planted in the volume cannot make cartd read or write outsid
     assertEquals(done?.status, "error");
     assertMatch(done!.message, /leads outside the cart's directory/);
 
-    // 3. A link planted where the partial file goes: replaced, never followed.
+    // 3. A link planted where the partial file goes: replaced, never followed. (A file no cart
+    // staged before, so it is pulled, not taken from the cache.)
+    const fresh = bytes(1000, 99);
+    await Deno.writeFile(join(archive.dir, "c"), fresh);
+    const freshSum = createHash("sha1").update(fresh).digest("hex");
     const third = await cartd.service.create(
       "partial",
-      parseCartRequest(JSON.stringify({ fileids: archive.request.fileids.slice(1) })),
+      parseCartRequest(JSON.stringify({
+        fileids: [{ id: "c", path: "c", hashtype: "sha1", hashsum: freshSum }],
+      })),
     );
     const files = await cartd.store.carts.files(third.cart.id);
     await Deno.mkdir(join(cartd.volume.cartDir(third.cart.id), "partial"), { recursive: true });

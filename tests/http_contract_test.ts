@@ -295,6 +295,7 @@ Deno.test("extensions: /-/carts/<uid> gives the status JSON, /-/health answers f
       "attempts",
       "bytesPulled",
       "error",
+      "fromCache",
       "hashtype",
       "id",
       "path",

@@ -66,6 +66,8 @@ export interface FileReport {
   error: string;
   hashtype: string;
   verified: boolean;
+  /** Taken from the shared cache (held for another cart), not pulled for this one. */
+  fromCache: boolean;
 }
 
 /** What a create did: made the cart, found it already there (retrying it if failed), or replaced one. */
@@ -311,6 +313,7 @@ export class CartService {
       error: f.error,
       hashtype: f.hash_type,
       verified: f.verified === 1,
+      fromCache: f.from_cache === 1,
     }));
   }
 

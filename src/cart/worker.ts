@@ -191,6 +191,57 @@ export class Worker {
     return Math.min(Math.max(due - Date.now(), 20), idlePollMs);
   }
 
+  /**
+   * Takes the file from the shared cache when the cache holds it: the same archive id and the
+   * checksum the request gives, verified; without a checksum, the archive's size and mtime (one
+   * status request). True when the file is ready.
+   */
+  private async takeFromCache(job: Job, signal: AbortSignal): Promise<boolean> {
+    const file = job.file;
+    let candidates = await this.store.cache.matches(file.archive_id, file.hash_type, file.hash_sum);
+    if (candidates.length === 0) return false;
+    if (file.hash_sum === "") {
+      const status = await this.archive.status(file.archive_id, signal).catch(() => undefined);
+      if (!status) return false;
+      this.health.answered("status", Date.now());
+      candidates = candidates.filter((blob) =>
+        Number(blob.size) === status.size && status.mtime !== undefined &&
+        Number(blob.mtime) === status.mtime
+      );
+    }
+    for (const blob of candidates) {
+      if (!this.volume.linkFromCache(blob.key!, file.cart_id, file.path)) continue;
+      const taken = await this.store.work.adopt(file, job.owner, {
+        id: Number(blob.id),
+        size: Number(blob.size),
+        mtime: blob.mtime === null ? null : Number(blob.mtime),
+        verified: Number(blob.verified),
+      }, Date.now());
+      if (taken === "gone") continue;
+      if (!taken) throw new LeaseLost(`lost the lease on file ${file.id}`);
+      job.file = {
+        ...job.file,
+        state: "ready",
+        size: Number(blob.size),
+        mtime: blob.mtime,
+        blob_id: Number(blob.id),
+        from_cache: 1,
+        reserved: 0,
+      };
+      metrics.cacheHits.inc();
+      this.onEvent?.(fileEvent(job.file), "state");
+      log.debug(`${fileOf(job)}: taken from the cache`, { uid: job.uid });
+      if (taken.cartReady && !taken.cartRemoved) {
+        await this.logReady(job);
+        await this.volume.removePartials(file.cart_id).catch(() => {});
+      }
+      if (taken.cartRemoved) await this.removeIfCartGone(job);
+      return true;
+    }
+    // The file linked for a cached copy evicted meanwhile is not left behind: the pull rewrites it.
+    return false;
+  }
+
   /** A cart's uid (cached: looked up once per cart). */
   private async uidOf(cartId: number): Promise<string> {
     let uid = this.uids.get(cartId);
@@ -226,6 +277,8 @@ export class Worker {
       }
     });
     try {
+      // A file the cache holds is taken from it: no stage, no pull.
+      if (job.file.state === "waiting" && await this.takeFromCache(job, signal)) return;
       if (job.file.state === "waiting") await this.stage(job, signal);
       if (job.file.state === "staging") await this.poll(job, signal);
       if (job.file.state === "staged" || job.file.state === "pulling") await this.pull(job, signal);
@@ -371,8 +424,27 @@ export class Worker {
       verified: result.verified ? 1 : 0,
       ...recovered,
     };
-    const completed = await this.store.work.complete(file, job.owner, done, Date.now());
-    if (!completed) throw new LeaseLost(`lost the lease on file ${file.id}`);
+    // Into the shared cache too, before the database says so: a cached file's row never names a
+    // file that is not there.
+    const key = this.volume.addToCache(target);
+    const blob = {
+      key: key ?? null,
+      archive_id: file.archive_id,
+      hash_type: file.hash_type,
+      hash_sum: file.hash_sum,
+      verified: done.verified,
+      size: result.bytes,
+      mtime: file.mtime === null ? null : Number(file.mtime),
+    };
+    const completed = await this.store.work.complete(file, job.owner, done, Date.now(), blob)
+      .catch(async (err) => {
+        if (key) await this.volume.removeCached(key).catch(() => {});
+        throw err;
+      });
+    if (!completed) {
+      if (key) await this.volume.removeCached(key).catch(() => {});
+      throw new LeaseLost(`lost the lease on file ${file.id}`);
+    }
     job.file = { ...job.file, ...done, state: "ready", reserved: 0 };
     this.onEvent?.(fileEvent(job.file), "state");
     log.debug(

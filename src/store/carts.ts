@@ -536,6 +536,8 @@ async function insertFiles(
       reserved: 0,
       space_wait_since: null,
       outage_since: null,
+      blob_id: null,
+      from_cache: 0,
     }));
     await db.insertInto("files").values(rows).execute();
     // node:sqlite is synchronous: let other requests in between batches.

@@ -219,6 +219,52 @@ function notifications(dialect: Dialect): Migration {
   };
 }
 
+/**
+ * The shared cache: verified files held once on the volume (`blobs`), which carts' files refer to.
+ * Files staged before it join it here, each as its own entry, not yet linked into the cache folder
+ * (`key` null: their one copy is their cart's; cartd links them in when it next starts).
+ */
+function cache(dialect: Dialect): Migration {
+  const { big, id } = types(dialect);
+  return {
+    async up(db: Kysely<unknown>) {
+      await id(db.schema.createTable("blobs"))
+        .addColumn("key", "text", (c) => c.unique())
+        .addColumn("archive_id", "text", (c) => c.notNull())
+        .addColumn("hash_type", "text", (c) => c.notNull())
+        .addColumn("hash_sum", "text", (c) => c.notNull())
+        .addColumn("verified", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("size", big, (c) => c.notNull())
+        .addColumn("mtime", big)
+        .addColumn("origin_file_id", big)
+        .addColumn("created_at", big, (c) => c.notNull())
+        .addColumn("used_at", big, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("blobs_identity").on("blobs")
+        .columns(["archive_id", "hash_type", "hash_sum"]).execute();
+      await db.schema.createIndex("blobs_used").on("blobs").column("used_at").execute();
+      await db.schema.alterTable("files").addColumn("blob_id", big).execute();
+      await db.schema.alterTable("files")
+        .addColumn("from_cache", "integer", (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema.createIndex("files_blob").on("files").column("blob_id").execute();
+      await sql`insert into blobs (archive_id, hash_type, hash_sum, verified, size, mtime,
+          origin_file_id, created_at, used_at)
+        select f.archive_id, f.hash_type, lower(f.hash_sum), f.verified, f.size, f.mtime, f.id,
+          c.used_at, c.used_at
+        from files f join carts c on c.id = f.cart_id
+        where f.state = 'ready' and c.removed_at is null and f.size is not null`.execute(db);
+      await sql`update files set blob_id = (select b.id from blobs b
+        where b.origin_file_id = files.id) where state = 'ready'`.execute(db);
+    },
+    async down(db: Kysely<unknown>) {
+      await sql`drop index files_blob`.execute(db);
+      await db.schema.alterTable("files").dropColumn("from_cache").execute();
+      await db.schema.alterTable("files").dropColumn("blob_id").execute();
+      await db.schema.dropTable("blobs").execute();
+    },
+  };
+}
+
 /** Kysely's migration provider over the static list. */
 export function migrationProvider(dialect: Dialect): MigrationProvider {
   return {
@@ -231,6 +277,7 @@ export function migrationProvider(dialect: Dialect): MigrationProvider {
         "0005_outages": outages(dialect),
         "0006_owners": owners(),
         "0007_notifications": notifications(dialect),
+        "0008_cache": cache(dialect),
       }),
   };
 }

@@ -75,6 +75,10 @@ export interface FileTable {
   space_wait_since: number | null;
   /** Since when the file has been waiting for the archive to come back, if it is. */
   outage_since: number | null;
+  /** The cached file it is (once ready). */
+  blob_id: number | null;
+  /** 1 when it came from the cache rather than a pull of its own. */
+  from_cache: number;
 }
 
 /** A download in progress, so its cart's files stay until it ends. */
@@ -83,6 +87,29 @@ export interface DownloadTable {
   cart_id: number;
   owner: string;
   lease_until: number;
+}
+
+/**
+ * A row of `blobs`: a verified file held once on the volume (`<volume>/cache/<key>`), which any
+ * number of carts' files refer to (`files.blob_id`). Its size counts once in space accounting.
+ */
+export interface BlobTable {
+  id: Generated<number>;
+  /** Its name in the cache folder; null while its one copy is still its first cart's. */
+  key: string | null;
+  archive_id: string;
+  hash_type: string;
+  /** Lower case; empty when its request gave none. */
+  hash_sum: string;
+  verified: number;
+  size: number;
+  /** The archive's mtime, in seconds. */
+  mtime: number | null;
+  /** The file whose pull made it. */
+  origin_file_id: number | null;
+  created_at: number;
+  /** Last time a cart took it or a download read it: least recently used goes first. */
+  used_at: number;
 }
 
 /** A row of `notifications`: one cart event for one receiver, until it is delivered. */
@@ -109,6 +136,7 @@ export interface Database {
   files: FileTable;
   downloads: DownloadTable;
   notifications: NotificationTable;
+  blobs: BlobTable;
 }
 
 /** A cart row as read; it stays inside the core (front ends get reports). */
@@ -117,5 +145,7 @@ export type Cart = Selectable<CartTable>;
 export type CartFile = Selectable<FileTable>;
 /** A notification row as read. */
 export type NotificationRow = Selectable<NotificationTable>;
+/** A cached file's row as read. */
+export type Blob = Selectable<BlobTable>;
 /** What a cart request says of a file; the store fills in the pipeline's starting values. */
 export type NewFile = Pick<FileTable, "seq" | "archive_id" | "path" | "hash_type" | "hash_sum">;

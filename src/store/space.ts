@@ -56,7 +56,8 @@ export class SpaceRecords {
       // A pull's whole reservation counts until it completes: what it wrote may not show in the
       // file system's free space yet (a shared volume's client cache holds it for a while).
       const unwritten = others(sql`reserved`);
-      const stored = sql`(select coalesce(sum(bytes), 0) from carts where removed_at is null)`;
+      // Every verified file on the volume counts once, however many carts refer to it.
+      const stored = sql`(select coalesce(sum(size), 0) from blobs)`;
       const need = sql`cast(${bytes} as bigint)`;
       const reserved = await tx.updateTable("files")
         .set({ ...changes, reserved: bytes, space_wait_since: null, error: "" })
@@ -147,7 +148,18 @@ export class SpaceRecords {
       if (!cart) return false;
       const result = await tx.updateTable("carts").set({ removed_at: now })
         .where("id", "=", cartId).where(noLiveDownload(now)).executeTakeFirst();
-      return result.numUpdatedRows > 0n;
+      if (result.numUpdatedRows === 0n) return false;
+      // Files whose one copy is this cart's (not linked into the cache) go with its folder.
+      await tx.deleteFrom("blobs").where("key", "is", null)
+        .where(
+          "id",
+          "in",
+          (eb) =>
+            eb.selectFrom("files").select("blob_id").where("cart_id", "=", cartId)
+              .where("blob_id", "is not", null),
+        )
+        .execute();
+      return true;
     });
   }
 }

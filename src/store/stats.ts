@@ -13,7 +13,7 @@ export interface SiteCounts {
   /** Bytes held by pulls in progress (leases not run out). */
   reservedBytes: number;
   notificationsPending: number;
-  /** Bytes of verified files of carts whose files are on the volume. */
+  /** Bytes of verified files on the volume, each counted once (the cache included). */
   cartBytes: number;
 }
 
@@ -40,7 +40,7 @@ export class StatsRecords {
       select
         (select coalesce(sum(reserved), 0) from files where reserved > 0 and lease_until > ${now})
           as reserved,
-        (select coalesce(sum(bytes), 0) from carts where removed_at is null) as stored,
+        (select coalesce(sum(size), 0) from blobs) as stored,
         (select count(*) from notifications) as pending`
       .execute(this.db);
     const byKey = <K extends string>(

@@ -20,19 +20,21 @@ import { parseDatabaseUrl } from "./database_url.ts";
 import { migrationProvider } from "./migrations.ts";
 import { parse as parseConnectionString } from "pg-connection-string";
 import { isPermanentConnectFailure, postgresDialect } from "./postgres.ts";
-import type { Cart, CartFile, Database, FileState } from "./schema.ts";
+import type { Blob, Cart, CartFile, Database, FileState } from "./schema.ts";
 import { SpaceRecords } from "./space.ts";
 import { StatsRecords } from "./stats.ts";
+import { CacheRecords } from "./cache.ts";
 import { OutboxRecords, type Receivers } from "./outbox.ts";
 import { type DialectName, postgresSql, type SqlDialect, sqliteSql } from "./sql_dialect.ts";
 import { sqliteDialect } from "./sqlite.ts";
 import { WorkRecords } from "./work.ts";
 
-export type { Cart, CartFile, FileState };
+export type { Blob, Cart, CartFile, FileState };
 export type { CartProgress, CreateCartInput, CreateCartResult, SizedCart } from "./carts.ts";
 export type { SpaceCheck } from "./space.ts";
 export type { SiteCounts } from "./stats.ts";
 export type { CartEventData, Delivery, Receivers } from "./outbox.ts";
+export type { NewBlob } from "./cache.ts";
 export type { FileChanges } from "./work.ts";
 export type { CopyReport } from "./copy.ts";
 
@@ -74,6 +76,8 @@ export class Store {
   readonly stats: StatsRecords;
   /** Notifications waiting for delivery. */
   readonly outbox: OutboxRecords;
+  /** The shared cache of verified files. */
+  readonly cache: CacheRecords;
 
   private constructor(
     private readonly db: Kysely<Database>,
@@ -88,6 +92,7 @@ export class Store {
     this.carts = new CartRecords(db, dialect, cartLifetime, receivers);
     this.work = new WorkRecords(db, dialect, receivers);
     this.outbox = new OutboxRecords(db, dialect);
+    this.cache = new CacheRecords(db, dialect);
     this.space = new SpaceRecords(db, dialect);
     this.stats = new StatsRecords(db);
   }

@@ -10,6 +10,7 @@
 import { type Kysely, sql } from "kysely";
 import { readyIfDone, settleWithin } from "./carts.ts";
 import type { Receivers } from "./outbox.ts";
+import { type NewBlob, recordBlob } from "./cache.ts";
 import { dueAndUnleased, ofStagingCart, pendingStates, stagingCart } from "./predicates.ts";
 import type { CartFile, Database, FileTable } from "./schema.ts";
 import type { SqlDialect } from "./sql_dialect.ts";
@@ -130,8 +131,9 @@ export class WorkRecords {
   }
 
   /**
-   * Records a verified file (with `changes`), adds its bytes to its cart's total, marks the cart
-   * used, and makes it ready if that was its last file, in one transaction; releases the lease.
+   * Records a verified file (with `changes`, and as the cached `blob`), adds its bytes to its
+   * cart's total, marks the cart used, and makes it ready if that was its last file, in one
+   * transaction; releases the lease.
    * False when the lease was lost meanwhile (nothing is changed then); otherwise whether the
    * cart's files were removed meanwhile (it was deleted while the file was pulled).
    */
@@ -140,6 +142,7 @@ export class WorkRecords {
     owner: string,
     changes: FileChanges & { size: number },
     now: number,
+    blob?: NewBlob,
   ): Promise<false | { cartRemoved: boolean; cartReady: boolean }> {
     try {
       return await this.db.transaction().execute(async (tx) => {
@@ -147,9 +150,12 @@ export class WorkRecords {
         const cart = await tx.updateTable("carts")
           .set((eb) => ({ bytes: eb("bytes", "+", changes.size), used_at: now }))
           .where("id", "=", file.cart_id).returning("removed_at").executeTakeFirst();
+        // The verified file joins the cache in the same transaction (see cache.ts).
+        const blobId = blob ? await recordBlob(tx, file.id, blob, now) : null;
         const result = await tx.updateTable("files")
           .set({
             ...changes,
+            blob_id: blobId,
             state: "ready",
             updated_at: now,
             owner: null,
@@ -164,6 +170,54 @@ export class WorkRecords {
       });
     } catch (err) {
       if (err === leaseLost) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Makes a file this worker holds ready as the cached `blob` (already linked into its cart):
+   * what `complete` does for a pull, with no pull. False when the lease was lost; `"gone"` when
+   * the cached file was evicted meanwhile (nothing is changed then).
+   */
+  async adopt(
+    file: { id: number; cart_id: number },
+    owner: string,
+    blob: { id: number; size: number; mtime: number | null; verified: number },
+    now: number,
+  ): Promise<false | "gone" | { cartRemoved: boolean; cartReady: boolean }> {
+    const gone = new Error("blob gone");
+    try {
+      return await this.db.transaction().execute(async (tx) => {
+        const cart = await tx.updateTable("carts")
+          .set((eb) => ({ bytes: eb("bytes", "+", blob.size), used_at: now }))
+          .where("id", "=", file.cart_id).returning("removed_at").executeTakeFirst();
+        const taken = await tx.updateTable("blobs").set({ used_at: now })
+          .where("id", "=", blob.id).executeTakeFirst();
+        if (taken.numUpdatedRows === 0n) throw gone;
+        const result = await tx.updateTable("files")
+          .set({
+            state: "ready",
+            size: blob.size,
+            mtime: blob.mtime,
+            verified: blob.verified,
+            bytes_pulled: blob.size,
+            blob_id: blob.id,
+            from_cache: 1,
+            updated_at: now,
+            owner: null,
+            lease_until: null,
+            reserved: 0,
+            error: "",
+          })
+          .where("id", "=", file.id).where("owner", "=", owner).where("state", "!=", "ready")
+          .executeTakeFirst();
+        if (result.numUpdatedRows === 0n) throw leaseLost;
+        const cartReady = await readyIfDone(tx, file.cart_id, now, this.receivers);
+        return { cartRemoved: cart === undefined || cart.removed_at !== null, cartReady };
+      });
+    } catch (err) {
+      if (err === leaseLost) return false;
+      if (err === gone) return "gone";
       throw err;
     }
   }

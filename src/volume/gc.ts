@@ -7,7 +7,7 @@
  */
 import { type Config, type SpaceAmount, spaceBytes } from "../config.ts";
 import type { SizedCart, Store } from "../store/store.ts";
-import { removeDeletedCarts } from "./space.ts";
+import { evictCachedFiles, removeDeletedCarts } from "./space.ts";
 import { isoTime } from "../time.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
@@ -62,6 +62,8 @@ export interface GcReport {
   removed: GcRemoval[];
   /** Cart directories on the volume that no cart owned (removed unless dry-run). */
   strayDirectories: number;
+  /** Cached files no cart referred to that were removed (dry-run: what may be, at most). */
+  cache: { files: number; bytes: number };
   freeBefore: number;
   freeAfter: number;
 }
@@ -78,6 +80,13 @@ export async function collectGarbage(
 ): Promise<GcReport> {
   const now = Date.now();
   const freeBefore = volume.availableBytes();
+  // Cached files no cart refers to go before any cart (for --free), and when unused for
+  // --older-than or cache_lifetime.
+  const cached = await store.cache.unreferencedTotals();
+  const cacheUnusedSince = Math.max(
+    options.olderThan === undefined ? -Infinity : now - options.olderThan,
+    config.cacheLifetime > 0 ? now - config.cacheLifetime : -Infinity,
+  );
   const chosen = new Map<number, GcRemoval>();
   const choose = (cart: SizedCart, cause: GcRemoval["cause"], reason: string) => {
     if (!chosen.has(cart.id)) {
@@ -103,7 +112,8 @@ export async function collectGarbage(
   }
   if (options.free) {
     const target = spaceBytes(options.free, volume.totalBytes());
-    let projected = freeBefore + [...chosen.values()].reduce((sum, r) => sum + r.bytes, 0);
+    let projected = freeBefore + cached.bytes +
+      [...chosen.values()].reduce((sum, r) => sum + r.bytes, 0);
     const candidates = await store.carts.sized(now, {
       evictable: true,
       unusedSince: now - config.lruBufferTime,
@@ -124,14 +134,27 @@ export async function collectGarbage(
   if (options.dryRun) {
     const stray = (await strayFolders(store, volume)).length;
     const freed = removed.reduce((sum, r) => sum + r.bytes, 0);
+    const cacheGoes = options.free || cacheUnusedSince > -Infinity;
     return {
       dryRun: true,
       removed,
       strayDirectories: stray,
+      cache: cacheGoes ? cached : { files: 0, bytes: 0 },
       freeBefore,
-      freeAfter: freeBefore + freed,
+      freeAfter: freeBefore + freed + (cacheGoes ? cached.bytes : 0),
     };
   }
+
+  const cache = { files: 0, bytes: 0 };
+  const evictCache = async (wanted: { bytes?: number; unusedSince?: number }) => {
+    const freed = await evictCachedFiles(store, volume, wanted);
+    cache.files += freed.files;
+    cache.bytes += freed.bytes;
+  };
+  const target = options.free ? spaceBytes(options.free, volume.totalBytes()) : 0;
+  const shortOfTarget = () => Math.max(0, target - volume.availableBytes());
+  if (cacheUnusedSince > -Infinity) await evictCache({ unusedSince: cacheUnusedSince });
+  if (shortOfTarget() > 0) await evictCache({ bytes: shortOfTarget() });
 
   // Another gc or a user may have deleted a cart meanwhile: report only what this run removed.
   const done: GcRemoval[] = [];
@@ -150,12 +173,20 @@ export async function collectGarbage(
     }
   }
   await removeDeletedCarts(store, volume);
+  // What the removed carts alone referred to is cache now: it goes as the others did.
+  if (cacheUnusedSince > -Infinity) await evictCache({ unusedSince: cacheUnusedSince });
+  if (shortOfTarget() > 0) await evictCache({ bytes: shortOfTarget() });
+  if (cache.files > 0) {
+    log.info(`gc removed ${cache.files} cached file(s) no cart referred to (${cache.bytes} bytes)`);
+    metrics.gcRemovals.inc({ reason: "cache" }, cache.files);
+  }
   await store.carts.deleteStaleDrafts(now - staleDraftAge);
   const stray = await removeStrayFolders(store, volume);
   return {
     dryRun: false,
     removed: done,
     strayDirectories: stray.length,
+    cache,
     freeBefore,
     freeAfter: volume.availableBytes(),
   };

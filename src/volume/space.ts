@@ -1,9 +1,9 @@
 /**
  * Space on the volume: every pull reserves its file's size first, against the file system's free
  * space (less `volume_reserve`) and cartd's own cap (`volume_size_limit`), counting what pulls in
- * every process hold. When a reservation does not fit and `lru_purge` is on, least-recently-used
- * carts are evicted, never one that is being staged or downloaded or was used within
- * `lru_buffer_time`.
+ * every process hold and each cached file once. When a reservation does not fit and `lru_purge`
+ * is on, cached files no cart refers to are evicted first, then least-recently-used carts, never
+ * one that is being staged or downloaded or was used within `lru_buffer_time`.
  */
 import type { Config } from "../config.ts";
 import { describe } from "../errors.ts";
@@ -111,17 +111,22 @@ export class SpaceManager {
   }
 
   /**
-   * Evicts least-recently-used evictable carts (never `forCart`) until `shortfall` bytes are
-   * freed. Evicts nothing, and returns false, when all of them together would not free enough.
+   * Makes `shortfall` bytes free: cached files no cart refers to go first (least recently used
+   * first), then least-recently-used evictable carts (never `forCart`), and with them the cached
+   * files only they referred to. Evicts nothing, and returns false, when all of it together would
+   * not free enough.
    */
   private async evict(forCart: number, shortfall: number, now: number): Promise<boolean> {
+    const cached = await this.store.cache.unreferencedTotals();
     const candidates = await this.store.carts.sized(now, {
       evictable: true,
       unusedSince: now - this.config.lruBufferTime,
       excludeCart: forCart,
     });
-    if (candidates.reduce((sum, cart) => sum + cart.bytes, 0) < shortfall) return false;
-    let freed = 0;
+    // Carts' bytes count what evicting them could free at most (files they share stay).
+    const freeable = cached.bytes + candidates.reduce((sum, cart) => sum + cart.bytes, 0);
+    if (freeable < shortfall) return false;
+    let freed = (await evictCachedFiles(this.store, this.volume, { bytes: shortfall })).bytes;
     for (const victim of candidates) {
       if (freed >= shortfall) break;
       // Still evictable: not retried, used or downloaded (on any node) since it was listed.
@@ -132,12 +137,43 @@ export class SpaceManager {
           { uid: victim.uid, bytes: victim.bytes },
         );
         metrics.evictions.inc({ reason: "space" });
-        freed += victim.bytes;
+        await removeDeletedCarts(this.store, this.volume);
+        freed += (await evictCachedFiles(this.store, this.volume, { bytes: shortfall - freed }))
+          .bytes;
       }
     }
-    await removeDeletedCarts(this.store, this.volume);
     return freed > 0;
   }
+}
+
+/**
+ * Removes cached files no cart refers to, least recently used first, until `bytes` are freed (or
+ * all of them, without). Each is taken out of the records first (a cart that takes it meanwhile
+ * keeps it), then its file removed. Safe from any process on any node.
+ */
+export async function evictCachedFiles(
+  store: Store,
+  volume: Volume,
+  wanted: { bytes?: number; unusedSince?: number } = {},
+): Promise<{ files: number; bytes: number }> {
+  const freed = { files: 0, bytes: 0 };
+  while (wanted.bytes === undefined || freed.bytes < wanted.bytes) {
+    const batch = await store.cache.unreferenced(100, wanted.unusedSince);
+    const before = freed.files;
+    for (const blob of batch) {
+      if (wanted.bytes !== undefined && freed.bytes >= wanted.bytes) break;
+      const claimed = await store.cache.claimEviction(Number(blob.id));
+      if (!claimed?.key) continue;
+      await volume.removeCached(claimed.key).catch((err) =>
+        log.warn(`cached file ${claimed.archive_id}: cannot remove it: ${describe(err)}`)
+      );
+      freed.files++;
+      freed.bytes += Number(claimed.size);
+    }
+    // Nothing left, or nothing this round could take (others took them meanwhile).
+    if (freed.files === before) break;
+  }
+  return freed;
 }
 
 /**

@@ -1,7 +1,8 @@
 /**
  * The local volume: the only code that turns a cart's file path into a path on disk. Each cart
  * lives in `<volume>/carts/<cart id>/`: verified files under `data/`, pulls in progress under
- * `partial/` (never part of a tar). Paths were validated when the cart was created; they are
+ * `partial/` (never part of a tar). Verified files are also hard links in `<volume>/cache/`, the
+ * shared cache, where they outlive their carts. Paths were validated when the cart was created; they are
  * checked again here, and directories are resolved so a planted symlink cannot lead outside.
  */
 import { existsSync, statfsSync } from "node:fs";
@@ -108,6 +109,55 @@ export class Volume {
   /** The volume's own path, resolved once; what is under it is resolved every time. */
   private realRootPath(): string {
     return this.realRoot ??= Deno.realPathSync(this.root);
+  }
+
+  /** Where a cached file lives: `<volume>/cache/<key>`, the key a UUID cartd made. */
+  cachePath(key: string): string {
+    if (!/^[0-9a-f-]{36}$/.test(key)) {
+      throw new CartdError("failure", `refusing cache key ${JSON.stringify(key)}`);
+    }
+    return join(this.root, "cache", key);
+  }
+
+  /**
+   * Links a verified file into the cache under a new key (a hard link: no copy, and it outlives
+   * the cart's folder). Undefined when the file system will not link (the file then stays its
+   * cart's alone).
+   */
+  addToCache(file: string): string | undefined {
+    const key = crypto.randomUUID();
+    try {
+      Deno.mkdirSync(join(this.root, "cache"), { recursive: true });
+      Deno.linkSync(file, this.cachePath(key));
+      return key;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Puts a cached file into a cart (a hard link, no copy). False when the cached file is gone
+   * (evicted meanwhile).
+   */
+  linkFromCache(key: string, cartId: number, relative: string): boolean {
+    const target = this.prepareDirectories(cartId, relative);
+    try {
+      Deno.removeSync(target);
+    } catch { /* not there: the usual case */ }
+    try {
+      Deno.linkSync(this.cachePath(key), target);
+      return true;
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return false;
+      throw err;
+    }
+  }
+
+  /** Removes a cached file; a missing one is fine. */
+  async removeCached(key: string): Promise<void> {
+    await Deno.remove(this.cachePath(key)).catch((err) => {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    });
   }
 
   /** Removes a cart's folder of pulls in progress and whatever is in it; a missing one is fine. */

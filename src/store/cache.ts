@@ -1,0 +1,109 @@
+/**
+ * The shared cache as records: each verified file is a `blobs` row, held once on the volume and
+ * referred to by the files of any number of carts. A blob is referenced while a cart whose files
+ * are on the volume refers to it; unreferenced blobs stay as cache until space is needed, least
+ * recently used first. Space accounting counts each blob once (see space.ts).
+ */
+import { type ExpressionBuilder, type Kysely, sql } from "kysely";
+import type { Blob, Database } from "./schema.ts";
+import type { SqlDialect } from "./sql_dialect.ts";
+
+/** What a new blob is: the file a pull verified. */
+export interface NewBlob {
+  /** Its name in the cache folder; null when it could not be linked there. */
+  key: string | null;
+  archive_id: string;
+  hash_type: string;
+  hash_sum: string;
+  verified: number;
+  size: number;
+  mtime: number | null;
+}
+
+/** Whether a cart whose files are on the volume refers to the blob. */
+export function referenced(eb: ExpressionBuilder<Database, "blobs">) {
+  return eb.exists(
+    eb.selectFrom("files").innerJoin("carts", "carts.id", "files.cart_id")
+      .select("files.id")
+      .whereRef("files.blob_id", "=", "blobs.id")
+      .where("carts.removed_at", "is", null),
+  );
+}
+
+/** Cached files: what the cache holds, and evicting from it. */
+export class CacheRecords {
+  constructor(private readonly db: Kysely<Database>, private readonly dialect: SqlDialect) {}
+
+  /** Cached files no cart refers to (last used before `unusedSince`), least recently used first. */
+  unreferenced(limit: number, unusedSince?: number): Promise<Blob[]> {
+    let query = this.db.selectFrom("blobs").selectAll()
+      .where("key", "is not", null)
+      .where((eb) => eb.not(referenced(eb)));
+    if (unusedSince !== undefined) query = query.where("used_at", "<", unusedSince);
+    return query.orderBy("used_at").orderBy("id").limit(limit).execute();
+  }
+
+  /**
+   * Takes a cached file out of the records if still no cart refers to it; returns it, for its
+   * file to be removed (a cart that takes it meanwhile keeps it).
+   */
+  async claimEviction(blobId: number): Promise<Blob | undefined> {
+    return await this.db.transaction().execute(async (tx) => {
+      await this.dialect.lockReservations(tx);
+      return await tx.deleteFrom("blobs")
+        .where("id", "=", blobId)
+        .where((eb) => eb.not(referenced(eb)))
+        .returningAll().executeTakeFirst();
+    });
+  }
+
+  /** How many cached files no cart refers to, and their bytes. */
+  async unreferencedTotals(): Promise<{ files: number; bytes: number }> {
+    const row = await this.db.selectFrom("blobs")
+      .select([
+        sql<number>`count(*)`.as("files"),
+        sql<number>`coalesce(sum(size), 0)`.as("bytes"),
+      ])
+      .where("key", "is not", null)
+      .where((eb) => eb.not(referenced(eb)))
+      .executeTakeFirstOrThrow();
+    return { files: Number(row.files), bytes: Number(row.bytes) };
+  }
+
+  /**
+   * Cached files that are the file a request names: the same archive id and, when the request
+   * gives a checksum, that checksum verified; without one, every cached copy of the id (the
+   * caller compares the archive's size and mtime). Most recently used first.
+   */
+  matches(archiveId: string, hashType: string, hashSum: string): Promise<Blob[]> {
+    let query = this.db.selectFrom("blobs").selectAll()
+      .where("archive_id", "=", archiveId).where("key", "is not", null);
+    if (hashSum !== "") {
+      query = query.where("hash_sum", "=", hashSum.toLowerCase()).where("verified", "=", 1)
+        .where(sql<boolean>`lower(hash_type) = ${hashType.toLowerCase()}`);
+    }
+    return query.orderBy("used_at", "desc").orderBy("id", "desc").limit(5).execute();
+  }
+
+  /** Every blob row: for audits and tests. */
+  all(): Promise<Blob[]> {
+    return this.db.selectFrom("blobs").selectAll().orderBy("id").execute();
+  }
+}
+
+/** Records a verified file as a blob that `fileId` refers to, within the file's completion. */
+export async function recordBlob(
+  tx: Kysely<Database>,
+  fileId: number,
+  blob: NewBlob,
+  now: number,
+): Promise<number> {
+  const row = await tx.insertInto("blobs").values({
+    ...blob,
+    hash_sum: blob.hash_sum.toLowerCase(),
+    origin_file_id: fileId,
+    created_at: now,
+    used_at: now,
+  }).returning("id").executeTakeFirstOrThrow();
+  return Number(row.id);
+}

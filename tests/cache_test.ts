@@ -1,0 +1,139 @@
+/**
+ * The shared cache, against the archive simulator in tape mode (which counts every request): a
+ * file verified once serves every later cart that asks for it, with no stage or pull, and stays
+ * as cache when its carts are gone, until space is needed or gc takes it.
+ */
+import { assert, assertEquals } from "./support/assert.ts";
+import type { FileSpec } from "./support/archive.ts";
+import { stageCart, withSimulator } from "./support/cartd.ts";
+import type { TestCartd } from "./support/cartd.ts";
+import type { ArchiveSimulator } from "../fixtures/archive_server.ts";
+
+const twenty: FileSpec[] = Array.from({ length: 20 }, (_, i) => ({
+  id: `run/f${i}`,
+  path: `data/f${i}.dat`,
+  size: 2000 + i,
+}));
+
+/** Every request the simulator answered, of every kind. */
+function requests(simulator: ArchiveSimulator): number {
+  let total = 0;
+  for (const counts of Object.values(simulator.counts)) {
+    for (const n of counts.values()) total += n;
+  }
+  return total;
+}
+
+async function tarOf(cartd: TestCartd, uid: string): Promise<Uint8Array> {
+  const tar = await cartd.service.download(uid, "same.tar");
+  return new Uint8Array(await new Response(await tar.open()).arrayBuffer());
+}
+
+Deno.test("a cart of files another cart staged takes them from the cache: no archive request, ready at once, the same tar", async () => {
+  await withSimulator(twenty, { mode: "tape", tapeDelayMs: 200 }, {}, async (setup) => {
+    const { archive, simulator, cartd } = setup;
+    const first = await stageCart(cartd, "a", archive.request);
+    assertEquals(first.done?.status, "ready");
+    const asked = requests(simulator);
+    assert(asked >= 60, `${asked} requests for the first cart`);
+
+    const started = performance.now();
+    const second = await stageCart(cartd, "b", archive.request);
+    const took = performance.now() - started;
+    assertEquals(second.done?.status, "ready");
+    assertEquals(requests(simulator), asked, "no stage, status or pull for a cached file");
+    assert(took < 100, `ready in ${took.toFixed(0)} ms`);
+
+    const report = await cartd.service.detailedReport("b");
+    assert(report.files.every((f) => f.fromCache && f.verified && f.state === "ready"));
+    assert((await cartd.service.detailedReport("a")).files.every((f) => !f.fromCache));
+    assertEquals(await tarOf(cartd, "b"), await tarOf(cartd, "a"), "byte-identical tars");
+
+    // Each file is on the volume once: the carts' files and the cache are links of one inode.
+    const blobs = await cartd.store.cache.all();
+    assertEquals(blobs.length, 20);
+    const one = blobs[0];
+    assertEquals((await Deno.stat(cartd.volume.cachePath(one.key!))).nlink, 3);
+  });
+});
+
+Deno.test("deleting carts leaves their files as cache; a new cart reuses it; space pressure evicts the cache before any cart", async () => {
+  const sets = ["x", "y", "z"].flatMap((set) =>
+    Array.from({ length: 5 }, (_, i) => ({ id: `${set}${i}`, size: 10_000 }))
+  );
+  // Room for two sets of 50 000 bytes, not three.
+  await withSimulator(sets, {}, { CARTD_VOLUME_SIZE_LIMIT: "120 KB" }, async (setup) => {
+    const { archive, simulator, cartd } = setup;
+    const set = (name: string) => ({
+      fileids: archive.request.fileids.filter((f) => f.id.startsWith(name)),
+    });
+    assertEquals((await stageCart(cartd, "a", set("x"))).done?.status, "ready");
+    assertEquals((await stageCart(cartd, "b", set("x"))).done?.status, "ready");
+    await cartd.service.delete("a");
+    assertEquals((await tarOf(cartd, "b")).length > 50_000, true, "b keeps every file");
+    await cartd.service.delete("b");
+    assertEquals(await cartd.store.cache.unreferencedTotals(), { files: 5, bytes: 50_000 });
+
+    const asked = requests(simulator);
+    assertEquals((await stageCart(cartd, "c", set("x"))).done?.status, "ready");
+    assertEquals(requests(simulator), asked, "c took x from the cache");
+    await cartd.service.delete("c");
+
+    // y is staged and kept by a cart; z needs room: the unreferenced x goes, not cart d.
+    assertEquals((await stageCart(cartd, "d", set("y"))).done?.status, "ready");
+    assertEquals((await stageCart(cartd, "e", set("z"))).done?.status, "ready");
+    assertEquals((await cartd.service.report("d")).status, "ready");
+    const left = (await cartd.store.cache.all()).map((b) => b.archive_id[0]);
+    assertEquals(left.filter((id) => id === "y").length, 5, "d's files all stay");
+    assertEquals(left.filter((id) => id === "z").length, 5);
+    // Only as much of the cache as z needed went (three of x's five files, least used first).
+    assertEquals(left.filter((id) => id === "x").length, 2);
+    assert((await tarOf(cartd, "d")).length > 50_000);
+  });
+});
+
+Deno.test("a request with another checksum, or a file changed in the archive, is pulled again", async () => {
+  await withSimulator([{ id: "f", size: 3000 }], {}, {}, async (setup) => {
+    const { archive, simulator, cartd } = setup;
+    const [file] = archive.request.fileids;
+    assertEquals((await stageCart(cartd, "a", archive.request)).done?.status, "ready");
+    assertEquals(simulator.count("pull", "f"), 1);
+
+    // Another checksum: not the cached file (and not the archive's either).
+    const wrong = { fileids: [{ ...file, hashsum: "0".repeat(file.hashsum.length) }] };
+    assertEquals((await stageCart(cartd, "b", wrong)).done?.status, "error");
+    assert(simulator.count("pull", "f") > 1, "pulled, not taken from the cache");
+
+    // No checksum: the archive's size and mtime decide, with one status request each.
+    const unchecked = { fileids: [{ ...file, hashsum: "" }] };
+    const pulls = simulator.count("pull", "f");
+    const statuses = simulator.count("status", "f");
+    assertEquals((await stageCart(cartd, "c", unchecked)).done?.status, "ready");
+    assertEquals(simulator.count("pull", "f"), pulls, "c took a's copy");
+    assertEquals(simulator.count("status", "f"), statuses + 1);
+    assertEquals((await cartd.service.detailedReport("c")).files[0].fromCache, true);
+
+    // The file replaced under the same id: new size and mtime, so pulled again.
+    await Deno.writeFile(`${archive.dir}/f`, new Uint8Array(4000).fill(7));
+    await Deno.utime(`${archive.dir}/f`, 1_700_000_000, 1_700_000_000);
+    assertEquals((await stageCart(cartd, "e", unchecked)).done?.status, "ready");
+    assertEquals(simulator.count("pull", "f"), pulls + 1);
+    const e = await cartd.service.detailedReport("e");
+    assertEquals([e.files[0].size, e.files[0].fromCache], [4000, false]);
+  });
+});
+
+Deno.test("gc reclaims and reports cached files no cart refers to", async () => {
+  await withSimulator([{ id: "g", size: 5000 }], {}, {}, async ({ archive, cartd }) => {
+    assertEquals((await stageCart(cartd, "a", archive.request)).done?.status, "ready");
+    await cartd.service.delete("a");
+    const dry = await cartd.service.collectGarbage({ dryRun: true, olderThan: 0 });
+    assertEquals(dry.cache, { files: 1, bytes: 5000 });
+    assertEquals((await cartd.store.cache.all()).length, 1, "a dry run removes nothing");
+    const kept = await cartd.service.collectGarbage({ dryRun: false });
+    assertEquals(kept.cache, { files: 0, bytes: 0 }, "kept until space is needed");
+    const done = await cartd.service.collectGarbage({ dryRun: false, olderThan: 0 });
+    assertEquals(done.cache, { files: 1, bytes: 5000 });
+    assertEquals(await cartd.store.cache.all(), []);
+  });
+});
