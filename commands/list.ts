@@ -1,4 +1,7 @@
-/** `cartd list [--json]`: every active cart (the original's `dump`). */
+/**
+ * `cartd list [--json]`: every active cart (the original's `dump`), and what the shared cache
+ * holds that no cart refers to (the text only: the JSON stays the list of carts).
+ */
 import { Command } from "@commander-js/extra-typings";
 import type { CartListing } from "../src/cart/service.ts";
 import { formatBytes } from "../src/units.ts";
@@ -13,8 +16,12 @@ export function listCommand(globals: () => GlobalOptions) {
     .option("--json", "print the carts as JSON")
     .action(async (options) => {
       let carts: CartListing[];
+      let cache = { files: 0, bytes: 0 };
       try {
-        carts = await withCartd(globals(), ({ service }) => service.list());
+        [carts, cache] = await withCartd(
+          globals(),
+          ({ service }) => Promise.all([service.list(), service.cacheTotals()]),
+        );
       } catch (err) {
         // No database at all: there are no carts, but say where cartd looked.
         if (!(err instanceof MissingDatabase)) throw err;
@@ -22,7 +29,10 @@ export function listCommand(globals: () => GlobalOptions) {
         carts = [];
       }
       if (options.json) return console.log(JSON.stringify(carts, null, 2));
-      if (carts.length === 0) return console.log("no carts");
+      const cached = cache.files > 0
+        ? `cache: ${cache.files} file(s), ${formatBytes(cache.bytes)} no cart refers to`
+        : "";
+      if (carts.length === 0) return console.log(cached ? `no carts; ${cached}` : "no carts");
       const rows = carts.map((c) => [
         c.uid,
         c.status,
@@ -36,5 +46,6 @@ export function listCommand(globals: () => GlobalOptions) {
       for (const row of [header, ...rows]) {
         console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
       }
+      if (cached) console.log(cached);
     });
 }

@@ -3,8 +3,9 @@
  * file verified once serves every later cart that asks for it, with no stage or pull, and stays
  * as cache when its carts are gone, until space is needed or gc takes it.
  */
-import { assert, assertEquals } from "./support/assert.ts";
-import type { FileSpec } from "./support/archive.ts";
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { type FileSpec, makeArchive } from "./support/archive.ts";
+import { cartdEnv, runCli } from "./support/cli.ts";
 import { stageCart, withSimulator } from "./support/cartd.ts";
 import type { TestCartd } from "./support/cartd.ts";
 import type { ArchiveSimulator } from "../fixtures/archive_server.ts";
@@ -136,4 +137,36 @@ Deno.test("gc reclaims and reports cached files no cart refers to", async () => 
     assertEquals(done.cache, { files: 1, bytes: 5000 });
     assertEquals(await cartd.store.cache.all(), []);
   });
+});
+
+Deno.test("a symlink planted for the cache folder is never followed: the file is pulled instead", async () => {
+  await withSimulator([{ id: "s", size: 2000 }], {}, {}, async ({ archive, simulator, cartd }) => {
+    assertEquals((await stageCart(cartd, "a", archive.request)).done?.status, "ready");
+    const cache = `${cartd.volume.root}/cache`;
+    const elsewhere = await Deno.makeTempDir({ prefix: "cartd-outside-" });
+    for await (const entry of Deno.readDir(cache)) {
+      await Deno.writeTextFile(`${elsewhere}/${entry.name}`, "not the archive's file");
+    }
+    await Deno.remove(cache, { recursive: true });
+    await Deno.symlink(elsewhere, cache);
+    assertEquals((await stageCart(cartd, "b", archive.request)).done?.status, "ready");
+    assertEquals(simulator.count("pull", "s"), 2, "pulled, not linked through the symlink");
+    const report = await cartd.service.detailedReport("b");
+    assertEquals([report.files[0].fromCache, report.files[0].verified], [false, true]);
+  });
+});
+
+Deno.test("cartd list and gc --dry-run show what the cache holds", async () => {
+  const archive = await makeArchive([{ id: "l", size: 3000 }]);
+  const env = cartdEnv(await Deno.makeTempDir({ prefix: "cartd-" }), `file://${archive.dir}`);
+  const created = await runCli(["create", "one", "-", "--wait"], {
+    env,
+    stdin: JSON.stringify(archive.request),
+  });
+  assertEquals(created.code, 0, created.stderr);
+  assertEquals((await runCli(["delete", "one"], { env })).code, 0);
+  const listed = await runCli(["list"], { env });
+  assertEquals(listed.stdout.trim(), "no carts; cache: 1 file(s), 2.9 KiB no cart refers to");
+  const dry = await runCli(["gc", "--dry-run", "--older-than", "0s"], { env });
+  assertMatch(dry.stdout, /would remove 1 cached file\(s\) no cart refers to \(2\.9 KiB\)/);
 });

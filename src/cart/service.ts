@@ -333,6 +333,11 @@ export class CartService {
     return cart;
   }
 
+  /** What the shared cache holds that no cart refers to (`cartd list`). */
+  cacheTotals(): Promise<{ files: number; bytes: number }> {
+    return this.store.cache.unreferencedTotals();
+  }
+
   /** Every live cart with its size, least recently used first (`cartd list`). */
   async list(): Promise<CartListing[]> {
     const carts = await this.store.carts.sized(Date.now());

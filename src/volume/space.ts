@@ -90,8 +90,10 @@ export class SpaceManager {
       // space_wait (say, while a tape recall of the rest takes long).
       const waited = now - Number(file.space_wait_since ?? now);
       const mayEvict = cart.unknown === 0 || waited >= this.config.spaceWait / 2;
-      const evicted = this.config.lruPurge && round === 0 && mayEvict &&
-        await this.evict(file.cart_id, shortfall, now);
+      // Cached files no cart refers to always make room; carts only under lru_purge, and only for
+      // a cart that may evict (above).
+      const evicted = round === 0 &&
+        await this.evict(file.cart_id, shortfall, now, this.config.lruPurge && mayEvict);
       if (!evicted) {
         const parts = [
           `needs ${formatBytes(bytes)}`,
@@ -112,17 +114,24 @@ export class SpaceManager {
 
   /**
    * Makes `shortfall` bytes free: cached files no cart refers to go first (least recently used
-   * first), then least-recently-used evictable carts (never `forCart`), and with them the cached
-   * files only they referred to. Evicts nothing, and returns false, when all of it together would
+   * first), then (when `cartsToo`) least-recently-used evictable carts (never `forCart`), and with
+   * them the cached files only they referred to. Evicts nothing, and returns false, when all of it together would
    * not free enough.
    */
-  private async evict(forCart: number, shortfall: number, now: number): Promise<boolean> {
+  private async evict(
+    forCart: number,
+    shortfall: number,
+    now: number,
+    cartsToo: boolean,
+  ): Promise<boolean> {
     const cached = await this.store.cache.unreferencedTotals();
-    const candidates = await this.store.carts.sized(now, {
-      evictable: true,
-      unusedSince: now - this.config.lruBufferTime,
-      excludeCart: forCart,
-    });
+    const candidates = cartsToo
+      ? await this.store.carts.sized(now, {
+        evictable: true,
+        unusedSince: now - this.config.lruBufferTime,
+        excludeCart: forCart,
+      })
+      : [];
     // Carts' bytes count what evicting them could free at most (files they share stay).
     const freeable = cached.bytes + candidates.reduce((sum, cart) => sum + cart.bytes, 0);
     if (freeable < shortfall) return false;

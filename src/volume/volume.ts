@@ -128,10 +128,19 @@ export class Volume {
     const key = crypto.randomUUID();
     try {
       Deno.mkdirSync(join(this.root, "cache"), { recursive: true });
+      this.assertCacheInPlace();
       Deno.linkSync(file, this.cachePath(key));
       return key;
     } catch {
       return undefined;
+    }
+  }
+
+  /** Throws unless the cache folder is itself, under the volume (no symlink planted for it). */
+  private assertCacheInPlace(): void {
+    const cache = join(this.root, "cache");
+    if (Deno.realPathSync(cache) !== join(this.realRootPath(), "cache")) {
+      throw new CartdError("failure", `refusing ${cache}: a symlink leads elsewhere`);
     }
   }
 
@@ -145,10 +154,12 @@ export class Volume {
       Deno.removeSync(target);
     } catch { /* not there: the usual case */ }
     try {
+      this.assertCacheInPlace();
       Deno.linkSync(this.cachePath(key), target);
       return true;
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return false;
+      // Gone, or a cache folder that is not in place: the file is pulled instead.
+      if (err instanceof Deno.errors.NotFound || err instanceof CartdError) return false;
       throw err;
     }
   }
