@@ -426,7 +426,7 @@ export class Worker {
     };
     // Into the shared cache too, before the database says so: a cached file's row never names a
     // file that is not there.
-    const key = this.volume.addToCache(target);
+    const key = await this.volume.addToCache(target);
     const blob = {
       key: key ?? null,
       archive_id: file.archive_id,

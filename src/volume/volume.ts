@@ -14,6 +14,8 @@ import { CartdError } from "../errors.ts";
 export class Volume {
   readonly root: string;
   private realRoot?: string;
+  /** The cache folder was made (made again after any failure to link into it). */
+  private cacheMade = false;
 
   constructor(root: string) {
     this.root = resolve(root);
@@ -124,14 +126,20 @@ export class Volume {
    * the cart's folder). Undefined when the file system will not link (the file then stays its
    * cart's alone).
    */
-  addToCache(file: string): string | undefined {
+  async addToCache(file: string): Promise<string | undefined> {
     const key = crypto.randomUUID();
     try {
-      Deno.mkdirSync(join(this.root, "cache"), { recursive: true });
+      if (!this.cacheMade) {
+        Deno.mkdirSync(join(this.root, "cache"), { recursive: true });
+        this.cacheMade = true;
+      }
       this.assertCacheInPlace();
-      Deno.linkSync(file, this.cachePath(key));
+      // Asynchronous: a link costs the kernel about as much as creating a file, and pulls of
+      // many small files make one each.
+      await Deno.link(file, this.cachePath(key));
       return key;
     } catch {
+      this.cacheMade = false;
       return undefined;
     }
   }
