@@ -21,6 +21,7 @@ import { log } from "./log.ts";
 import { parseDatabaseUrl } from "./store/database_url.ts";
 import { type CopyReport, type SchemaState, sqliteOnlyBackup, Store } from "./store/store.ts";
 import { Volume } from "./volume/volume.ts";
+import { linkEarlierFiles } from "./volume/space.ts";
 
 /** How to open cartd. */
 export interface OpenOptions {
@@ -158,7 +159,11 @@ export async function openCartdCore(
     async migrate() {
       const state = await store.schemaState();
       if (state.unknown.length) throw newerSchema(state);
-      return await store.migrate();
+      const applied = await store.migrate();
+      // Files staged before the shared cache join it now (cartd serve also does, as it goes).
+      const joined = await linkEarlierFiles(store, volume);
+      if (joined > 0) log.info(`${joined} file(s) staged before the shared cache joined it`);
+      return applied;
     },
     async close() {
       await housekeeping.stop();

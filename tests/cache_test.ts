@@ -170,3 +170,24 @@ Deno.test("cartd list and gc --dry-run show what the cache holds", async () => {
   const dry = await runCli(["gc", "--dry-run", "--older-than", "0s"], { env });
   assertMatch(dry.stdout, /would remove 1 cached file\(s\) no cart refers to \(2\.9 KiB\)/);
 });
+
+Deno.test("files staged before the cache join it after cartd db migrate, with no pull", async () => {
+  await withSimulator(twenty.slice(0, 3), {}, {}, async ({ archive, simulator, cartd }) => {
+    assertEquals((await stageCart(cartd, "old", archive.request)).done?.status, "ready");
+    // As a cartd before the cache left them: each file's one copy in its cart's folder.
+    for await (const entry of Deno.readDir(`${cartd.volume.root}/cache`)) {
+      await Deno.remove(`${cartd.volume.root}/cache/${entry.name}`);
+    }
+    const { DatabaseSync } = await import("node:sqlite");
+    const db = new DatabaseSync(`${cartd.volume.root}/cartd.sqlite3`);
+    db.exec("update blobs set key = null");
+    db.close();
+
+    await cartd.migrate();
+    assert((await cartd.store.cache.all()).every((b) => b.key !== null));
+    const pulls = requests(simulator);
+    assertEquals((await stageCart(cartd, "new", archive.request)).done?.status, "ready");
+    assertEquals(requests(simulator), pulls, "taken from what the old cart had staged");
+    assertEquals(await tarOf(cartd, "new"), await tarOf(cartd, "old"));
+  });
+});

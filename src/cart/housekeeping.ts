@@ -2,14 +2,15 @@
  * What crashed or cut-short work leaves behind, swept up once a minute by `cartd serve` (and the
  * in-process test server): claims of cartd processes of this host that have exited, carts whose
  * last file finished as their worker died, files of deleted carts whose downloads never said they
- * ended, drafts of carts whose creation was cut short, folders no cart owns.
+ * ended, drafts of carts whose creation was cut short, folders no cart owns; and files staged
+ * before the shared cache, linked into it.
  * Every step is idempotent and safe beside other processes doing the same.
  */
 import { describe } from "../errors.ts";
 import { log } from "../log.ts";
 import type { Store } from "../store/store.ts";
 import { removeStrayFolders, staleDraftAge } from "../volume/gc.ts";
-import { removeDeletedCarts } from "../volume/space.ts";
+import { linkEarlierFiles, removeDeletedCarts } from "../volume/space.ts";
 import type { Volume } from "../volume/volume.ts";
 import { reclaimCrashedWork } from "./worker.ts";
 
@@ -35,6 +36,8 @@ export class Housekeeping {
     await removeDeletedCarts(this.store, this.volume);
     await this.store.carts.deleteStaleDrafts(Date.now() - staleDraftAge);
     await removeStrayFolders(this.store, this.volume);
+    const joined = await linkEarlierFiles(this.store, this.volume);
+    if (joined > 0) log.info(`${joined} file(s) staged before the shared cache joined it`);
   }
 
   /** Sweeps every `intervalMs` until `stop`; a failed sweep is logged and the next one tries again. */

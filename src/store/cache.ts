@@ -85,6 +85,27 @@ export class CacheRecords {
     return query.orderBy("used_at", "desc").orderBy("id", "desc").limit(5).execute();
   }
 
+  /**
+   * Files staged before the cache (their one copy still their cart's), with where that copy is:
+   * for linking into the cache.
+   */
+  async unlinked(limit: number): Promise<{ id: number; cartId: number; path: string }[]> {
+    const rows = await this.db.selectFrom("blobs")
+      .innerJoin("files", "files.id", "blobs.origin_file_id")
+      .innerJoin("carts", "carts.id", "files.cart_id")
+      .select(["blobs.id as id", "files.cart_id as cartId", "files.path as path"])
+      .where("blobs.key", "is", null).where("carts.removed_at", "is", null)
+      .orderBy("blobs.id").limit(limit).execute();
+    return rows.map((r) => ({ id: Number(r.id), cartId: Number(r.cartId), path: r.path }));
+  }
+
+  /** Records that a blob's file is now in the cache under `key`; false if the blob went. */
+  async linked(blobId: number, key: string): Promise<boolean> {
+    const result = await this.db.updateTable("blobs").set({ key })
+      .where("id", "=", blobId).where("key", "is", null).executeTakeFirst();
+    return result.numUpdatedRows > 0n;
+  }
+
   /** Every blob row: for audits and tests. */
   all(): Promise<Blob[]> {
     return this.db.selectFrom("blobs").selectAll().orderBy("id").execute();

@@ -253,6 +253,8 @@ function cache(dialect: Dialect): Migration {
           c.used_at, c.used_at
         from files f join carts c on c.id = f.cart_id
         where f.state = 'ready' and c.removed_at is null and f.size is not null`.execute(db);
+      // Indexed first: the update below looks up one blob per ready file.
+      await db.schema.createIndex("blobs_origin").on("blobs").column("origin_file_id").execute();
       await sql`update files set blob_id = (select b.id from blobs b
         where b.origin_file_id = files.id) where state = 'ready'`.execute(db);
     },
