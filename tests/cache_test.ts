@@ -9,6 +9,7 @@ import { cartdEnv, runCli } from "./support/cli.ts";
 import { stageCart, withSimulator } from "./support/cartd.ts";
 import type { TestCartd } from "./support/cartd.ts";
 import type { ArchiveSimulator } from "../fixtures/archive_server.ts";
+import { fileIdentity } from "../src/store/cache.ts";
 
 const twenty: FileSpec[] = Array.from({ length: 20 }, (_, i) => ({
   id: `run/f${i}`,
@@ -189,5 +190,76 @@ Deno.test("files staged before the cache join it after cartd db migrate, with no
     assertEquals((await stageCart(cartd, "new", archive.request)).done?.status, "ready");
     assertEquals(requests(simulator), pulls, "taken from what the old cart had staged");
     assertEquals(await tarOf(cartd, "new"), await tarOf(cartd, "old"));
+  });
+});
+
+Deno.test("ten carts asking for the same 50 files at once: each file is staged and pulled once", async () => {
+  const fifty = Array.from({ length: 50 }, (_, i) => ({ id: `same/f${i}`, size: 1000 + i }));
+  await withSimulator(fifty, { mode: "tape", tapeDelayMs: 300 }, {}, async (setup) => {
+    const { archive, simulator, cartd } = setup;
+    const { parseCartRequest } = await import("../src/cart/request.ts");
+    const carts = await Promise.all(
+      Array.from(
+        { length: 10 },
+        (_, i) => cartd.service.create(`c${i}`, parseCartRequest(JSON.stringify(archive.request))),
+      ),
+    );
+    const stop = new AbortController();
+    const working = cartd.worker().run(stop.signal);
+    try {
+      const deadline = Date.now() + 60_000;
+      for (const { cart } of carts) {
+        while ((await cartd.store.carts.byId(cart.id))?.status === "staging") {
+          if (Date.now() > deadline) throw new Error("not all ready in time");
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        assertEquals((await cartd.store.carts.byId(cart.id))?.status, "ready");
+      }
+    } finally {
+      stop.abort();
+      await working;
+    }
+    for (const file of fifty) {
+      assertEquals(simulator.count("stage", file.id), 1, `${file.id} staged once`);
+      assertEquals(simulator.count("pull", file.id), 1, `${file.id} pulled once`);
+    }
+    const tars = await Promise.all(carts.map(({ cart }) => tarOf(cartd, cart.uid)));
+    for (const tar of tars) assertEquals(tar, tars[0]);
+  });
+});
+
+Deno.test("when the pull another cart waits on fails, the waiting cart pulls the file itself", async () => {
+  // The first pull of the file is answered 404 (its cart fails at once); the next succeeds.
+  const faults = [{ op: "pull" as const, kind: "404" as const, id: "w", times: 1 }];
+  await withSimulator([{ id: "w", size: 4000 }], { faults }, {}, async (setup) => {
+    const { archive, simulator, cartd } = setup;
+    const { parseCartRequest } = await import("../src/cart/request.ts");
+    const first = await cartd.service.create(
+      "first",
+      parseCartRequest(JSON.stringify(archive.request)),
+    );
+    // The first cart's file leads the pull before the second cart exists.
+    const file = (await cartd.store.carts.files(first.cart.id))[0];
+    const identity = fileIdentity(file.archive_id, file.hash_type, file.hash_sum);
+    assertEquals(await cartd.store.cache.leadPull(identity, file.id, Date.now()), "lead");
+    const second = await cartd.service.create(
+      "second",
+      parseCartRequest(JSON.stringify(archive.request)),
+    );
+    const stop = new AbortController();
+    const working = cartd.worker().run(stop.signal);
+    try {
+      for (const { cart } of [first, second]) {
+        while ((await cartd.store.carts.byId(cart.id))?.status === "staging") {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      }
+    } finally {
+      stop.abort();
+      await working;
+    }
+    assertEquals((await cartd.store.carts.byId(first.cart.id))?.status, "error");
+    assertEquals((await cartd.store.carts.byId(second.cart.id))?.status, "ready");
+    assertEquals(simulator.count("pull", "w"), 2, "the failed pull, then the second cart's own");
   });
 });

@@ -10,6 +10,7 @@ import type { Config } from "../config.ts";
 import { CartdError, describe, isKind } from "../errors.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
+import { fileIdentity } from "../store/cache.ts";
 import type { Cart, CartFile, FileState, Store } from "../store/store.ts";
 import { SpaceManager } from "../volume/space.ts";
 import type { Volume } from "../volume/volume.ts";
@@ -242,6 +243,21 @@ export class Worker {
     return false;
   }
 
+  /**
+   * True when another cart's file pulls the same file now (see `CacheRecords.leadPull`): this one
+   * is given back to be tried again shortly, when the file is cached (or the other pull failed,
+   * and this one pulls it).
+   */
+  private async waitForOtherPull(job: Job): Promise<boolean> {
+    const file = job.file;
+    const identity = fileIdentity(file.archive_id, file.hash_type, file.hash_sum);
+    const now = Date.now();
+    if (await this.store.cache.leadPull(identity, file.id, now) === "lead") return false;
+    log.debug(`${fileOf(job)}: another cart's file is pulling it; waiting`, { uid: job.uid });
+    await this.save(job, { next_try_at: now + this.config.pollInterval }, true);
+    return true;
+  }
+
   /** A cart's uid (cached: looked up once per cart). */
   private async uidOf(cartId: number): Promise<string> {
     let uid = this.uids.get(cartId);
@@ -279,6 +295,8 @@ export class Worker {
     try {
       // A file the cache holds is taken from it: no stage, no pull.
       if (job.file.state === "waiting" && await this.takeFromCache(job, signal)) return;
+      // Another cart's file is pulling this very file: wait, and take it from the cache after.
+      if (job.file.state === "waiting" && await this.waitForOtherPull(job)) return;
       if (job.file.state === "waiting") await this.stage(job, signal);
       if (job.file.state === "staging") await this.poll(job, signal);
       if (job.file.state === "staged" || job.file.state === "pulling") await this.pull(job, signal);

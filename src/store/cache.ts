@@ -106,6 +106,37 @@ export class CacheRecords {
     return result.numUpdatedRows > 0n;
   }
 
+  /**
+   * Whether `fileId` may pull its file now: yes when no other file pulls the same identity, or
+   * the one that did cannot any more (it failed or finished, or its cart was deleted or settled);
+   * no ("wait") while another live file pulls it. Taking the lead is recorded, so of several
+   * carts asking for one file at once, one pulls and the others take it from the cache.
+   */
+  async leadPull(identity: string, fileId: number, now: number): Promise<"lead" | "wait"> {
+    return await this.db.transaction().execute(async (tx) => {
+      const current = await this.dialect.forUpdate(
+        tx.selectFrom("pulls").selectAll().where("identity", "=", identity),
+      ).executeTakeFirst();
+      if (current && Number(current.file_id) !== fileId) {
+        const leader = await tx.selectFrom("files")
+          .innerJoin("carts", "carts.id", "files.cart_id")
+          .select(["files.state", "carts.status", "carts.deleted_at"])
+          .where("files.id", "=", current.file_id).executeTakeFirst();
+        const pulling = leader !== undefined && leader.deleted_at === null &&
+          leader.status === "staging" && leader.state !== "ready" && leader.state !== "error";
+        if (pulling) return "wait";
+      }
+      if (current) {
+        await tx.updateTable("pulls").set({ file_id: fileId, created_at: now })
+          .where("identity", "=", identity).execute();
+      } else {
+        await tx.insertInto("pulls").values({ identity, file_id: fileId, created_at: now })
+          .execute();
+      }
+      return "lead";
+    });
+  }
+
   /** Every blob row: for audits and tests. */
   all(): Promise<Blob[]> {
     return this.db.selectFrom("blobs").selectAll().orderBy("id").execute();
@@ -127,4 +158,11 @@ export async function recordBlob(
     used_at: now,
   }).returning("id").executeTakeFirstOrThrow();
   return Number(row.id);
+}
+
+/** What makes two requests' files the same file, for the one-pull rule (see `leadPull`). */
+export function fileIdentity(archiveId: string, hashType: string, hashSum: string): string {
+  return hashSum === ""
+    ? `${archiveId}\0\0`
+    : `${archiveId}\0${hashType.toLowerCase()}\0${hashSum.toLowerCase()}`;
 }

@@ -242,6 +242,13 @@ function cache(dialect: Dialect): Migration {
         .execute();
       await db.schema.createIndex("blobs_identity").on("blobs")
         .columns(["archive_id", "hash_type", "hash_sum"]).execute();
+      // Which file pulls each file identity now: a second cart's file waits for it.
+      await db.schema.createTable("pulls")
+        .addColumn("identity", "text", (c) => c.primaryKey())
+        .addColumn("file_id", big, (c) => c.notNull())
+        .addColumn("created_at", big, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("pulls_file").on("pulls").column("file_id").execute();
       await db.schema.createIndex("blobs_used").on("blobs").column("used_at").execute();
       await db.schema.alterTable("files").addColumn("blob_id", big).execute();
       await db.schema.alterTable("files")
@@ -259,6 +266,7 @@ function cache(dialect: Dialect): Migration {
         where b.origin_file_id = files.id) where state = 'ready'`.execute(db);
     },
     async down(db: Kysely<unknown>) {
+      await db.schema.dropTable("pulls").execute();
       await sql`drop index files_blob`.execute(db);
       await db.schema.alterTable("files").dropColumn("from_cache").execute();
       await db.schema.alterTable("files").dropColumn("blob_id").execute();

@@ -112,6 +112,14 @@ export interface BlobTable {
   used_at: number;
 }
 
+/** A row of `pulls`: the file pulling a file identity now (other carts' files wait for it). */
+export interface PullTable {
+  /** `archive id`, hash type and checksum (lower case), NUL-separated. */
+  identity: string;
+  file_id: number;
+  created_at: number;
+}
+
 /** A row of `notifications`: one cart event for one receiver, until it is delivered. */
 export interface NotificationTable {
   id: Generated<number>;
@@ -137,6 +145,7 @@ export interface Database {
   downloads: DownloadTable;
   notifications: NotificationTable;
   blobs: BlobTable;
+  pulls: PullTable;
 }
 
 /** A cart row as read; it stays inside the core (front ends get reports). */

@@ -165,6 +165,8 @@ export class WorkRecords {
           .where("id", "=", file.id).where("owner", "=", owner).where("state", "!=", "ready")
           .executeTakeFirst();
         if (result.numUpdatedRows === 0n) throw leaseLost;
+        // Its pull is over: files of other carts waiting for it take it from the cache.
+        await tx.deleteFrom("pulls").where("file_id", "=", file.id).execute();
         const cartReady = await readyIfDone(tx, file.cart_id, now, this.receivers);
         return { cartRemoved: cart === undefined || cart.removed_at !== null, cartReady };
       });
@@ -248,6 +250,8 @@ export class WorkRecords {
         })
         .where("id", "=", file.id).where("owner", "=", owner).executeTakeFirst();
       if (result.numUpdatedRows === 0n) return false;
+      // Files of other carts waiting for its pull now try their own.
+      await tx.deleteFrom("pulls").where("file_id", "=", file.id).execute();
       const settled = await settleWithin(tx, file.cart_id, now, this.receivers);
       return { cartFailed: cart?.status === "staging" && settled?.status === "error" };
     });
