@@ -26,6 +26,13 @@ function requests(simulator: ArchiveSimulator): number {
   return total;
 }
 
+/** The running total of cached bytes is the sum of the cached files' sizes. */
+async function assertTotalsKept(cartd: TestCartd) {
+  const blobs = await cartd.store.cache.all();
+  const counts = await cartd.store.stats.counts(Date.now());
+  assertEquals(counts.cartBytes, blobs.reduce((sum, b) => sum + Number(b.size), 0));
+}
+
 async function tarOf(cartd: TestCartd, uid: string): Promise<Uint8Array> {
   const tar = await cartd.service.download(uid, "same.tar");
   return new Uint8Array(await new Response(await tar.open()).arrayBuffer());
@@ -91,6 +98,7 @@ Deno.test("deleting carts leaves their files as cache; a new cart reuses it; spa
     // Only as much of the cache as z needed went (three of x's five files, least used first).
     assertEquals(left.filter((id) => id === "x").length, 2);
     assert((await tarOf(cartd, "d")).length > 50_000);
+    await assertTotalsKept(cartd);
   });
 });
 
@@ -137,6 +145,7 @@ Deno.test("gc reclaims and reports cached files no cart refers to", async () => 
     const done = await cartd.service.collectGarbage({ dryRun: false, olderThan: 0 });
     assertEquals(done.cache, { files: 1, bytes: 5000 });
     assertEquals(await cartd.store.cache.all(), []);
+    await assertTotalsKept(cartd);
   });
 });
 
@@ -225,6 +234,7 @@ Deno.test("ten carts asking for the same 50 files at once: each file is staged a
     }
     const tars = await Promise.all(carts.map(({ cart }) => tarOf(cartd, cart.uid)));
     for (const tar of tars) assertEquals(tar, tars[0]);
+    await assertTotalsKept(cartd);
   });
 });
 
@@ -261,5 +271,76 @@ Deno.test("when the pull another cart waits on fails, the waiting cart pulls the
     assertEquals((await cartd.store.carts.byId(first.cart.id))?.status, "error");
     assertEquals((await cartd.store.carts.byId(second.cart.id))?.status, "ready");
     assertEquals(simulator.count("pull", "w"), 2, "the failed pull, then the second cart's own");
+  });
+});
+
+Deno.test("eviction frees only what no remaining cart holds: a cart sharing every file is spared", async () => {
+  const sets = ["x", "e"].flatMap((set) =>
+    Array.from({ length: 5 }, (_, i) => ({ id: `${set}${i}`, size: 10_000 }))
+  );
+  const env = {
+    CARTD_VOLUME_SIZE_LIMIT: "80 KB",
+    CARTD_SPACE_WAIT: "1s",
+    LRU_BUFFER_TIME: "5",
+  };
+  await withSimulator(sets, {}, env, async ({ archive, cartd }) => {
+    const set = (name: string) => ({
+      fileids: archive.request.fileids.filter((f) => f.id.startsWith(name)),
+    });
+    assertEquals((await stageCart(cartd, "old", set("x"))).done?.status, "ready");
+    // Made old enough to evict; "recent" holds the same files and was just used.
+    const { DatabaseSync } = await import("node:sqlite");
+    const db = new DatabaseSync(`${cartd.volume.root}/cartd.sqlite3`);
+    db.exec("update carts set used_at = used_at - 60000");
+    db.close();
+    assertEquals((await stageCart(cartd, "recent", set("x"))).done?.status, "ready");
+    // e needs 50 000 bytes where 30 000 are free: evicting "old" would free nothing.
+    assertEquals((await stageCart(cartd, "e", set("e"))).done?.status, "error");
+    assertEquals((await cartd.service.report("old")).status, "ready", "not evicted for nothing");
+    await assertTotalsKept(cartd);
+  });
+});
+
+Deno.test("files staged before the cache are checked before they join it: a planted symlink is not", async () => {
+  await withSimulator(twenty.slice(0, 2), {}, {}, async ({ archive, simulator, cartd }) => {
+    const { cart } = await stageCart(cartd, "old", archive.request);
+    for await (const entry of Deno.readDir(`${cartd.volume.root}/cache`)) {
+      await Deno.remove(`${cartd.volume.root}/cache/${entry.name}`);
+    }
+    const { DatabaseSync } = await import("node:sqlite");
+    const db = new DatabaseSync(`${cartd.volume.root}/cartd.sqlite3`);
+    db.exec("update blobs set key = null");
+    db.close();
+    // The old cart's folder swapped for a link to files of the same sizes elsewhere.
+    const outside = await Deno.makeTempDir({ prefix: "cartd-outside-" });
+    for (const f of twenty.slice(0, 2)) {
+      await Deno.writeFile(`${outside}/${f.path!.split("/")[1]}`, new Uint8Array(f.size!).fill(65));
+    }
+    const folder = `${cartd.volume.dataRoot(cart.id)}/data`;
+    await Deno.remove(folder, { recursive: true });
+    await Deno.symlink(outside, folder);
+
+    await cartd.migrate();
+    assert((await cartd.store.cache.all()).every((b) => b.key === null), "none joined");
+    const pulls = simulator.count("pull", "run/f0");
+    const fresh = await stageCart(cartd, "new", archive.request);
+    assertEquals(fresh.done?.status, "ready");
+    assertEquals(simulator.count("pull", "run/f0"), pulls + 1, "pulled, not the planted file");
+    const tar = await tarOf(cartd, "new");
+    assert(!new TextDecoder().decode(tar).includes("A".repeat(100)));
+  });
+});
+
+Deno.test("a file left in the cache folder by a crash (linked, never recorded) is swept away", async () => {
+  await withSimulator([{ id: "k", size: 100 }], {}, {}, async ({ archive, cartd }) => {
+    assertEquals((await stageCart(cartd, "a", archive.request)).done?.status, "ready");
+    const stray = cartd.volume.cachePath(crypto.randomUUID());
+    await Deno.writeTextFile(stray, "left by a crash");
+    const { sweepCacheFolder } = await import("../src/volume/space.ts");
+    assertEquals(await sweepCacheFolder(cartd.store, cartd.volume, Date.now()), 0, "too recent");
+    assertEquals(await sweepCacheFolder(cartd.store, cartd.volume, Date.now() + 7_200_000), 1);
+    assert(!(await Deno.stat(stray).then(() => true, () => false)));
+    const [blob] = await cartd.store.cache.all();
+    assert(await Deno.stat(cartd.volume.cachePath(blob.key!)).then(() => true), "recorded stays");
   });
 });

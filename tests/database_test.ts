@@ -125,7 +125,8 @@ Deno.test("postgres: an older schema is refused with the command to run unless a
   await sqlOn(url, "delete from kysely_migration where name = '0008_cache'");
   await sqlOn(
     url,
-    "drop table blobs; alter table files drop column blob_id; alter table files drop column from_cache",
+    "drop table blobs; drop table pulls; drop table cache_totals; " +
+      "alter table files drop column blob_id; alter table files drop column from_cache",
   );
 
   const refused = await runCli(["list"], { env });

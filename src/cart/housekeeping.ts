@@ -10,7 +10,7 @@ import { describe } from "../errors.ts";
 import { log } from "../log.ts";
 import type { Store } from "../store/store.ts";
 import { removeStrayFolders, staleDraftAge } from "../volume/gc.ts";
-import { linkEarlierFiles, removeDeletedCarts } from "../volume/space.ts";
+import { linkEarlierFiles, removeDeletedCarts, sweepCacheFolder } from "../volume/space.ts";
 import type { Volume } from "../volume/volume.ts";
 import { reclaimCrashedWork } from "./worker.ts";
 
@@ -38,6 +38,8 @@ export class Housekeeping {
     await removeStrayFolders(this.store, this.volume);
     const joined = await linkEarlierFiles(this.store, this.volume);
     if (joined > 0) log.info(`${joined} file(s) staged before the shared cache joined it`);
+    const swept = await sweepCacheFolder(this.store, this.volume, Date.now());
+    if (swept > 0) log.info(`removed ${swept} file(s) from the cache folder that no record named`);
   }
 
   /** Sweeps every `intervalMs` until `stop`; a failed sweep is logged and the next one tries again. */

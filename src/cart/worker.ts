@@ -211,7 +211,9 @@ export class Worker {
       );
     }
     for (const blob of candidates) {
-      if (!this.volume.linkFromCache(blob.key!, file.cart_id, file.path)) continue;
+      if (!this.volume.linkFromCache(blob.key!, Number(blob.size), file.cart_id, file.path)) {
+        continue;
+      }
       const taken = await this.store.work.adopt(file, job.owner, {
         id: Number(blob.id),
         size: Number(blob.size),
@@ -444,7 +446,7 @@ export class Worker {
     };
     // Into the shared cache too, before the database says so: a cached file's row never names a
     // file that is not there.
-    const key = await this.volume.addToCache(target);
+    const key = await this.volume.addToCache(target, result.bytes);
     const blob = {
       key: key ?? null,
       archive_id: file.archive_id,

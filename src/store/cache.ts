@@ -50,11 +50,35 @@ export class CacheRecords {
   async claimEviction(blobId: number): Promise<Blob | undefined> {
     return await this.db.transaction().execute(async (tx) => {
       await this.dialect.lockReservations(tx);
-      return await tx.deleteFrom("blobs")
+      // The row is locked first, and the check made by a statement after: on PostgreSQL a cart
+      // taking it (which updates the row) has then committed, and the check sees its reference.
+      const row = await this.dialect.forUpdate(
+        tx.selectFrom("blobs").select("id").where("id", "=", blobId),
+      ).executeTakeFirst();
+      if (!row) return undefined;
+      const gone = await tx.deleteFrom("blobs")
         .where("id", "=", blobId)
         .where((eb) => eb.not(referenced(eb)))
         .returningAll().executeTakeFirst();
+      if (gone) await addToCacheTotal(tx, -Number(gone.size));
+      return gone;
     });
+  }
+
+  /**
+   * The bytes only these carts refer to (files no other cart whose files are on the volume holds):
+   * what removing all of them frees.
+   */
+  async exclusiveBytes(cartIds: number[]): Promise<number> {
+    if (cartIds.length === 0) return 0;
+    const ids = sql.join(cartIds.map((id) => sql`${id}`));
+    const row = await sql<{ bytes: number | string }>`select coalesce(sum(b.size), 0) as bytes
+      from blobs b
+      where b.id in (select blob_id from files where cart_id in (${ids}) and blob_id is not null)
+        and not exists (select 1 from files f join carts c on c.id = f.cart_id
+          where f.blob_id = b.id and f.cart_id not in (${ids}) and c.removed_at is null)`
+      .execute(this.db);
+    return Number(row.rows[0].bytes);
   }
 
   /** How many cached files no cart refers to, and their bytes. */
@@ -89,14 +113,28 @@ export class CacheRecords {
    * Files staged before the cache (their one copy still their cart's), with where that copy is:
    * for linking into the cache.
    */
-  async unlinked(limit: number): Promise<{ id: number; cartId: number; path: string }[]> {
+  async unlinked(
+    limit: number,
+    afterId: number,
+  ): Promise<{ id: number; cartId: number; path: string; size: number }[]> {
     const rows = await this.db.selectFrom("blobs")
       .innerJoin("files", "files.id", "blobs.origin_file_id")
       .innerJoin("carts", "carts.id", "files.cart_id")
-      .select(["blobs.id as id", "files.cart_id as cartId", "files.path as path"])
+      .select([
+        "blobs.id as id",
+        "files.cart_id as cartId",
+        "files.path as path",
+        "blobs.size as size",
+      ])
       .where("blobs.key", "is", null).where("carts.removed_at", "is", null)
+      .where("blobs.id", ">", afterId)
       .orderBy("blobs.id").limit(limit).execute();
-    return rows.map((r) => ({ id: Number(r.id), cartId: Number(r.cartId), path: r.path }));
+    return rows.map((r) => ({
+      id: Number(r.id),
+      cartId: Number(r.cartId),
+      path: r.path,
+      size: Number(r.size),
+    }));
   }
 
   /** Records that a blob's file is now in the cache under `key`; false if the blob went. */
@@ -137,6 +175,14 @@ export class CacheRecords {
     });
   }
 
+  /** Which of these cache keys a blob row names. */
+  async knownKeys(keys: string[]): Promise<Set<string>> {
+    if (keys.length === 0) return new Set();
+    const rows = await this.db.selectFrom("blobs").select("key").where("key", "in", keys)
+      .execute();
+    return new Set(rows.map((r) => r.key!));
+  }
+
   /** Every blob row: for audits and tests. */
   all(): Promise<Blob[]> {
     return this.db.selectFrom("blobs").selectAll().orderBy("id").execute();
@@ -150,6 +196,7 @@ export async function recordBlob(
   blob: NewBlob,
   now: number,
 ): Promise<number> {
+  await addToCacheTotal(tx, blob.size);
   const row = await tx.insertInto("blobs").values({
     ...blob,
     hash_sum: blob.hash_sum.toLowerCase(),
@@ -162,7 +209,16 @@ export async function recordBlob(
 
 /** What makes two requests' files the same file, for the one-pull rule (see `leadPull`). */
 export function fileIdentity(archiveId: string, hashType: string, hashSum: string): string {
+  // JSON: unambiguous whatever the id holds, and no NUL (which PostgreSQL's text refuses).
   return hashSum === ""
-    ? `${archiveId}\0\0`
-    : `${archiveId}\0${hashType.toLowerCase()}\0${hashSum.toLowerCase()}`;
+    ? JSON.stringify([archiveId])
+    : JSON.stringify([archiveId, hashType.toLowerCase(), hashSum.toLowerCase()]);
+}
+
+/** Keeps `cache_totals` in step with the blobs added or removed in the same transaction. */
+export async function addToCacheTotal(tx: Kysely<Database>, bytes: number): Promise<void> {
+  if (bytes === 0) return;
+  await tx.updateTable("cache_totals")
+    .set((eb) => ({ bytes: eb("bytes", "+", bytes) }))
+    .where("id", "=", 1).execute();
 }

@@ -39,7 +39,9 @@ export async function copyRows(
         }
         await to.deleteFrom("downloads").execute();
         await to.deleteFrom("notifications").execute();
+        await to.deleteFrom("pulls").execute();
         await to.deleteFrom("files").execute();
+        await to.deleteFrom("blobs").execute();
         await to.deleteFrom("carts").execute();
       }
       const report = { carts: 0, files: 0 };
@@ -59,6 +61,16 @@ export async function copyRows(
         report.files += files.length;
         after = Number(files[files.length - 1].id);
       }
+      // The cache's records, ids kept (files refer to them): its files are on the shared volume.
+      for (let after = -1;;) {
+        const blobs = await from.selectFrom("blobs").selectAll().where("id", ">", after)
+          .orderBy("id").limit(batch).execute();
+        if (blobs.length === 0) break;
+        await to.insertInto("blobs").values(blobs).execute();
+        after = Number(blobs[blobs.length - 1].id);
+      }
+      await sql`update cache_totals set bytes = (select coalesce(sum(size), 0) from blobs)
+        where id = 1`.execute(to);
       // Notifications not delivered yet go along, free of any lease.
       const pending = await from.selectFrom("notifications").selectAll().orderBy("id").execute();
       for (let i = 0; i < pending.length; i += batch) {
@@ -88,7 +100,7 @@ function withoutClaims(file: CartFile): CartFile {
  * folders on the volume, so an id must not come round again).
  */
 async function resetSequences(tx: Transaction<Database>): Promise<void> {
-  for (const table of ["carts", "files", "downloads", "notifications"]) {
+  for (const table of ["carts", "files", "downloads", "notifications", "blobs"]) {
     const sequence = sql`pg_get_serial_sequence(${table}, 'id')`;
     await sql`select setval(${sequence}, greatest(
       (select coalesce(max(id), 0) from ${sql.table(table)}),

@@ -260,12 +260,21 @@ function cache(dialect: Dialect): Migration {
           c.used_at, c.used_at
         from files f join carts c on c.id = f.cart_id
         where f.state = 'ready' and c.removed_at is null and f.size is not null`.execute(db);
+      // The bytes of every blob, kept as blobs come and go: a reservation reads it under the
+      // site-wide lock, where summing a million rows would hold every other pull.
+      await db.schema.createTable("cache_totals")
+        .addColumn("id", "integer", (c) => c.primaryKey())
+        .addColumn("bytes", big, (c) => c.notNull())
+        .execute();
+      await sql`insert into cache_totals (id, bytes)
+        select 1, coalesce(sum(size), 0) from blobs`.execute(db);
       // Indexed first: the update below looks up one blob per ready file.
       await db.schema.createIndex("blobs_origin").on("blobs").column("origin_file_id").execute();
       await sql`update files set blob_id = (select b.id from blobs b
         where b.origin_file_id = files.id) where state = 'ready'`.execute(db);
     },
     async down(db: Kysely<unknown>) {
+      await db.schema.dropTable("cache_totals").execute();
       await db.schema.dropTable("pulls").execute();
       await sql`drop index files_blob`.execute(db);
       await db.schema.alterTable("files").dropColumn("from_cache").execute();

@@ -114,10 +114,16 @@ export interface BlobTable {
 
 /** A row of `pulls`: the file pulling a file identity now (other carts' files wait for it). */
 export interface PullTable {
-  /** `archive id`, hash type and checksum (lower case), NUL-separated. */
+  /** The archive id, hash type and checksum (lower case), as a JSON array. */
   identity: string;
   file_id: number;
   created_at: number;
+}
+
+/** The one row of `cache_totals`: the bytes of every blob, kept with them. */
+export interface CacheTotalsTable {
+  id: number;
+  bytes: number;
 }
 
 /** A row of `notifications`: one cart event for one receiver, until it is delivered. */
@@ -146,6 +152,7 @@ export interface Database {
   notifications: NotificationTable;
   blobs: BlobTable;
   pulls: PullTable;
+  cache_totals: CacheTotalsTable;
 }
 
 /** A cart row as read; it stays inside the core (front ends get reports). */

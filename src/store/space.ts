@@ -9,6 +9,7 @@
  */
 import { type Kysely, type RawBuilder, sql } from "kysely";
 import { noLiveDownload } from "./predicates.ts";
+import { addToCacheTotal } from "./cache.ts";
 import type { Database } from "./schema.ts";
 import type { SqlDialect } from "./sql_dialect.ts";
 import type { FileChanges } from "./work.ts";
@@ -57,7 +58,7 @@ export class SpaceRecords {
       // file system's free space yet (a shared volume's client cache holds it for a while).
       const unwritten = others(sql`reserved`);
       // Every verified file on the volume counts once, however many carts refer to it.
-      const stored = sql`(select coalesce(sum(size), 0) from blobs)`;
+      const stored = sql`(select bytes from cache_totals where id = 1)`;
       const need = sql`cast(${bytes} as bigint)`;
       const reserved = await tx.updateTable("files")
         .set({ ...changes, reserved: bytes, space_wait_since: null, error: "" })
@@ -150,7 +151,7 @@ export class SpaceRecords {
         .where("id", "=", cartId).where(noLiveDownload(now)).executeTakeFirst();
       if (result.numUpdatedRows === 0n) return false;
       // Files whose one copy is this cart's (not linked into the cache) go with its folder.
-      await tx.deleteFrom("blobs").where("key", "is", null)
+      const gone = await tx.deleteFrom("blobs").where("key", "is", null)
         .where(
           "id",
           "in",
@@ -158,7 +159,8 @@ export class SpaceRecords {
             eb.selectFrom("files").select("blob_id").where("cart_id", "=", cartId)
               .where("blob_id", "is not", null),
         )
-        .execute();
+        .returning("size").execute();
+      await addToCacheTotal(tx, -gone.reduce((sum, b) => sum + Number(b.size), 0));
       return true;
     });
   }

@@ -40,7 +40,7 @@ export class StatsRecords {
       select
         (select coalesce(sum(reserved), 0) from files where reserved > 0 and lease_until > ${now})
           as reserved,
-        (select coalesce(sum(size), 0) from blobs) as stored,
+        (select bytes from cache_totals where id = 1) as stored,
         (select count(*) from notifications) as pending`
       .execute(this.db);
     const byKey = <K extends string>(

@@ -150,8 +150,12 @@ export class WorkRecords {
         const cart = await tx.updateTable("carts")
           .set((eb) => ({ bytes: eb("bytes", "+", changes.size), used_at: now }))
           .where("id", "=", file.cart_id).returning("removed_at").executeTakeFirst();
-        // The verified file joins the cache in the same transaction (see cache.ts).
-        const blobId = blob ? await recordBlob(tx, file.id, blob, now) : null;
+        // The verified file joins the cache in the same transaction (see cache.ts); one whose
+        // cart's folder went meanwhile, and that is not in the cache folder, is on disk nowhere.
+        const removed = cart === undefined || cart.removed_at !== null;
+        const blobId = blob && (blob.key !== null || !removed)
+          ? await recordBlob(tx, file.id, blob, now)
+          : null;
         const result = await tx.updateTable("files")
           .set({
             ...changes,

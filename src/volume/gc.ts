@@ -112,8 +112,9 @@ export async function collectGarbage(
   }
   if (options.free) {
     const target = spaceBytes(options.free, volume.totalBytes());
-    let projected = freeBefore + cached.bytes +
-      [...chosen.values()].reduce((sum, r) => sum + r.bytes, 0);
+    // Carts free only what no cart left refers to: counted over all those chosen so far.
+    const freeNow = freeBefore + cached.bytes;
+    let projected = freeNow + await store.cache.exclusiveBytes([...chosen.keys()]);
     const candidates = await store.carts.sized(now, {
       evictable: true,
       unusedSince: now - config.lruBufferTime,
@@ -126,7 +127,7 @@ export async function collectGarbage(
         "evicted",
         `least recently used (last used ${isoTime(cart.used_at) ?? "never"}), to free space`,
       );
-      projected += cart.bytes;
+      projected = freeNow + await store.cache.exclusiveBytes([...chosen.keys()]);
     }
   }
 

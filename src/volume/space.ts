@@ -9,7 +9,7 @@ import type { Config } from "../config.ts";
 import { describe } from "../errors.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
-import type { CartFile, Store } from "../store/store.ts";
+import type { CartFile, SizedCart, Store } from "../store/store.ts";
 import type { FileChanges } from "../store/work.ts";
 import { formatBytes } from "../units.ts";
 import type { Volume } from "./volume.ts";
@@ -132,12 +132,20 @@ export class SpaceManager {
         excludeCart: forCart,
       })
       : [];
-    // Carts' bytes count what evicting them could free at most (files they share stay).
-    const freeable = cached.bytes + candidates.reduce((sum, cart) => sum + cart.bytes, 0);
-    if (freeable < shortfall) return false;
+    // Evicting carts frees what only they refer to (files they share with carts that stay, stay):
+    // least recently used first, as many as it takes, and none unless together they make room.
+    const victims: SizedCart[] = [];
+    let planned = cached.bytes;
+    for (const cart of candidates) {
+      if (planned >= shortfall) break;
+      victims.push(cart);
+      planned = cached.bytes + await this.store.cache.exclusiveBytes(victims.map((v) => v.id));
+    }
+    if (planned < shortfall) return false;
     let freed = (await evictCachedFiles(this.store, this.volume, { bytes: shortfall })).bytes;
-    for (const victim of candidates) {
-      if (freed >= shortfall) break;
+    if (freed >= shortfall) return true;
+    let evicted = 0;
+    for (const victim of victims) {
       // Still evictable: not retried, used or downloaded (on any node) since it was listed.
       if (await this.store.carts.evict(victim.id, now, now - this.config.lruBufferTime)) {
         log.info(
@@ -146,10 +154,14 @@ export class SpaceManager {
           { uid: victim.uid, bytes: victim.bytes },
         );
         metrics.evictions.inc({ reason: "space" });
-        await removeDeletedCarts(this.store, this.volume);
-        freed += (await evictCachedFiles(this.store, this.volume, { bytes: shortfall - freed }))
-          .bytes;
+        evicted++;
       }
+    }
+    if (evicted > 0) {
+      // Their folders go, and the cached files only they referred to (every other unreferenced
+      // file went above).
+      await removeDeletedCarts(this.store, this.volume);
+      freed += (await evictCachedFiles(this.store, this.volume)).bytes;
     }
     return freed > 0;
   }
@@ -212,16 +224,37 @@ export async function removeDeletedCarts(store: Store, volume: Volume): Promise<
  */
 export async function linkEarlierFiles(store: Store, volume: Volume): Promise<number> {
   let joined = 0;
-  const tried = new Set<number>();
-  for (;;) {
-    const batch = (await store.cache.unlinked(200)).filter((b) => !tried.has(b.id));
+  for (let after = 0;;) {
+    const batch = await store.cache.unlinked(200, after);
     if (batch.length === 0) return joined;
     for (const blob of batch) {
-      tried.add(blob.id);
-      const key = await volume.addToCache(volume.filePath(blob.cartId, blob.path));
+      after = blob.id;
+      // Checked as a pull's file is (where it should be, a regular file of its size, no symlink
+      // on the way) before other carts may take it.
+      const key = await volume.addToCache(volume.filePath(blob.cartId, blob.path), blob.size);
       if (!key) continue;
       if (await store.cache.linked(blob.id, key)) joined++;
       else await volume.removeCached(key).catch(() => {});
     }
   }
+}
+
+/**
+ * Removes files in the cache folder that no record names and that were linked more than an hour
+ * ago: what a crash between a link and its commit left (a link made a moment ago may be about to
+ * be recorded). Returns how many went.
+ */
+export async function sweepCacheFolder(store: Store, volume: Volume, now: number): Promise<number> {
+  const old = (await volume.cacheEntries()).filter((e) => e.changed < now - 3_600_000);
+  let removed = 0;
+  for (let i = 0; i < old.length; i += 500) {
+    const keys = old.slice(i, i + 500).map((e) => e.key);
+    const known = await store.cache.knownKeys(keys);
+    for (const key of keys) {
+      if (known.has(key)) continue;
+      await volume.removeCached(key).catch(() => {});
+      removed++;
+    }
+  }
+  return removed;
 }

@@ -126,7 +126,7 @@ export class Volume {
    * the cart's folder). Undefined when the file system will not link (the file then stays its
    * cart's alone).
    */
-  async addToCache(file: string): Promise<string | undefined> {
+  async addToCache(file: string, size: number): Promise<string | undefined> {
     const key = crypto.randomUUID();
     try {
       if (!this.cacheMade) {
@@ -134,9 +134,19 @@ export class Volume {
         this.cacheMade = true;
       }
       this.assertCacheInPlace();
+      // The file itself, where it should be (no symlink on its way), a regular file of its size:
+      // and the cache entry made is that very file (the same inode).
+      await this.assertUnmoved(file);
+      const before = await Deno.lstat(file);
+      if (!before.isFile || before.size !== size) return undefined;
       // Asynchronous: a link costs the kernel about as much as creating a file, and pulls of
       // many small files make one each.
       await Deno.link(file, this.cachePath(key));
+      const linked = await Deno.lstat(this.cachePath(key));
+      if (linked.ino !== before.ino || linked.dev !== before.dev) {
+        await this.removeCached(key);
+        return undefined;
+      }
       return key;
     } catch {
       this.cacheMade = false;
@@ -156,20 +166,38 @@ export class Volume {
    * Puts a cached file into a cart (a hard link, no copy). False when the cached file is gone
    * (evicted meanwhile).
    */
-  linkFromCache(key: string, cartId: number, relative: string): boolean {
+  linkFromCache(key: string, size: number, cartId: number, relative: string): boolean {
     const target = this.prepareDirectories(cartId, relative);
     try {
       Deno.removeSync(target);
     } catch { /* not there: the usual case */ }
     try {
       this.assertCacheInPlace();
+      // Only a regular file of the size recorded: anything else there is not the verified file.
+      const entry = Deno.lstatSync(this.cachePath(key));
+      if (!entry.isFile || entry.size !== size) return false;
       Deno.linkSync(this.cachePath(key), target);
       return true;
-    } catch (err) {
-      // Gone, or a cache folder that is not in place: the file is pulled instead.
-      if (err instanceof Deno.errors.NotFound || err instanceof CartdError) return false;
-      throw err;
+    } catch {
+      // Gone, a cache folder not in place, or a file the system will not link once more (its
+      // link count at the limit): the file is pulled instead.
+      return false;
     }
+  }
+
+  /** The cache folder's entries, with when each was last changed (linked), oldest first. */
+  async cacheEntries(): Promise<{ key: string; changed: number }[]> {
+    const entries: { key: string; changed: number }[] = [];
+    try {
+      for await (const entry of Deno.readDir(join(this.root, "cache"))) {
+        if (!/^[0-9a-f-]{36}$/.test(entry.name)) continue;
+        const info = await Deno.lstat(join(this.root, "cache", entry.name)).catch(() => undefined);
+        if (info) entries.push({ key: entry.name, changed: info.ctime?.getTime() ?? 0 });
+      }
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+    return entries;
   }
 
   /** Removes a cached file; a missing one is fine. */
