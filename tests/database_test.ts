@@ -125,7 +125,7 @@ Deno.test("postgres: an older schema is refused with the command to run unless a
   await sqlOn(url, "delete from kysely_migration where name = '0008_cache'");
   await sqlOn(
     url,
-    "drop table blobs; drop table pulls; drop table cache_totals; " +
+    "drop table blobs; drop table pulls; drop table cache_totals; drop index files_archive_id; " +
       "alter table files drop column blob_id; alter table files drop column from_cache",
   );
 

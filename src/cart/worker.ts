@@ -10,6 +10,7 @@ import type { Config } from "../config.ts";
 import { CartdError, describe, isKind } from "../errors.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
+import { sleep } from "../time.ts";
 import { fileIdentity } from "../store/cache.ts";
 import type { Cart, CartFile, FileState, Store } from "../store/store.ts";
 import { SpaceManager } from "../volume/space.ts";
@@ -256,7 +257,11 @@ export class Worker {
     const now = Date.now();
     if (await this.store.cache.leadPull(identity, file.id, now) === "lead") return false;
     log.debug(`${fileOf(job)}: another cart's file is pulling it; waiting`, { uid: job.uid });
-    await this.save(job, { next_try_at: now + this.config.pollInterval }, true);
+    // Woken when that pull ends (see the store's `endPull`); looked at again now and then in case
+    // its process died.
+    await this.save(job, { next_try_at: now + this.config.pollMaxInterval }, true);
+    // Nothing here waited on the archive or the disk: let requests in before the next claim.
+    await sleep(0);
     return true;
   }
 

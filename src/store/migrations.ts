@@ -249,6 +249,9 @@ function cache(dialect: Dialect): Migration {
         .addColumn("created_at", big, (c) => c.notNull())
         .execute();
       await db.schema.createIndex("pulls_file").on("pulls").column("file_id").execute();
+      // The files of an archive id, to wake those waiting for its pull when it ends.
+      await db.schema.createIndex("files_archive_id").on("files").columns(["archive_id", "state"])
+        .execute();
       await db.schema.createIndex("blobs_used").on("blobs").column("used_at").execute();
       await db.schema.alterTable("files").addColumn("blob_id", big).execute();
       await db.schema.alterTable("files")
@@ -274,6 +277,7 @@ function cache(dialect: Dialect): Migration {
         where b.origin_file_id = files.id) where state = 'ready'`.execute(db);
     },
     async down(db: Kysely<unknown>) {
+      await sql`drop index files_archive_id`.execute(db);
       await db.schema.dropTable("cache_totals").execute();
       await db.schema.dropTable("pulls").execute();
       await sql`drop index files_blob`.execute(db);

@@ -169,8 +169,8 @@ export class WorkRecords {
           .where("id", "=", file.id).where("owner", "=", owner).where("state", "!=", "ready")
           .executeTakeFirst();
         if (result.numUpdatedRows === 0n) throw leaseLost;
-        // Its pull is over: files of other carts waiting for it take it from the cache.
-        await tx.deleteFrom("pulls").where("file_id", "=", file.id).execute();
+        // Its pull is over: files of other carts waiting for it take it from the cache now.
+        await endPull(tx, file.id, now);
         const cartReady = await readyIfDone(tx, file.cart_id, now, this.receivers);
         return { cartRemoved: cart === undefined || cart.removed_at !== null, cartReady };
       });
@@ -255,7 +255,7 @@ export class WorkRecords {
         .where("id", "=", file.id).where("owner", "=", owner).executeTakeFirst();
       if (result.numUpdatedRows === 0n) return false;
       // Files of other carts waiting for its pull now try their own.
-      await tx.deleteFrom("pulls").where("file_id", "=", file.id).execute();
+      await endPull(tx, file.id, now);
       const settled = await settleWithin(tx, file.cart_id, now, this.receivers);
       return { cartFailed: cart?.status === "staging" && settled?.status === "error" };
     });
@@ -306,4 +306,18 @@ export class WorkRecords {
   all(): Promise<CartFile[]> {
     return this.db.selectFrom("files").selectAll().orderBy("id").execute();
   }
+}
+
+/**
+ * Ends the pull a file led (see `CacheRecords.leadPull`), waking the files of other carts that
+ * wait for it: they take it from the cache, or (if it failed) one of them pulls it.
+ */
+async function endPull(tx: Kysely<Database>, fileId: number, now: number): Promise<void> {
+  const ended = await tx.deleteFrom("pulls").where("file_id", "=", fileId)
+    .returning("identity").executeTakeFirst();
+  if (!ended) return;
+  const [archiveId] = JSON.parse(ended.identity) as string[];
+  await tx.updateTable("files").set({ next_try_at: now })
+    .where("archive_id", "=", archiveId).where("state", "=", "waiting")
+    .where("next_try_at", ">", now).execute();
 }
