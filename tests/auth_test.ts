@@ -49,7 +49,7 @@ async function call(
 
 /** A Python that has `requests` (the Pacifica downloader's HTTP library). */
 async function pythonWithRequests(): Promise<string> {
-  for (const python of ["python3", "/usr/bin/python3"]) {
+  for (const python of ["/usr/bin/python3", "python3"]) {
     const probe = await new Deno.Command(python, { args: ["-c", "import requests"] }).output()
       .catch(() => undefined);
     if (probe?.success) return python;

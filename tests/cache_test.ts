@@ -252,7 +252,16 @@ Deno.test("when the pull another cart waits on fails, the waiting cart pulls the
     // The first cart's file leads the pull before the second cart exists.
     const file = (await cartd.store.carts.files(first.cart.id))[0];
     const identity = fileIdentity(file.archive_id, file.hash_type, file.hash_sum);
-    assertEquals(await cartd.store.cache.leadPull(identity, file.id, Date.now()), "lead");
+    const turn = await cartd.store.cache.leadPull(
+      identity,
+      { id: file.id, owner: "test" },
+      Date.now(),
+      {
+        untilMs: 1000,
+        abandonedMs: 60_000,
+      },
+    );
+    assertEquals(turn, "lead");
     const second = await cartd.service.create(
       "second",
       parseCartRequest(JSON.stringify(archive.request)),
@@ -343,5 +352,52 @@ Deno.test("a file left in the cache folder by a crash (linked, never recorded) i
     assert(!(await Deno.stat(stray).then(() => true, () => false)));
     const [blob] = await cartd.store.cache.all();
     assert(await Deno.stat(cartd.volume.cachePath(blob.key!)).then(() => true), "recorded stays");
+  });
+});
+
+Deno.test("a pull no process works on any more (a foreground run stopped) is taken over", async () => {
+  const env = { CARTD_LEASE_TIME: "1s", CARTD_POLL_MAX_INTERVAL: "1s" };
+  await withSimulator([{ id: "t", size: 1000 }], {}, env, async (setup) => {
+    const { archive, simulator, cartd } = setup;
+    const { parseCartRequest } = await import("../src/cart/request.ts");
+    const request = parseCartRequest(JSON.stringify(archive.request));
+    const stopped = await cartd.service.create("stopped", request);
+    const [file] = await cartd.store.carts.files(stopped.cart.id);
+    const identity = fileIdentity(file.archive_id, file.hash_type, file.hash_sum);
+    await cartd.store.cache.leadPull(identity, { id: file.id, owner: "gone" }, Date.now(), {
+      untilMs: 1000,
+      abandonedMs: 2000,
+    });
+    // No process works on "stopped": "waiting" does not wait for it for ever.
+    const started = performance.now();
+    const waiting = await stageCart(cartd, "waiting", archive.request);
+    assertEquals(waiting.done?.status, "ready");
+    assert(performance.now() - started < 10_000);
+    assertEquals(simulator.count("pull", "t"), 1);
+  });
+});
+
+Deno.test("of older carts, the one sharing its files with a newer cart is spared when another makes room", async () => {
+  const sets = ["x", "y", "e"].flatMap((set) =>
+    Array.from({ length: 5 }, (_, i) => ({ id: `${set}${i}`, size: 10_000 }))
+  );
+  const env = { CARTD_VOLUME_SIZE_LIMIT: "120 KB", LRU_BUFFER_TIME: "5" };
+  await withSimulator(sets, {}, env, async ({ archive, cartd }) => {
+    const set = (name: string) => ({
+      fileids: archive.request.fileids.filter((f) => f.id.startsWith(name)),
+    });
+    assertEquals((await stageCart(cartd, "old", set("x"))).done?.status, "ready");
+    assertEquals((await stageCart(cartd, "mid", set("y"))).done?.status, "ready");
+    const { DatabaseSync } = await import("node:sqlite");
+    const db = new DatabaseSync(`${cartd.volume.root}/cartd.sqlite3`);
+    db.exec("update carts set used_at = used_at - 60000 where uid = 'old'");
+    db.exec("update carts set used_at = used_at - 30000 where uid = 'mid'");
+    db.close();
+    assertEquals((await stageCart(cartd, "recent", set("x"))).done?.status, "ready");
+    assertEquals((await stageCart(cartd, "e", set("e"))).done?.status, "ready");
+    assertEquals((await cartd.service.report("old")).status, "ready", "evicting it frees nothing");
+    const carts = (await cartd.service.list()).map((c) => c.uid).sort();
+    assertEquals(carts, ["e", "old", "recent"]);
+    await assertTotalsKept(cartd);
   });
 });

@@ -255,11 +255,17 @@ export class Worker {
     const file = job.file;
     const identity = fileIdentity(file.archive_id, file.hash_type, file.hash_sum);
     const now = Date.now();
-    if (await this.store.cache.leadPull(identity, file.id, now) === "lead") return false;
-    log.debug(`${fileOf(job)}: another cart's file is pulling it; waiting`, { uid: job.uid });
+    // Steps not written yet go first: waiting hands the file back.
+    if (Object.keys(job.unsaved).length > 0) await this.save(job, {}, false);
     // Woken when that pull ends (see the store's `endPull`); looked at again now and then in case
-    // its process died.
-    await this.save(job, { next_try_at: now + this.config.pollMaxInterval }, true);
+    // its process died, and taken over when no one works on it any more.
+    const turn = await this.store.cache.leadPull(identity, { id: file.id, owner: job.owner }, now, {
+      untilMs: this.config.pollMaxInterval,
+      abandonedMs: this.config.leaseTime + this.config.pollMaxInterval,
+    });
+    if (turn === "lead") return false;
+    log.debug(`${fileOf(job)}: another cart's file is pulling it; waiting`, { uid: job.uid });
+    job.file = { ...job.file, next_try_at: now + this.config.pollMaxInterval, owner: null };
     // Nothing here waited on the archive or the disk: let requests in before the next claim.
     await sleep(0);
     return true;

@@ -150,7 +150,13 @@ export class CacheRecords {
    * no ("wait") while another live file pulls it. Taking the lead is recorded, so of several
    * carts asking for one file at once, one pulls and the others take it from the cache.
    */
-  async leadPull(identity: string, fileId: number, now: number): Promise<"lead" | "wait"> {
+  async leadPull(
+    identity: string,
+    file: { id: number; owner: string },
+    now: number,
+    wait: { untilMs: number; abandonedMs: number },
+  ): Promise<"lead" | "wait"> {
+    const fileId = file.id;
     return await this.db.transaction().execute(async (tx) => {
       const current = await this.dialect.forUpdate(
         tx.selectFrom("pulls").selectAll().where("identity", "=", identity),
@@ -158,20 +164,51 @@ export class CacheRecords {
       if (current && Number(current.file_id) !== fileId) {
         const leader = await tx.selectFrom("files")
           .innerJoin("carts", "carts.id", "files.cart_id")
-          .select(["files.state", "carts.status", "carts.deleted_at"])
+          .select([
+            "files.state",
+            "files.lease_until",
+            "files.next_try_at",
+            "carts.status",
+            "carts.deleted_at",
+          ])
           .where("files.id", "=", current.file_id).executeTakeFirst();
+        // Abandoned: due for a while, and no one took it (a foreground `cartd bundle` stopped).
+        const abandoned = leader !== undefined &&
+          (leader.lease_until === null || Number(leader.lease_until) < now) &&
+          Number(leader.next_try_at) < now - wait.abandonedMs;
         const pulling = leader !== undefined && leader.deleted_at === null &&
-          leader.status === "staging" && leader.state !== "ready" && leader.state !== "error";
-        if (pulling) return "wait";
+          leader.status === "staging" && leader.state !== "ready" && leader.state !== "error" &&
+          !abandoned;
+        if (pulling) {
+          // Handed back to wait, in this transaction: a wake-up by the pull's end (which takes
+          // this row's lock) comes after, and is not overwritten.
+          await tx.updateTable("files")
+            .set({
+              next_try_at: now + wait.untilMs,
+              owner: null,
+              lease_until: null,
+              updated_at: now,
+            })
+            .where("id", "=", fileId).where("owner", "=", file.owner).execute();
+          return "wait";
+        }
       }
       if (current) {
         await tx.updateTable("pulls").set({ file_id: fileId, created_at: now })
           .where("identity", "=", identity).execute();
-      } else {
-        await tx.insertInto("pulls").values({ identity, file_id: fileId, created_at: now })
-          .execute();
+        return "lead";
       }
-      return "lead";
+      // Another node may insert the same identity at the same moment: one of the two leads.
+      const inserted = await tx.insertInto("pulls")
+        .values({ identity, file_id: fileId, created_at: now })
+        .onConflict((oc) => oc.column("identity").doNothing())
+        .returning("identity").executeTakeFirst();
+      if (inserted) return "lead";
+      // The other leads: wait for it, but look again soon (its pull may have only begun).
+      await tx.updateTable("files")
+        .set({ next_try_at: now + Math.min(wait.untilMs, 1000), owner: null, lease_until: null })
+        .where("id", "=", fileId).where("owner", "=", file.owner).execute();
+      return "wait";
     });
   }
 

@@ -316,7 +316,12 @@ async function endPull(tx: Kysely<Database>, fileId: number, now: number): Promi
   const ended = await tx.deleteFrom("pulls").where("file_id", "=", fileId)
     .returning("identity").executeTakeFirst();
   if (!ended) return;
-  const [archiveId] = JSON.parse(ended.identity) as string[];
+  let archiveId: string;
+  try {
+    [archiveId] = JSON.parse(ended.identity) as string[];
+  } catch {
+    return;
+  }
   await tx.updateTable("files").set({ next_try_at: now })
     .where("archive_id", "=", archiveId).where("state", "=", "waiting")
     .where("next_try_at", ">", now).execute();

@@ -129,12 +129,19 @@ export async function collectGarbage(
       );
       projected = freeNow + await store.cache.exclusiveBytes([...chosen.keys()]);
     }
+    // Spared when the others chosen make the target without it (it shares what it holds).
+    for (const id of [...chosen.keys()].reverse()) {
+      if (chosen.get(id)!.cause !== "evicted") continue;
+      const rest = [...chosen.keys()].filter((other) => other !== id);
+      if (freeNow + await store.cache.exclusiveBytes(rest) >= target) chosen.delete(id);
+    }
   }
 
   const removed = [...chosen.values()];
   if (options.dryRun) {
     const stray = (await strayFolders(store, volume)).length;
-    const freed = removed.reduce((sum, r) => sum + r.bytes, 0);
+    // What removing them frees: the files no cart left holds.
+    const freed = await store.cache.exclusiveBytes(removed.map((r) => r.cartId));
     const cacheGoes = options.free || cacheUnusedSince > -Infinity;
     return {
       dryRun: true,

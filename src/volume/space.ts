@@ -134,14 +134,25 @@ export class SpaceManager {
       : [];
     // Evicting carts frees what only they refer to (files they share with carts that stay, stay):
     // least recently used first, as many as it takes, and none unless together they make room.
-    const victims: SizedCart[] = [];
+    const exclusive = (carts: SizedCart[]) =>
+      this.store.cache.exclusiveBytes(carts.map((c) => c.id));
+    // The least recently used few thousand at most: evicting more for one file is never wise.
+    const considered = candidates.slice(0, 2000);
+    if (cached.bytes + await exclusive(considered) < shortfall) return false;
+    let victims: SizedCart[] = [];
     let planned = cached.bytes;
-    for (const cart of candidates) {
+    for (const cart of considered) {
       if (planned >= shortfall) break;
       victims.push(cart);
-      planned = cached.bytes + await this.store.cache.exclusiveBytes(victims.map((v) => v.id));
+      planned = cached.bytes + await exclusive(victims);
     }
     if (planned < shortfall) return false;
+    // A cart the others can do without is spared (one sharing all it holds with a cart that
+    // stays frees nothing): newest first.
+    for (let i = victims.length - 1; i >= 0 && victims.length > 1; i--) {
+      const rest = victims.filter((_, j) => j !== i);
+      if (cached.bytes + await exclusive(rest) >= shortfall) victims = rest;
+    }
     let freed = (await evictCachedFiles(this.store, this.volume, { bytes: shortfall })).bytes;
     if (freed >= shortfall) return true;
     let evicted = 0;
@@ -161,7 +172,8 @@ export class SpaceManager {
       // Their folders go, and the cached files only they referred to (every other unreferenced
       // file went above).
       await removeDeletedCarts(this.store, this.volume);
-      freed += (await evictCachedFiles(this.store, this.volume)).bytes;
+      freed += (await evictCachedFiles(this.store, this.volume, { bytes: shortfall - freed }))
+        .bytes;
     }
     return freed > 0;
   }
