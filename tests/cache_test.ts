@@ -8,7 +8,8 @@ import { type FileSpec, makeArchive } from "./support/archive.ts";
 import { cartdEnv, runCli } from "./support/cli.ts";
 import { stageCart, withSimulator } from "./support/cartd.ts";
 import type { TestCartd } from "./support/cartd.ts";
-import type { ArchiveSimulator } from "../fixtures/archive_server.ts";
+import { type ArchiveSimulator, startArchiveSimulator } from "../fixtures/archive_server.ts";
+import { startServer, waitWhileStaging } from "./support/server.ts";
 import { fileIdentity } from "../src/store/cache.ts";
 
 const twenty: FileSpec[] = Array.from({ length: 20 }, (_, i) => ({
@@ -400,4 +401,45 @@ Deno.test("of older carts, the one sharing its files with a newer cart is spared
     assertEquals(carts, ["e", "old", "recent"]);
     await assertTotalsKept(cartd);
   });
+});
+
+Deno.test("SIGKILL while two carts wait on one pull: both end ready, the file pulled at most twice", async () => {
+  const archive = await makeArchive([{ id: "big", size: 3_000_000 }]);
+  const simulator = await startArchiveSimulator({
+    prefix: archive.dir,
+    faults: [{ op: "pull", kind: "slow", bytesPerSecond: 1_000_000 }],
+  });
+  const env = cartdEnv(await Deno.makeTempDir({ prefix: "cartd-" }), simulator.url, {
+    CARTD_LOG: "warn",
+  });
+  const post = async (url: string, uid: string) => {
+    const response = await fetch(`${url}${uid}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(archive.request),
+    });
+    await response.body?.cancel();
+  };
+  let node = await startServer(env);
+  try {
+    await post(node.url, "one");
+    await post(node.url, "two");
+    while (simulator.count("pull", "big") === 0) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 500));
+    node.child.kill("SIGKILL");
+    await node.exited;
+    node = await startServer(env);
+    for (const uid of ["one", "two"]) {
+      const done = await waitWhileStaging(`${node.url}${uid}`, 100, 30_000);
+      assertEquals(done.headers.get("x-pacifica-status"), "ready", uid);
+    }
+    assert(simulator.count("pull", "big") <= 2, `${simulator.count("pull", "big")} pulls`);
+    const one = new Uint8Array(await (await fetch(`${node.url}one?filename=x`)).arrayBuffer());
+    const two = new Uint8Array(await (await fetch(`${node.url}two?filename=x`)).arrayBuffer());
+    assertEquals(one, two);
+  } finally {
+    node.child.kill("SIGTERM");
+    await node.exited;
+    await simulator.stop();
+  }
 });
