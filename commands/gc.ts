@@ -67,9 +67,10 @@ function describeReport(report: GcReport): string {
     );
   }
   if (lines.length === 0) return `nothing to do; ${formatBytes(report.freeBefore)} free`;
-  const freed = report.removed.reduce((sum, r) => sum + r.bytes, 0);
+  // Freed as the volume sees it: files carts shared count once.
+  const freed = Math.max(0, report.freeAfter - report.freeBefore);
   lines.push(
-    `${report.removed.length} cart(s), ${formatBytes(freed)}; ${
+    `${report.removed.length} cart(s); ${formatBytes(freed)} freed; ${
       formatBytes(report.freeAfter)
     } free` +
       (report.dryRun ? " afterwards" : ""),

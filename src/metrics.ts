@@ -69,7 +69,8 @@ export const metrics = {
   }),
   evictions: new Counter({
     name: "cartd_evictions_total",
-    help: "Carts this process evicted to make room, by reason",
+    help: "Carts (reason space) and cached files no cart referred to (reason cache) this process " +
+      "evicted to make room",
     labelNames: ["reason"] as const,
     registers,
   }),
@@ -107,6 +108,7 @@ export const metrics = {
 
 // Series that exist from the start, so a rate over them is defined before the first event.
 metrics.evictions.inc({ reason: "space" }, 0);
+metrics.evictions.inc({ reason: "cache" }, 0);
 for (const reason of ["expired", "unused", "evicted", "cache"]) {
   metrics.gcRemovals.inc({ reason }, 0);
 }

@@ -148,6 +148,15 @@ Deno.test("gc reclaims and reports cached files no cart refers to", async () => 
     assertEquals(done.cache, { files: 1, bytes: 5000 });
     assertEquals(await cartd.store.cache.all(), []);
     await assertTotalsKept(cartd);
+
+    // Carts gc removes leave their files as cache, which goes in the same run: the dry run says so.
+    assertEquals((await stageCart(cartd, "c", archive.request)).done?.status, "ready");
+    const preview = await cartd.service.collectGarbage({ dryRun: true, olderThan: 0 });
+    const real = await cartd.service.collectGarbage({ dryRun: false, olderThan: 0 });
+    assertEquals(preview.removed.map((r) => r.uid), ["c"]);
+    assertEquals(real.removed.map((r) => r.uid), ["c"]);
+    assertEquals(preview.cache, real.cache);
+    assertEquals(real.cache, { files: 1, bytes: 5000 });
   });
 });
 

@@ -70,15 +70,21 @@ export class CacheRecords {
    * what removing all of them frees.
    */
   async exclusiveBytes(cartIds: number[]): Promise<number> {
-    if (cartIds.length === 0) return 0;
+    return (await this.exclusiveTotals(cartIds)).bytes;
+  }
+
+  /** `exclusiveBytes`, with how many files they are. */
+  async exclusiveTotals(cartIds: number[]): Promise<{ files: number; bytes: number }> {
+    if (cartIds.length === 0) return { files: 0, bytes: 0 };
     const ids = sql.join(cartIds.map((id) => sql`${id}`));
-    const row = await sql<{ bytes: number | string }>`select coalesce(sum(b.size), 0) as bytes
+    const row = await sql<{ files: number | string; bytes: number | string }>`select
+        count(*) as files, coalesce(sum(b.size), 0) as bytes
       from blobs b
       where b.id in (select blob_id from files where cart_id in (${ids}) and blob_id is not null)
         and not exists (select 1 from files f join carts c on c.id = f.cart_id
           where f.blob_id = b.id and f.cart_id not in (${ids}) and c.removed_at is null)`
       .execute(this.db);
-    return Number(row.rows[0].bytes);
+    return { files: Number(row.rows[0].files), bytes: Number(row.rows[0].bytes) };
   }
 
   /** How many cached files no cart refers to, and their bytes. */

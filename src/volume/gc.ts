@@ -140,16 +140,19 @@ export async function collectGarbage(
   const removed = [...chosen.values()];
   if (options.dryRun) {
     const stray = (await strayFolders(store, volume)).length;
-    // What removing them frees: the files no cart left holds.
-    const freed = await store.cache.exclusiveBytes(removed.map((r) => r.cartId));
+    // What removing them frees: the files no cart left holds, which join the cache and go with
+    // it when it goes.
+    const theirs = await store.cache.exclusiveTotals(removed.map((r) => r.cartId));
     const cacheGoes = options.free || cacheUnusedSince > -Infinity;
     return {
       dryRun: true,
       removed,
       strayDirectories: stray,
-      cache: cacheGoes ? cached : { files: 0, bytes: 0 },
+      cache: cacheGoes
+        ? { files: cached.files + theirs.files, bytes: cached.bytes + theirs.bytes }
+        : { files: 0, bytes: 0 },
       freeBefore,
-      freeAfter: freeBefore + freed + (cacheGoes ? cached.bytes : 0),
+      freeAfter: freeBefore + theirs.bytes + (cacheGoes ? cached.bytes : 0),
     };
   }
 

@@ -153,7 +153,16 @@ export class SpaceManager {
       const rest = victims.filter((_, j) => j !== i);
       if (cached.bytes + await exclusive(rest) >= shortfall) victims = rest;
     }
-    let freed = (await evictCachedFiles(this.store, this.volume, { bytes: shortfall })).bytes;
+    const fromCache = await evictCachedFiles(this.store, this.volume, { bytes: shortfall });
+    if (fromCache.files > 0) {
+      log.info(
+        `evicted ${fromCache.files} cached file(s) no cart referred to (${
+          formatBytes(fromCache.bytes)
+        }) to make room`,
+      );
+      metrics.evictions.inc({ reason: "cache" }, fromCache.files);
+    }
+    let freed = fromCache.bytes;
     if (freed >= shortfall) return true;
     let evicted = 0;
     for (const victim of victims) {
