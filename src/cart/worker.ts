@@ -11,7 +11,7 @@ import { CartdError, describe, isKind } from "../errors.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import { sleep } from "../time.ts";
-import { fileIdentity } from "../store/cache.ts";
+import { fileIdentity, waitingMessage } from "../store/cache.ts";
 import type { Cart, CartFile, FileState, Store } from "../store/store.ts";
 import { SpaceManager } from "../volume/space.ts";
 import type { Volume } from "../volume/volume.ts";
@@ -263,7 +263,11 @@ export class Worker {
       untilMs: this.config.pollMaxInterval,
       abandonedMs: this.config.leaseTime + this.config.pollMaxInterval,
     });
-    if (turn === "lead") return false;
+    if (turn === "lead") {
+      // Its wait is over: the message goes with the next write of the file.
+      if (file.error === waitingMessage) this.note(job, { error: "" });
+      return false;
+    }
     log.debug(`${fileOf(job)}: another cart's file is pulling it; waiting`, { uid: job.uid });
     job.file = { ...job.file, next_try_at: now + this.config.pollMaxInterval, owner: null };
     // Nothing here waited on the archive or the disk: let requests in before the next claim.

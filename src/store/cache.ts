@@ -194,6 +194,7 @@ export class CacheRecords {
               owner: null,
               lease_until: null,
               updated_at: now,
+              error: waitingMessage,
             })
             .where("id", "=", fileId).where("owner", "=", file.owner).execute();
           return "wait";
@@ -212,7 +213,12 @@ export class CacheRecords {
       if (inserted) return "lead";
       // The other leads: wait for it, but look again soon (its pull may have only begun).
       await tx.updateTable("files")
-        .set({ next_try_at: now + Math.min(wait.untilMs, 1000), owner: null, lease_until: null })
+        .set({
+          next_try_at: now + Math.min(wait.untilMs, 1000),
+          owner: null,
+          lease_until: null,
+          error: waitingMessage,
+        })
         .where("id", "=", fileId).where("owner", "=", file.owner).execute();
       return "wait";
     });
@@ -249,6 +255,9 @@ export async function recordBlob(
   }).returning("id").executeTakeFirstOrThrow();
   return Number(row.id);
 }
+
+/** What a file waiting for another cart's pull of it says (in its status, until it moves on). */
+export const waitingMessage = "waiting for another cart's pull of this file";
 
 /** What makes two requests' files the same file, for the one-pull rule (see `leadPull`). */
 export function fileIdentity(archiveId: string, hashType: string, hashSum: string): string {
