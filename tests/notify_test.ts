@@ -32,12 +32,20 @@ interface Received {
   };
 }
 
-/** A free loopback port (nothing listens on it once this returns). */
+/**
+ * A free loopback port for a receiver that starts later: outside the range the system hands out
+ * for port 0, so no other test's server can take it meanwhile.
+ */
 function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 10000);
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch {
+      // Taken: try another.
+    }
+  }
 }
 
 /** A receiver on `port` that fails its first `failures` posts, then answers after `delayMs`. */
