@@ -12,7 +12,7 @@ import { createApp, type Handler } from "../src/http/app.ts";
 import { AccessControl } from "../src/http/auth.ts";
 import { shownUrl } from "../src/cart/notifier.ts";
 import { Downloads } from "../src/http/downloads.ts";
-import { configureLog, log } from "../src/log.ts";
+import { batchLogLines, configureLog, log } from "../src/log.ts";
 import { observeSite } from "../src/metrics.ts";
 import { sleep } from "../src/time.ts";
 import { configSources, type GlobalOptions, resolveConfig } from "./context.ts";
@@ -83,6 +83,7 @@ export function serveCommand(globals: () => GlobalOptions) {
     .option("-a, --address <address>", "address to listen on", address, "127.0.0.1")
     .option("--workers <n>", "files staged and pulled at once ([cartd] workers)")
     .action(async (options) => {
+      batchLogLines();
       const flags = { "cartd.workers": options.workers };
       const config = resolveConfig(globals(), flags);
       // A tokens file that is unsafe or malformed stops start-up; later, the tokens in force stay.

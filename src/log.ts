@@ -68,6 +68,16 @@ export function logs(level: LogLevel): boolean {
 /** Lines not written yet: they go out together, once per turn of the event loop. */
 let pending: string[] = [];
 let flushing = false;
+/**
+ * Whether lines wait for the end of the turn (`cartd serve`, where an access line per request
+ * would cost a write each); a command's lines go out at once, in order with what it prints.
+ */
+let batched = false;
+
+/** Writes lines together once per turn of the event loop (for a server). */
+export function batchLogLines(): void {
+  batched = true;
+}
 
 /** Writes every pending line now (also done at exit, and at once for errors). */
 export function flushLog(): void {
@@ -101,7 +111,7 @@ function write(level: LogLevel, message: string, fields?: LogFields) {
     : `${time} ${level.padEnd(5)} ${message}`;
   pending.push(`${line}\n`);
   // An error goes out at once: the process may be about to end.
-  if (level === "error" || pending.length >= 512) flushLog();
+  if (!batched || level === "error" || pending.length >= 512) flushLog();
   else if (!flushing) {
     flushing = true;
     setTimeout(flushLog, 0);
