@@ -13,6 +13,7 @@ import CounterModule from "prom-client/lib/counter.js";
 import GaugeModule from "prom-client/lib/gauge.js";
 import HistogramModule from "prom-client/lib/histogram.js";
 import RegistryModule from "prom-client/lib/registry.js";
+import type { SiteCounts } from "./store/stats.ts";
 import { version } from "./version.ts";
 
 const Counter = CounterModule as unknown as typeof Prom.Counter;
@@ -128,17 +129,10 @@ new Gauge({
   typescript: Deno.version.typescript,
 }, 1);
 
-/** What the site's gauges are read from at each scrape: the database and the volume. */
-export interface SiteFigures {
-  cartsByStatus: Record<string, number>;
-  filesByState: Record<string, number>;
-  cartsDeletedByReason: Record<string, number>;
-  reservedBytes: number;
-  notificationsPending: number;
-  /** Bytes of verified files on the volume, each counted once (the cache included). */
-  cartBytes: number;
+/** What the site's gauges are read from at each scrape: the database's counts and the volume. */
+export type SiteFigures = SiteCounts & {
   volume: { freeBytes: number; sizeBytes: number; limitBytes: number; reserveBytes: number };
-}
+};
 
 let readSite: (() => Promise<SiteFigures>) | undefined;
 /**

@@ -3,6 +3,7 @@
  * file verified once serves every later cart that asks for it, with no stage or pull, and stays
  * as cache when its carts are gone, until space is needed or gc takes it.
  */
+import { DatabaseSync } from "node:sqlite";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { type FileSpec, makeArchive } from "./support/archive.ts";
 import { cartdEnv, runCli } from "./support/cli.ts";
@@ -10,7 +11,7 @@ import { stageCart, withSimulator } from "./support/cartd.ts";
 import type { TestCartd } from "./support/cartd.ts";
 import { type ArchiveSimulator, startArchiveSimulator } from "../fixtures/archive_server.ts";
 import { startServer, waitWhileStaging } from "./support/server.ts";
-import { fileIdentity } from "../src/store/cache.ts";
+import { fileIdentity, waitingMessage } from "../src/store/cache.ts";
 
 const twenty: FileSpec[] = Array.from({ length: 20 }, (_, i) => ({
   id: `run/f${i}`,
@@ -25,6 +26,21 @@ function requests(simulator: ArchiveSimulator): number {
     for (const n of counts.values()) total += n;
   }
   return total;
+}
+
+/** Runs SQL on a test cartd's SQLite database, as a site's older cartd or an operator might. */
+function sqlOn(cartd: TestCartd, statement: string) {
+  const db = new DatabaseSync(`${cartd.volume.root}/cartd.sqlite3`);
+  db.exec(statement);
+  db.close();
+}
+
+/** The volume as a cartd before the cache left it: each file's one copy in its cart's folder. */
+async function asBeforeTheCache(cartd: TestCartd) {
+  for await (const entry of Deno.readDir(`${cartd.volume.root}/cache`)) {
+    await Deno.remove(`${cartd.volume.root}/cache/${entry.name}`);
+  }
+  sqlOn(cartd, "update blobs set key = null");
 }
 
 /** The running total of cached bytes is the sum of the cached files' sizes. */
@@ -195,14 +211,7 @@ Deno.test("cartd list and gc --dry-run show what the cache holds", async () => {
 Deno.test("files staged before the cache join it after cartd db migrate, with no pull", async () => {
   await withSimulator(twenty.slice(0, 3), {}, {}, async ({ archive, simulator, cartd }) => {
     assertEquals((await stageCart(cartd, "old", archive.request)).done?.status, "ready");
-    // As a cartd before the cache left them: each file's one copy in its cart's folder.
-    for await (const entry of Deno.readDir(`${cartd.volume.root}/cache`)) {
-      await Deno.remove(`${cartd.volume.root}/cache/${entry.name}`);
-    }
-    const { DatabaseSync } = await import("node:sqlite");
-    const db = new DatabaseSync(`${cartd.volume.root}/cartd.sqlite3`);
-    db.exec("update blobs set key = null");
-    db.close();
+    await asBeforeTheCache(cartd);
 
     await cartd.migrate();
     assert((await cartd.store.cache.all()).every((b) => b.key !== null));
@@ -259,8 +268,9 @@ Deno.test("when the pull another cart waits on fails, the waiting cart pulls the
       "first",
       parseCartRequest(JSON.stringify(archive.request)),
     );
-    // The first cart's file leads the pull before the second cart exists.
-    const file = (await cartd.store.carts.files(first.cart.id))[0];
+    // The first cart's file, claimed (for half a second), leads the pull before the second cart
+    // exists.
+    const file = (await cartd.store.work.claim("test", Date.now(), 500, first.cart.id))!;
     const identity = fileIdentity(file.archive_id, file.hash_type, file.hash_sum);
     const turn = await cartd.store.cache.leadPull(
       identity,
@@ -276,6 +286,20 @@ Deno.test("when the pull another cart waits on fails, the waiting cart pulls the
       "second",
       parseCartRequest(JSON.stringify(archive.request)),
     );
+    // The second cart's file, claimed, waits, and says why.
+    const claimed = await cartd.store.work.claim("w2", Date.now(), 60_000, second.cart.id);
+    const waits = await cartd.store.cache.leadPull(
+      identity,
+      { id: claimed!.id, owner: "w2" },
+      Date.now(),
+      {
+        untilMs: 1000,
+        abandonedMs: 60_000,
+      },
+    );
+    assertEquals(waits, "wait");
+    const [waiting] = await cartd.store.carts.files(second.cart.id);
+    assertEquals([waiting.error, waiting.owner], [waitingMessage, null]);
     const stop = new AbortController();
     const working = cartd.worker().run(stop.signal);
     try {
@@ -309,10 +333,7 @@ Deno.test("eviction frees only what no remaining cart holds: a cart sharing ever
     });
     assertEquals((await stageCart(cartd, "old", set("x"))).done?.status, "ready");
     // Made old enough to evict; "recent" holds the same files and was just used.
-    const { DatabaseSync } = await import("node:sqlite");
-    const db = new DatabaseSync(`${cartd.volume.root}/cartd.sqlite3`);
-    db.exec("update carts set used_at = used_at - 60000");
-    db.close();
+    sqlOn(cartd, "update carts set used_at = used_at - 60000");
     assertEquals((await stageCart(cartd, "recent", set("x"))).done?.status, "ready");
     // e needs 50 000 bytes where 30 000 are free: evicting "old" would free nothing.
     assertEquals((await stageCart(cartd, "e", set("e"))).done?.status, "error");
@@ -324,13 +345,7 @@ Deno.test("eviction frees only what no remaining cart holds: a cart sharing ever
 Deno.test("files staged before the cache are checked before they join it: a planted symlink is not", async () => {
   await withSimulator(twenty.slice(0, 2), {}, {}, async ({ archive, simulator, cartd }) => {
     const { cart } = await stageCart(cartd, "old", archive.request);
-    for await (const entry of Deno.readDir(`${cartd.volume.root}/cache`)) {
-      await Deno.remove(`${cartd.volume.root}/cache/${entry.name}`);
-    }
-    const { DatabaseSync } = await import("node:sqlite");
-    const db = new DatabaseSync(`${cartd.volume.root}/cartd.sqlite3`);
-    db.exec("update blobs set key = null");
-    db.close();
+    await asBeforeTheCache(cartd);
     // The old cart's folder swapped for a link to files of the same sizes elsewhere.
     const outside = await Deno.makeTempDir({ prefix: "cartd-outside-" });
     for (const f of twenty.slice(0, 2)) {
@@ -398,11 +413,8 @@ Deno.test("of older carts, the one sharing its files with a newer cart is spared
     });
     assertEquals((await stageCart(cartd, "old", set("x"))).done?.status, "ready");
     assertEquals((await stageCart(cartd, "mid", set("y"))).done?.status, "ready");
-    const { DatabaseSync } = await import("node:sqlite");
-    const db = new DatabaseSync(`${cartd.volume.root}/cartd.sqlite3`);
-    db.exec("update carts set used_at = used_at - 60000 where uid = 'old'");
-    db.exec("update carts set used_at = used_at - 30000 where uid = 'mid'");
-    db.close();
+    sqlOn(cartd, "update carts set used_at = used_at - 60000 where uid = 'old'");
+    sqlOn(cartd, "update carts set used_at = used_at - 30000 where uid = 'mid'");
     assertEquals((await stageCart(cartd, "recent", set("x"))).done?.status, "ready");
     assertEquals((await stageCart(cartd, "e", set("e"))).done?.status, "ready");
     assertEquals((await cartd.service.report("old")).status, "ready", "evicting it frees nothing");

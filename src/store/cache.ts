@@ -5,20 +5,17 @@
  * recently used first. Space accounting counts each blob once (see space.ts).
  */
 import { type ExpressionBuilder, type Kysely, sql } from "kysely";
-import type { Blob, Database } from "./schema.ts";
+import type { Blob, BlobTable, Database } from "./schema.ts";
 import type { SqlDialect } from "./sql_dialect.ts";
 
-/** What a new blob is: the file a pull verified. */
-export interface NewBlob {
-  /** Its name in the cache folder; null when it could not be linked there. */
-  key: string | null;
-  archive_id: string;
-  hash_type: string;
-  hash_sum: string;
-  verified: number;
-  size: number;
-  mtime: number | null;
-}
+/**
+ * What a new blob is: the file a pull verified (its `key` null when it could not be linked into
+ * the cache folder).
+ */
+export type NewBlob = Pick<
+  BlobTable,
+  "key" | "archive_id" | "hash_type" | "hash_sum" | "verified" | "size" | "mtime"
+>;
 
 /** Whether a cart whose files are on the volume refers to the blob. */
 export function referenced(eb: ExpressionBuilder<Database, "blobs">) {
