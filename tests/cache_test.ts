@@ -464,3 +464,154 @@ Deno.test("SIGKILL while two carts wait on one pull: both end ready, the file pu
     await simulator.stop();
   }
 });
+
+/**
+ * Bytes cartd holds on the volume (carts' files, partial ones and the cache), each file once: of
+ * the files seen on a walk, those still there when it ends, so never more than was there at once.
+ */
+async function bytesOnVolume(root: string): Promise<number> {
+  const seen = new Map<number, string>();
+  const walk = async (dir: string): Promise<void> => {
+    const entries = [];
+    try {
+      for await (const entry of Deno.readDir(dir)) entries.push(entry);
+    } catch {
+      return; // removed meanwhile
+    }
+    for (const entry of entries) {
+      const path = `${dir}/${entry.name}`;
+      const info = await Deno.lstat(path).catch(() => undefined);
+      if (!info) continue;
+      if (info.isDirectory) await walk(path);
+      else if (info.isFile) seen.set(info.ino!, path);
+    }
+  };
+  await walk(`${root}/carts`);
+  await walk(`${root}/cache`);
+  let total = 0;
+  for (const [ino, path] of seen) {
+    const info = await Deno.lstat(path).catch(() => undefined);
+    if (info?.ino === ino) total += info.size;
+  }
+  return total;
+}
+
+/**
+ * Creates carts of the given files (by index into `files`) at once, runs a worker until all of
+ * them are done, sampling what the volume holds meanwhile; returns the most it held.
+ */
+async function stageTogether(
+  setup: { archive: Awaited<ReturnType<typeof makeArchive>>; cartd: TestCartd },
+  files: FileSpec[],
+  picks: Record<string, number[]>,
+): Promise<{ most: number; carts: { id: number; uid: string }[] }> {
+  const { archive, cartd } = setup;
+  const { parseCartRequest } = await import("../src/cart/request.ts");
+  const created = await Promise.all(
+    Object.entries(picks).map(([uid, ids]) =>
+      cartd.service.create(
+        uid,
+        parseCartRequest(JSON.stringify({
+          fileids: ids.map((i) => archive.request.fileids.find((f) => f.id === files[i].id)),
+        })),
+      )
+    ),
+  );
+  const carts = created.map(({ cart }) => ({ id: cart.id, uid: cart.uid }));
+  let most = 0;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      most = Math.max(most, await bytesOnVolume(cartd.volume.root));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  })();
+  const stop = new AbortController();
+  const working = cartd.worker().run(stop.signal);
+  try {
+    const deadline = Date.now() + 60_000;
+    for (const cart of carts) {
+      while ((await cartd.store.carts.byId(cart.id))?.status === "staging") {
+        if (Date.now() > deadline) {
+          const files = (await cartd.store.work.all()).filter((f) => f.state !== "ready");
+          const state = files.map((f) => `${f.cart_id} ${f.archive_id} ${f.state} ${f.error}`);
+          throw new Error(`not all ready in time:\n${state.join("\n")}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
+  } finally {
+    stop.abort();
+    await working;
+    sampling = false;
+    await sampler;
+  }
+  return { most, carts };
+}
+
+/** Every cart ended ready (and maybe was evicted since), holding no promise of space. */
+async function assertAllReady(cartd: TestCartd, carts: { id: number; uid: string }[]) {
+  for (const cart of carts) {
+    const row = await cartd.store.carts.byId(cart.id);
+    assertEquals([row?.uid, row?.status], [cart.uid, "ready"], row?.message);
+    assertEquals(row?.promised_bytes, 0);
+  }
+}
+
+const tightVolume = (limit: number) => ({
+  CARTD_VOLUME_SIZE_LIMIT: String(limit),
+  CARTD_VOLUME_RESERVE: "0",
+  // A ready cart may be evicted for the next at once.
+  LRU_BUFFER_TIME: "0",
+  CARTD_SPACE_WAIT: "120s",
+});
+
+Deno.test("carts that each fit the volume_size_limit but not together are staged one after the other, never part of the way each", async () => {
+  const ten = Array.from({ length: 10 }, (_, i) => ({ id: `whole/f${i}`, size: 60_000 }));
+  const limit = 400_000;
+  await withSimulator(
+    ten,
+    { mode: "tape", tapeDelayMs: 100 },
+    tightVolume(limit),
+    async (setup) => {
+      const { most, carts } = await stageTogether(setup, ten, {
+        x: [0, 1, 2, 3, 4],
+        y: [5, 6, 7, 8, 9],
+      });
+      await assertAllReady(setup.cartd, carts);
+      assert(most > 0 && most <= limit, `at most ${most} bytes on the volume (limit ${limit})`);
+      for (const file of ten) assertEquals(setup.simulator.count("pull", file.id), 1);
+      const [first, second] = (await setup.cartd.store.carts.all())
+        .sort((a, b) => Number(a.ready_at) - Number(b.ready_at));
+      assertEquals(first.delete_reason, "evicted", "the first was evicted for the second");
+      assert(
+        Number(second.admitted_at) >= Number(first.ready_at),
+        "admitted once the first was done",
+      );
+    },
+  );
+});
+
+Deno.test("carts sharing files that each fit the volume_size_limit but not together: each is admitted whole in turn, all end ready, and the limit is never passed", async () => {
+  // Twelve files; each cart needs eight of them (480 000 bytes), any two together ten or more.
+  const twelve = Array.from({ length: 12 }, (_, i) => ({ id: `share/f${i}`, size: 60_000 }));
+  const limit = 600_000;
+  await withSimulator(
+    twelve,
+    { mode: "tape", tapeDelayMs: 100 },
+    tightVolume(limit),
+    async (setup) => {
+      const { most, carts } = await stageTogether(setup, twelve, {
+        a: [0, 1, 2, 3, 4, 5, 6, 7],
+        b: [4, 5, 6, 7, 8, 9, 10, 11],
+        c: [0, 1, 2, 3, 8, 9, 10, 11],
+      });
+      await assertAllReady(setup.cartd, carts);
+      assert(most > 0 && most <= limit, `at most ${most} bytes on the volume (limit ${limit})`);
+      // A file is pulled again only when the carts that held it were evicted meanwhile.
+      const pulls = twelve.reduce((n, f) => n + setup.simulator.count("pull", f.id), 0);
+      assert(pulls < 24, `${pulls} pulls for 24 files asked for`);
+      await assertTotalsKept(setup.cartd);
+    },
+  );
+});

@@ -196,7 +196,8 @@ export class Worker {
   /**
    * Takes the file from the shared cache when the cache holds it: the same archive id and the
    * checksum the request gives, verified; without a checksum, the archive's size and mtime (one
-   * status request). True when the file is ready.
+   * status request). Its cart is admitted first (see SpaceRecords.admit). True when the file is
+   * done with for now: ready, or waiting for its cart to be admitted.
    */
   private async takeFromCache(job: Job, signal: AbortSignal): Promise<boolean> {
     const file = job.file;
@@ -215,13 +216,27 @@ export class Worker {
       if (!this.volume.linkFromCache(blob.key!, Number(blob.size), file.cart_id, file.path)) {
         continue;
       }
-      const taken = await this.store.work.adopt(file, job.owner, {
+      const cached = {
         id: Number(blob.id),
         size: Number(blob.size),
         mtime: blob.mtime === null ? null : Number(blob.mtime),
         verified: Number(blob.verified),
-      }, Date.now());
-      if (taken === "gone") continue;
+      };
+      let taken = await this.store.work.adopt(file, job.owner, cached, Date.now());
+      if (taken === "unadmitted") {
+        const space = await this.space.admit(file);
+        if (!space.ok) {
+          this.volume.unlinkFromCart(file.cart_id, file.path);
+          if (space.never) await this.markError(job, space.message);
+          else await this.waitForSpace(job, space.message);
+          return true;
+        }
+        taken = await this.store.work.adopt(file, job.owner, cached, Date.now());
+      }
+      if (taken === "gone" || taken === "unadmitted") {
+        this.volume.unlinkFromCart(file.cart_id, file.path);
+        continue;
+      }
       if (!taken) throw new LeaseLost(`lost the lease on file ${file.id}`);
       job.file = {
         ...job.file,
@@ -310,8 +325,11 @@ export class Worker {
       }
     });
     try {
-      // A file the cache holds is taken from it: no stage, no pull.
-      if (job.file.state === "waiting" && await this.takeFromCache(job, signal)) return;
+      // A file the cache holds is taken from it: no stage, no pull. One that waited for space may
+      // have been cached meanwhile (by a cart that went first).
+      const mayBeCached = job.file.state === "waiting" ||
+        (job.file.state === "staged" && job.file.space_wait_since !== null);
+      if (mayBeCached && await this.takeFromCache(job, signal)) return;
       // Another cart's file is pulling this very file: wait, and take it from the cache after.
       if (job.file.state === "waiting" && await this.waitForOtherPull(job)) return;
       if (job.file.state === "waiting") await this.stage(job, signal);
@@ -528,7 +546,8 @@ export class Worker {
       this.config.pollMaxInterval,
     );
     await this.save(job, {
-      state: "staged",
+      // A file waiting to be taken from the cache stays waiting: it is looked for there again.
+      state: job.file.state === "waiting" ? "waiting" : "staged",
       space_wait_since: since,
       error: message,
       next_try_at: now + Math.round(delay * (0.5 + Math.random() * 0.5)),

@@ -5,6 +5,7 @@
  * recently used first. Space accounting counts each blob once (see space.ts).
  */
 import { type ExpressionBuilder, type Kysely, sql } from "kysely";
+import { pendingStates, stagingCart } from "./predicates.ts";
 import type { Blob, BlobTable, Database } from "./schema.ts";
 import type { SqlDialect } from "./sql_dialect.ts";
 
@@ -17,34 +18,67 @@ export type NewBlob = Pick<
   "key" | "archive_id" | "hash_type" | "hash_sum" | "verified" | "size" | "mtime"
 >;
 
-/** Whether a cart whose files are on the volume refers to the blob. */
+/**
+ * Whether a cart whose files are on the volume refers to the blob, or an admitted cart still
+ * staging is to take it (its room was promised without it; see SpaceRecords).
+ */
 export function referenced(eb: ExpressionBuilder<Database, "blobs">) {
-  return eb.exists(
-    eb.selectFrom("files").innerJoin("carts", "carts.id", "files.cart_id")
-      .select("files.id")
-      .whereRef("files.blob_id", "=", "blobs.id")
-      .where("carts.removed_at", "is", null),
-  );
+  return eb.or([
+    eb.exists(
+      eb.selectFrom("files").innerJoin("carts", "carts.id", "files.cart_id")
+        .select("files.id")
+        .whereRef("files.blob_id", "=", "blobs.id")
+        .where("carts.removed_at", "is", null),
+    ),
+    eb.exists(
+      eb.selectFrom("files").innerJoin("carts", "carts.id", "files.cart_id")
+        .select("files.id")
+        .whereRef("files.archive_id", "=", "blobs.archive_id")
+        .where("files.state", "in", pendingStates)
+        .where("carts.admitted_at", "is not", null)
+        .where(stagingCart),
+    ),
+  ]);
+}
+
+/** Whether the cart (one waiting to be admitted) would not take the blob: what it would take is spared where it can be. */
+function notWantedBy(cartId: number | undefined) {
+  return (eb: ExpressionBuilder<Database, "blobs">) =>
+    cartId === undefined ? sql<boolean>`1 = 1` : eb.not(eb.exists(
+      eb.selectFrom("files").select("files.id")
+        .where("files.cart_id", "=", cartId)
+        .whereRef("files.archive_id", "=", "blobs.archive_id")
+        .where("files.state", "in", pendingStates),
+    ));
 }
 
 /** Cached files: what the cache holds, and evicting from it. */
 export class CacheRecords {
   constructor(private readonly db: Kysely<Database>, private readonly dialect: SqlDialect) {}
 
-  /** Cached files no cart refers to (last used before `unusedSince`), least recently used first. */
-  unreferenced(limit: number, unusedSince?: number): Promise<Blob[]> {
+  /**
+   * Cached files no cart refers to (last used before `unusedSince`; none the cart `sparing`
+   * would take), least recently used first.
+   */
+  unreferenced(limit: number, unusedSince?: number, sparing?: number): Promise<Blob[]> {
     let query = this.db.selectFrom("blobs").selectAll()
       .where("key", "is not", null)
-      .where((eb) => eb.not(referenced(eb)));
+      .where((eb) => eb.not(referenced(eb)))
+      .where(notWantedBy(sparing));
     if (unusedSince !== undefined) query = query.where("used_at", "<", unusedSince);
     return query.orderBy("used_at").orderBy("id").limit(limit).execute();
   }
 
   /**
-   * Takes a cached file out of the records if still no cart refers to it; returns it, for its
-   * file to be removed (a cart that takes it meanwhile keeps it).
+   * Takes a cached file out of the records if still no cart refers to it, and has `remove` remove
+   * its file in the same transaction (a cart that takes it meanwhile keeps it). Its bytes leave
+   * the accounting only with the file: a pull admitted in between would otherwise find room that
+   * is not free yet. When `remove` throws, nothing changes. Returns the blob it removed.
    */
-  async claimEviction(blobId: number): Promise<Blob | undefined> {
+  async claimEviction(
+    blobId: number,
+    remove: (key: string) => Promise<void>,
+  ): Promise<Blob | undefined> {
     return await this.db.transaction().execute(async (tx) => {
       await this.dialect.lockReservations(tx);
       // The row is locked first, and the check made by a statement after: on PostgreSQL a cart
@@ -57,7 +91,9 @@ export class CacheRecords {
         .where("id", "=", blobId)
         .where((eb) => eb.not(referenced(eb)))
         .returningAll().executeTakeFirst();
-      if (gone) await addToCacheTotal(tx, -Number(gone.size));
+      if (!gone) return undefined;
+      await addToCacheTotal(tx, -Number(gone.size));
+      if (gone.key) await remove(gone.key);
       return gone;
     });
   }
@@ -84,8 +120,8 @@ export class CacheRecords {
     return { files: Number(row.rows[0].files), bytes: Number(row.rows[0].bytes) };
   }
 
-  /** How many cached files no cart refers to, and their bytes. */
-  async unreferencedTotals(): Promise<{ files: number; bytes: number }> {
+  /** How many cached files no cart refers to (none the cart `sparing` would take), and their bytes. */
+  async unreferencedTotals(sparing?: number): Promise<{ files: number; bytes: number }> {
     const row = await this.db.selectFrom("blobs")
       .select([
         sql<number>`count(*)`.as("files"),
@@ -93,6 +129,7 @@ export class CacheRecords {
       ])
       .where("key", "is not", null)
       .where((eb) => eb.not(referenced(eb)))
+      .where(notWantedBy(sparing))
       .executeTakeFirstOrThrow();
     return { files: Number(row.files), bytes: Number(row.bytes) };
   }
@@ -173,15 +210,26 @@ export class CacheRecords {
             "files.next_try_at",
             "carts.status",
             "carts.deleted_at",
+            "carts.admitted_at",
+            "files.cart_id",
           ])
           .where("files.id", "=", current.file_id).executeTakeFirst();
         // Abandoned: due for a while, and no one took it (a foreground `cartd bundle` stopped).
         const abandoned = leader !== undefined &&
           (leader.lease_until === null || Number(leader.lease_until) < now) &&
           Number(leader.next_try_at) < now - wait.abandonedMs;
+        // A leader whose cart waits for space to be admitted (see SpaceRecords) gives way to a
+        // file whose cart was: the admitted cart may be what it waits on.
+        const outranked = leader !== undefined && leader.admitted_at === null &&
+          await tx.selectFrom("files").select("id")
+              .where("cart_id", "=", leader.cart_id).where("space_wait_since", "is not", null)
+              .executeTakeFirst() !== undefined &&
+          await tx.selectFrom("files").innerJoin("carts", "carts.id", "files.cart_id")
+              .select("files.id").where("files.id", "=", fileId)
+              .where("carts.admitted_at", "is not", null).executeTakeFirst() !== undefined;
         const pulling = leader !== undefined && leader.deleted_at === null &&
           leader.status === "staging" && leader.state !== "ready" && leader.state !== "error" &&
-          !abandoned;
+          !abandoned && !outranked;
         if (pulling) {
           // Handed back to wait, in this transaction: a wake-up by the pull's end (which takes
           // this row's lock) comes after, and is not overwritten.

@@ -174,6 +174,8 @@ export class CartRecords {
       delete_reason: null,
       bytes: 0,
       claimed_at: 0,
+      promised_bytes: 0,
+      admitted_at: null,
     }).returning("id").executeTakeFirstOrThrow();
     try {
       await insertFiles(this.db, Number(draft.id), input.files, now);
@@ -403,6 +405,9 @@ export class CartRecords {
         finished_at: null,
         ready_at: null,
         used_at: now,
+        // It is admitted afresh, for what it needs now (see SpaceRecords).
+        promised_bytes: 0,
+        admitted_at: null,
       }).where("id", "=", cartId).where("status", "=", "error").where("deleted_at", "is", null)
         .returning("id").executeTakeFirst();
       if (!cart) return undefined;
@@ -418,9 +423,11 @@ export class CartRecords {
         space_wait_since: null,
         outage_since: null,
         updated_at: now,
+        promised: 0,
       }).where("cart_id", "=", cartId).where("state", "=", "error").executeTakeFirst();
       // Files still under way keep their place; what they last waited for is old news.
-      await tx.updateTable("files").set({ outage_since: null, space_wait_since: null, error: "" })
+      await tx.updateTable("files")
+        .set({ outage_since: null, space_wait_since: null, error: "", promised: 0 })
         .where("cart_id", "=", cartId).where("state", "in", pendingStates).execute();
       return Number(result.numUpdatedRows);
     });
@@ -538,6 +545,7 @@ async function insertFiles(
       outage_since: null,
       blob_id: null,
       from_cache: 0,
+      promised: 0,
     }));
     await db.insertInto("files").values(rows).execute();
     // node:sqlite is synchronous: let other requests in between batches.

@@ -288,6 +288,38 @@ function cache(dialect: Dialect): Migration {
   };
 }
 
+/**
+ * Whole-cart admission: a cart's first pull promises it the bytes of every file it still needs
+ * (`carts.promised_bytes`, each such file's share in `files.promised`), so carts that do not fit
+ * together never stage part of the way each and then wait on each other.
+ */
+function admission(dialect: Dialect): Migration {
+  const { big } = types(dialect);
+  return {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable("carts")
+        .addColumn("promised_bytes", big, (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema.alterTable("carts").addColumn("admitted_at", big).execute();
+      // Carts already under way were admitted as they went.
+      await sql`update carts set admitted_at = created_at`.execute(db);
+      await db.schema.alterTable("files")
+        .addColumn("promised", big, (c) => c.notNull().defaultTo(0)).execute();
+      // Every reservation sums the promises of the few carts that hold one, and looks for the
+      // files of its cart that became known and are not promised yet.
+      await sql`create index carts_promised on carts (id) where promised_bytes > 0`.execute(db);
+      await sql`create index files_unpromised on files (cart_id)
+        where promised = 0 and size is not null and blob_id is null`.execute(db);
+    },
+    async down(db: Kysely<unknown>) {
+      await sql`drop index files_unpromised`.execute(db);
+      await sql`drop index carts_promised`.execute(db);
+      await db.schema.alterTable("files").dropColumn("promised").execute();
+      await db.schema.alterTable("carts").dropColumn("admitted_at").execute();
+      await db.schema.alterTable("carts").dropColumn("promised_bytes").execute();
+    },
+  };
+}
+
 /** Kysely's migration provider over the static list. */
 export function migrationProvider(dialect: Dialect): MigrationProvider {
   return {
@@ -301,6 +333,7 @@ export function migrationProvider(dialect: Dialect): MigrationProvider {
         "0006_owners": owners(),
         "0007_notifications": notifications(dialect),
         "0008_cache": cache(dialect),
+        "0009_admission": admission(dialect),
       }),
   };
 }

@@ -80,7 +80,7 @@ for (const engine of engines) {
       // 16 pulls of 100 bytes each into 1 000 free bytes: exactly 10 fit, whoever asks first.
       const checks = await Promise.all(
         held.map((file, i) =>
-          stores[i % 4].space.reserve(file!.id, `w${i}`, 100, () => 1000, 0, 2000)
+          stores[i % 4].space.reserve(file!, `w${i}`, 100, () => 1000, 0, 2000)
         ),
       );
       assertEquals(checks.filter((c) => c.fits).length, 10);

@@ -39,6 +39,13 @@ export interface CartTable {
   claimed_at: number;
   /** The name of the token that created it (access control on); null: open to every caller. */
   owner: string | null;
+  /**
+   * Bytes its files not yet on the volume were promised when it was admitted (its first pull):
+   * space no other cart takes. Counts only while the cart is staging.
+   */
+  promised_bytes: number;
+  /** When its first file was admitted (see SpaceRecords); until then it takes nothing cached. */
+  admitted_at: number | null;
 }
 
 /** A row of `files`: one file of a cart and its place in the pipeline. */
@@ -79,6 +86,8 @@ export interface FileTable {
   blob_id: number | null;
   /** 1 when it came from the cache rather than a pull of its own. */
   from_cache: number;
+  /** Its share of its cart's `promised_bytes` (0: not promised), given back when it is ready. */
+  promised: number;
 }
 
 /** A download in progress, so its cart's files stay until it ends. */

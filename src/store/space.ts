@@ -7,9 +7,9 @@
  * under a lock on its cart row, and a removal is claimed under the same lock after checking that
  * no download runs, so files are never removed under a download on any node.
  */
-import { type Kysely, type RawBuilder, sql } from "kysely";
+import { type Kysely, sql } from "kysely";
 import { noLiveDownload } from "./predicates.ts";
-import { addToCacheTotal } from "./cache.ts";
+import { addToCacheTotal, waitingMessage } from "./cache.ts";
 import type { Database } from "./schema.ts";
 import type { SqlDialect } from "./sql_dialect.ts";
 import type { FileChanges } from "./work.ts";
@@ -19,9 +19,14 @@ export interface SpaceCheck {
   fits: boolean;
   /** The file is no longer this worker's: nothing was reserved, and nothing need be made room for. */
   leaseLost?: boolean;
-  /** Bytes held by other pulls in progress and not yet on disk. */
+  /**
+   * What had to fit: the file alone when its cart was promised it; otherwise every file its cart
+   * still needs whose size is known (the cart is admitted whole, see `reserve`).
+   */
+  need: number;
+  /** Bytes held for others and not on disk yet: pulls in progress and other carts' promises. */
   reserved: number;
-  /** What cartd's carts and reservations take, for `volume_size_limit`. */
+  /** What cartd's carts, pulls and promises take, for `volume_size_limit`. */
   used: number;
 }
 
@@ -30,14 +35,16 @@ export class SpaceRecords {
   constructor(private readonly db: Kysely<Database>, private readonly dialect: SqlDialect) {}
 
   /**
-   * Reserves `bytes` for a file this worker holds, if they fit: in what the volume has free
-   * (`freeBytes`, read inside the transaction) less what other pulls hold and have not written yet,
-   * and, when `limit` > 0, in cartd's own cap. Reservations of every process count, and one
-   * expires with its file's lease, so a crashed worker's space comes back. When they fit, the
-   * file's row takes `changes` in the same statement.
+   * Reserves `bytes` for a file this worker holds, if they fit in what the volume has free
+   * (`freeBytes`, read inside the transaction) and, when `limit` > 0, in cartd's own cap. When
+   * they fit, the file's row takes `changes` in the same transaction.
+   *
+   * Carts are admitted whole: a file whose cart has not promised it room is reserved only with
+   * every other file the cart still needs (see `admitIn`). A promised file only needs room on the
+   * disk (something besides cartd may have filled it).
    */
   async reserve(
-    fileId: number,
+    file: { id: number; cart_id: number },
     owner: string,
     bytes: number,
     freeBytes: () => number,
@@ -47,38 +54,45 @@ export class SpaceRecords {
   ): Promise<SpaceCheck> {
     return await this.db.transaction().execute(async (tx) => {
       await this.dialect.lockReservations(tx);
-      // Under the lock, as few round trips as can be: the free space is read here, and the check
-      // and the reservation (with the file's `changes`) are one statement. The totals are read
-      // only when it does not fit.
       const free = freeBytes();
-      const others = (column: RawBuilder<unknown>) =>
-        sql`(select coalesce(sum(${column}), 0) from files
-          where reserved > 0 and lease_until > ${now} and id <> ${fileId})`;
-      // A pull's whole reservation counts until it completes: what it wrote may not show in the
-      // file system's free space yet (a shared volume's client cache holds it for a while).
-      const unwritten = others(sql`reserved`);
-      // Every verified file on the volume counts once, however many carts refer to it.
-      const stored = sql`(select bytes from cache_totals where id = 1)`;
-      const need = sql`cast(${bytes} as bigint)`;
-      const reserved = await tx.updateTable("files")
-        .set({ ...changes, reserved: bytes, space_wait_since: null, error: "" })
-        .where("id", "=", fileId).where("owner", "=", owner)
-        .where(sql<boolean>`${need} <= cast(${free} as bigint) - ${unwritten}`)
-        .where(sql<boolean>`(cast(${limit} as bigint) <= 0
-            or ${stored} + ${others(sql`reserved`)} + ${need} <= cast(${limit} as bigint))`)
-        .returning("id").execute();
-      if (reserved.length > 0) return { fits: true, reserved: 0, used: 0 };
-      const totals = await sql<{ unwritten: number; held: number; stored: number; ours: number }>`
-        select ${unwritten} as unwritten, ${others(sql`reserved`)} as held, ${stored} as stored,
-          (select count(*) from files where id = ${fileId} and owner = ${owner}) as ours`
-        .execute(tx);
-      const row = totals.rows[0];
-      return {
-        fits: false,
-        leaseLost: Number(row.ours) === 0,
-        reserved: Number(row.unwritten),
-        used: Number(row.stored) + Number(row.held),
-      };
+      const held = await heldNow(tx, now, { id: file.id, owner });
+      if (!held.file) return { fits: false, leaseLost: true, need: bytes, reserved: 0, used: 0 };
+      const promised = held.file.promised > 0;
+      const check = promised
+        ? { fits: bytes <= free - held.pulls, need: bytes, reserved: held.pulls, used: held.used }
+        : await admitIn(tx, file.cart_id, { id: file.id, bytes }, free, limit, now, held);
+      if (check.fits) {
+        await tx.updateTable("files")
+          .set({
+            ...changes,
+            reserved: bytes,
+            space_wait_since: null,
+            error: "",
+            ...(promised ? {} : { promised: bytes }),
+          })
+          .where("id", "=", file.id).execute();
+      }
+      return check;
+    });
+  }
+
+  /**
+   * Admits a cart that has no file to pull yet (its next file is in the cache): promises it the
+   * room for every other file it still needs, if that fits, so it may take cached files. A cart
+   * that took cached files before it was admitted could hold them from eviction while it waits
+   * for room it never gets.
+   */
+  async admit(
+    cartId: number,
+    freeBytes: () => number,
+    limit: number,
+    now: number,
+  ): Promise<SpaceCheck> {
+    return await this.db.transaction().execute(async (tx) => {
+      await this.dialect.lockReservations(tx);
+      const free = freeBytes();
+      const held = await heldNow(tx, now);
+      return await admitIn(tx, cartId, undefined, free, limit, now, held);
     });
   }
 
@@ -119,8 +133,8 @@ export class SpaceRecords {
   async cartNeeds(cartId: number): Promise<{ bytes: number; unknown: number }> {
     const row = await this.db.selectFrom("files")
       .select([
-        sql<number>`coalesce(sum(size), 0)`.as("bytes"),
-        sql<number>`count(*) - count(size)`.as("unknown"),
+        sql<number>`coalesce(sum(${knownSize}), 0)`.as("bytes"),
+        sql<number>`count(*) - count(${knownSize})`.as("unknown"),
       ])
       .where("cart_id", "=", cartId).executeTakeFirstOrThrow();
     return { bytes: Number(row.bytes), unknown: Number(row.unknown) };
@@ -164,4 +178,122 @@ export class SpaceRecords {
       return true;
     });
   }
+}
+
+/**
+ * A file's size as far as it is known: a size not asked for yet may be known from another cart's
+ * request of the same file (this cart's file may be waiting for that cart's pull).
+ */
+const knownSize = sql<number>`coalesce(files.size,
+  (select max(other.size) from files other where other.archive_id = files.archive_id))`;
+
+/** What space is held now, besides the verified files on the volume. */
+interface Held {
+  /** Pulls in progress outside any cart's promise. */
+  pulls: number;
+  /** What staging carts were promised and have not written yet. */
+  promises: number;
+  /** Verified files (each cached file once), pulls and promises: what counts against the limit. */
+  used: number;
+  /** The asking file's share of its cart's promise, and whether its cart was admitted (if it is still the asker's). */
+  file?: { promised: number; admitted: boolean };
+}
+
+/** What is held now, in one statement; the pull of `asking` left out, and its row read. */
+async function heldNow(
+  tx: Kysely<Database>,
+  now: number,
+  asking?: { id: number; owner: string },
+): Promise<Held> {
+  const id = asking?.id ?? 0;
+  const totals = await sql<{
+    pulls: number;
+    promises: number;
+    stored: number;
+    promised: number | null;
+    admitted: number | null;
+  }>`select
+      (select coalesce(sum(reserved), 0) from files
+        where reserved > 0 and lease_until > ${now} and id <> ${id} and promised = 0) as pulls,
+      (select coalesce(sum(promised_bytes), 0) from carts
+        where promised_bytes > 0 and status = 'staging' and deleted_at is null) as promises,
+      (select bytes from cache_totals where id = 1) as stored,
+      (select promised from files where id = ${id} and owner = ${asking?.owner ?? ""})
+        as promised,
+      (select case when c.admitted_at is null then 0 else 1 end from files f
+        join carts c on c.id = f.cart_id where f.id = ${id}) as admitted`.execute(tx);
+  const row = totals.rows[0];
+  const [pulls, promises, stored] = [row.pulls, row.promises, row.stored].map(Number);
+  return {
+    pulls,
+    promises,
+    used: stored + pulls + promises,
+    file: row.promised === null
+      ? undefined
+      : { promised: Number(row.promised), admitted: Number(row.admitted) === 1 },
+  };
+}
+
+/**
+ * Admits the cart (with `file`, when a pull asks): the bytes of every file it still needs that no
+ * promise covers must fit beside everything held, and are then promised to it
+ * (`carts.promised_bytes`, each file's share in `files.promised`) until each is on the volume. So
+ * carts that each fit but not together never all stage part of the way and then wait on each
+ * other: the second waits until the first is done. Files it will take from the cache, or that
+ * an admitted cart pulls now, need no room; files of unknown size are admitted once it is known.
+ * Promises outlive leases (another worker carries on with the cart) and end with the cart.
+ */
+async function admitIn(
+  tx: Kysely<Database>,
+  cartId: number,
+  file: { id: number; bytes: number } | undefined,
+  free: number,
+  limit: number,
+  now: number,
+  held: Held,
+): Promise<SpaceCheck> {
+  const admitted = held.file
+    ? held.file.admitted
+    : (await tx.selectFrom("carts").select("admitted_at").where("id", "=", cartId)
+      .executeTakeFirst())?.admitted_at !== null;
+  // The first admission looks at every file (sizes known from other carts' requests included);
+  // later ones (as sizes become known) only at files with a size of their own, which an index
+  // finds without walking a large cart once per file.
+  const size = admitted ? sql<number>`files.size` : knownSize;
+  const needed = sql<boolean>`files.cart_id = ${cartId} and files.promised = 0
+    and ${size} is not null and files.blob_id is null and files.id <> ${file?.id ?? 0}
+    and files.state not in ('ready', 'error')
+    and not exists (select 1 from blobs where blobs.archive_id = files.archive_id
+      and blobs.key is not null)
+    and not exists (select 1 from pulls join files leader on leader.id = pulls.file_id
+      join carts led on led.id = leader.cart_id
+      where leader.archive_id = files.archive_id and leader.cart_id <> files.cart_id
+        and led.admitted_at is not null)`;
+  const rest = await tx.selectFrom("files").select(
+    sql<number>`coalesce(sum(${size}), 0)`.as("bytes"),
+  )
+    .where(needed).executeTakeFirstOrThrow();
+  const need = (file?.bytes ?? 0) + Number(rest.bytes);
+  const reserved = held.pulls + held.promises;
+  const fits = need === 0 ||
+    (need <= free - reserved && (limit <= 0 || held.used + need <= limit));
+  if (!fits) return { fits, need, reserved, used: held.used };
+  // (The asking file's own share is written with its reservation.)
+  if (Number(rest.bytes) > 0) {
+    await tx.updateTable("files").set({ promised: size }).where(needed).execute();
+  }
+  await tx.updateTable("carts")
+    .set((eb) => ({
+      promised_bytes: eb("promised_bytes", "+", need),
+      admitted_at: eb.fn.coalesce("admitted_at", sql<number>`${now}`),
+    }))
+    .where("id", "=", cartId).execute();
+  // Newly admitted, its files waiting for another cart's pull look again now: a pull whose cart
+  // waits to be admitted is theirs to take over (see CacheRecords.leadPull).
+  if (!admitted) {
+    await tx.updateTable("files").set({ next_try_at: now })
+      .where("cart_id", "=", cartId).where("state", "=", "waiting")
+      .where("error", "=", waitingMessage).where("next_try_at", ">", now).execute();
+  }
+  return { fits, need, reserved, used: held.used };
 }

@@ -96,7 +96,7 @@ for (const engine of engines) {
     }
   });
 
-  Deno.test(`${engine.name}: reservations: what fits, what must not, and what an expired lease no longer holds`, async () => {
+  Deno.test(`${engine.name}: reservations: what fits, what must not, and what a cart's promise holds`, async () => {
     const store = await openStore(engine);
     try {
       const c = await cart(store, "c", 3);
@@ -106,16 +106,67 @@ for (const engine of engines) {
         await store.work.claim("w", 2000, 60_000, c.id),
       ];
       const free = () => 1000;
-      assert((await store.space.reserve(a!.id, "w", 600, free, 0, 2000)).fits);
-      const second = await store.space.reserve(b!.id, "w", 600, free, 0, 2000);
+      assert((await store.space.reserve(a!, "w", 600, free, 0, 2000)).fits);
+      const second = await store.space.reserve(b!, "w", 600, free, 0, 2000);
       assertEquals([second.fits, second.reserved], [false, 600], "600 + 600 exceeds 1000 free");
-      assertEquals((await store.space.reserve(b!.id, "w", 400, free, 0, 2000)).fits, true);
+      assertEquals((await store.space.reserve(b!, "w", 400, free, 0, 2000)).fits, true);
       // Under a limit, what carts already hold counts too.
-      const limited = await store.space.reserve(d!.id, "w", 1, () => 1e9, 1000, 2000);
+      const limited = await store.space.reserve(d!, "w", 1, () => 1e9, 1000, 2000);
       assertEquals([limited.fits, limited.used], [false, 1000]);
-      // a's and b's leases run out: their reservations no longer hold space.
-      const later = await store.space.reserve(d!.id, "w", 900, free, 0, 3001);
-      assertEquals([later.fits, later.reserved], [true, 0]);
+      // a's and b's leases run out, but their cart still stages: what it was promised stays
+      // promised (another worker carries on with them).
+      const later = await store.space.reserve(d!, "w", 900, free, 0, 3001);
+      assertEquals([later.fits, later.reserved], [false, 1000]);
+      // Once a is on the volume its share of the promise is counted as stored instead.
+      const a2 = await store.work.claim("w", 3001, 60_000, c.id);
+      assertEquals(a2?.id, a!.id);
+      assert(await store.work.complete(a2!, "w", { size: 600 }, 3002));
+      const [row] = await store.carts.all();
+      assertEquals(row.promised_bytes, 400);
+    } finally {
+      await store.close();
+    }
+  });
+
+  Deno.test(`${engine.name}: a cart is admitted whole: a second cart that does not fit beside it waits, then fits`, async () => {
+    const store = await openStore(engine);
+    try {
+      const x = await cart(store, "x", 3);
+      const y = await cart(store, "y", 3);
+      const held = [];
+      for (const c of [x, y]) {
+        for (let i = 0; i < 3; i++) {
+          const file = await store.work.claim("w", 2000, 60_000, c.id);
+          assert(await store.work.save(file!.id, "w", { size: 300 }, false, 2000));
+          held.push(file!);
+        }
+      }
+      const free = () => 1000;
+      const first = await store.space.reserve(held[0], "w", 300, free, 0, 2000);
+      assertEquals([first.fits, first.need], [true, 900], "x's first pull admits all of x");
+      const other = await store.space.reserve(held[3], "w", 300, free, 0, 2000);
+      assertEquals([other.fits, other.need, other.reserved], [false, 900, 900], "y must wait");
+      // x's other files were promised their room: they need only the disk.
+      const promised = await store.space.reserve(held[1], "w", 300, () => 400, 0, 2000);
+      assertEquals([promised.fits, promised.need], [true, 300]);
+      // Under a limit the same: y fits once x's files are on the volume.
+      const limited = await store.space.reserve(held[3], "w", 300, () => 1e9, 1000, 2000);
+      assertEquals([limited.fits, limited.used], [false, 900]);
+      for (const file of held.slice(0, 3)) {
+        assert(
+          await store.work.complete(file, "w", { size: 300 }, 2001, {
+            key: null,
+            archive_id: file.archive_id,
+            hash_type: "sha1",
+            hash_sum: "",
+            verified: 0,
+            size: 300,
+            mtime: null,
+          }),
+        );
+      }
+      const after = await store.space.reserve(held[3], "w", 300, () => 1e9, 1800, 2002);
+      assertEquals([after.fits, after.need, after.used], [true, 900, 900]);
     } finally {
       await store.close();
     }

@@ -148,7 +148,11 @@ export class WorkRecords {
       return await this.db.transaction().execute(async (tx) => {
         // The cart row first, as the lock order says: this update locks it.
         const cart = await tx.updateTable("carts")
-          .set((eb) => ({ bytes: eb("bytes", "+", changes.size), used_at: now }))
+          .set((eb) => ({
+            bytes: eb("bytes", "+", changes.size),
+            used_at: now,
+            promised_bytes: promiseKept(file.id),
+          }))
           .where("id", "=", file.cart_id).returning("removed_at").executeTakeFirst();
         // The verified file joins the cache in the same transaction (see cache.ts); one whose
         // cart's folder went meanwhile, and that is not in the cache folder, is on disk nowhere.
@@ -165,6 +169,7 @@ export class WorkRecords {
             owner: null,
             lease_until: null,
             reserved: 0,
+            promised: 0,
           })
           .where("id", "=", file.id).where("owner", "=", owner).where("state", "!=", "ready")
           .executeTakeFirst();
@@ -183,20 +188,28 @@ export class WorkRecords {
   /**
    * Makes a file this worker holds ready as the cached `blob` (already linked into its cart):
    * what `complete` does for a pull, with no pull. False when the lease was lost; `"gone"` when
-   * the cached file was evicted meanwhile (nothing is changed then).
+   * the cached file was evicted meanwhile; `"unadmitted"` when its cart is not admitted yet (see
+   * SpaceRecords.admit). Nothing is changed then.
    */
   async adopt(
     file: { id: number; cart_id: number },
     owner: string,
     blob: { id: number; size: number; mtime: number | null; verified: number },
     now: number,
-  ): Promise<false | "gone" | { cartRemoved: boolean; cartReady: boolean }> {
+  ): Promise<false | "gone" | "unadmitted" | { cartRemoved: boolean; cartReady: boolean }> {
     const gone = new Error("blob gone");
+    const unadmitted = new Error("cart not admitted");
     try {
       return await this.db.transaction().execute(async (tx) => {
         const cart = await tx.updateTable("carts")
-          .set((eb) => ({ bytes: eb("bytes", "+", blob.size), used_at: now }))
-          .where("id", "=", file.cart_id).returning("removed_at").executeTakeFirst();
+          .set((eb) => ({
+            bytes: eb("bytes", "+", blob.size),
+            used_at: now,
+            promised_bytes: promiseKept(file.id),
+          }))
+          .where("id", "=", file.cart_id).where("admitted_at", "is not", null)
+          .returning("removed_at").executeTakeFirst();
+        if (!cart) throw unadmitted;
         const taken = await tx.updateTable("blobs").set({ used_at: now })
           .where("id", "=", blob.id).executeTakeFirst();
         if (taken.numUpdatedRows === 0n) throw gone;
@@ -213,6 +226,7 @@ export class WorkRecords {
             owner: null,
             lease_until: null,
             reserved: 0,
+            promised: 0,
             error: "",
           })
           .where("id", "=", file.id).where("owner", "=", owner).where("state", "!=", "ready")
@@ -224,6 +238,7 @@ export class WorkRecords {
     } catch (err) {
       if (err === leaseLost) return false;
       if (err === gone) return "gone";
+      if (err === unadmitted) return "unadmitted";
       throw err;
     }
   }
@@ -239,26 +254,35 @@ export class WorkRecords {
     error: string,
     now: number,
   ): Promise<false | { cartFailed: boolean }> {
-    return await this.db.transaction().execute(async (tx) => {
-      const cart = await this.dialect.forUpdate(
-        tx.selectFrom("carts").select("status").where("id", "=", file.cart_id),
-      ).executeTakeFirst();
-      const result = await tx.updateTable("files")
-        .set({
-          state: "error",
-          error,
-          updated_at: now,
-          owner: null,
-          lease_until: null,
-          reserved: 0,
-        })
-        .where("id", "=", file.id).where("owner", "=", owner).executeTakeFirst();
-      if (result.numUpdatedRows === 0n) return false;
-      // Files of other carts waiting for its pull now try their own.
-      await endPull(tx, file.id, now);
-      const settled = await settleWithin(tx, file.cart_id, now, this.receivers);
-      return { cartFailed: cart?.status === "staging" && settled?.status === "error" };
-    });
+    try {
+      return await this.db.transaction().execute(async (tx) => {
+        const cart = await this.dialect.forUpdate(
+          tx.selectFrom("carts").select("status").where("id", "=", file.cart_id),
+        ).executeTakeFirst();
+        // Its share of its cart's promise goes back (read before the row is changed).
+        await tx.updateTable("carts").set({ promised_bytes: promiseKept(file.id) })
+          .where("id", "=", file.cart_id).execute();
+        const result = await tx.updateTable("files")
+          .set({
+            state: "error",
+            error,
+            updated_at: now,
+            owner: null,
+            lease_until: null,
+            reserved: 0,
+            promised: 0,
+          })
+          .where("id", "=", file.id).where("owner", "=", owner).executeTakeFirst();
+        if (result.numUpdatedRows === 0n) throw leaseLost;
+        // Files of other carts waiting for its pull now try their own.
+        await endPull(tx, file.id, now);
+        const settled = await settleWithin(tx, file.cart_id, now, this.receivers);
+        return { cartFailed: cart?.status === "staging" && settled?.status === "error" };
+      });
+    } catch (err) {
+      if (err === leaseLost) return false;
+      throw err;
+    }
   }
 
   /**
@@ -306,6 +330,14 @@ export class WorkRecords {
   all(): Promise<CartFile[]> {
     return this.db.selectFrom("files").selectAll().orderBy("id").execute();
   }
+}
+
+/**
+ * A cart's promise less the share of file `fileId` (see SpaceRecords.reserve): what it still
+ * needs once that file is on the volume, or will never be.
+ */
+function promiseKept(fileId: number) {
+  return sql<number>`promised_bytes - (select promised from files where id = ${fileId})`;
 }
 
 /**

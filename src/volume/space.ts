@@ -10,6 +10,7 @@ import { describe } from "../errors.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
 import type { CartFile, SizedCart, Store } from "../store/store.ts";
+import type { SpaceCheck } from "../store/space.ts";
 import type { FileChanges } from "../store/work.ts";
 import { formatBytes } from "../units.ts";
 import type { Volume } from "./volume.ts";
@@ -29,27 +30,57 @@ export class SpaceManager {
   ) {}
 
   /**
-   * Reserves the size of a file this worker holds. When it does not fit and `lru_purge` is on,
-   * least-recently-used carts are evicted, but only when evicting them makes it fit. The file's
-   * row takes `changes` with the reservation.
+   * Reserves the size of a file this worker holds (admitting its cart, when it was not; see
+   * SpaceRecords). When it does not fit, room is made (see `withRoom`). The file's row takes
+   * `changes` with the reservation.
    */
-  async reserve(file: CartFile, owner: string, changes: FileChanges = {}): Promise<Reservation> {
+  reserve(file: CartFile, owner: string, changes: FileChanges = {}): Promise<Reservation> {
     const bytes = Number(file.size);
+    return this.withRoom(
+      file,
+      bytes,
+      (free, now) =>
+        this.store.space.reserve(
+          file,
+          owner,
+          bytes,
+          free,
+          this.config.volumeSizeLimit,
+          now,
+          changes,
+        ),
+    );
+  }
+
+  /**
+   * Admits the cart of a file about to be taken from the cache: promises room for every other
+   * file it still needs, making room as a reservation does.
+   */
+  admit(file: CartFile): Promise<Reservation> {
+    return this.withRoom(
+      file,
+      0,
+      (free, now) => this.store.space.admit(file.cart_id, free, this.config.volumeSizeLimit, now),
+    );
+  }
+
+  /**
+   * Tries `attempt`; when it does not fit and `lru_purge` is on, least-recently-used carts are
+   * evicted (cached files no cart refers to always go first), but only when evicting them makes
+   * it fit. A file (of `bytes`) or cart that could never fit fails at once.
+   */
+  private async withRoom(
+    file: CartFile,
+    bytes: number,
+    attempt: (free: () => number, now: number) => Promise<SpaceCheck>,
+  ): Promise<Reservation> {
     const limit = this.config.volumeSizeLimit;
     const free = () => this.volume.availableBytes(this.config.volumeReserve);
     // One round of eviction per reservation: space freed but taken by another pull meanwhile
     // (on any node) is not chased down the least-recently-used list.
     for (let round = 0;; round++) {
       const now = Date.now();
-      const check = await this.store.space.reserve(
-        file.id,
-        owner,
-        bytes,
-        free,
-        limit,
-        now,
-        changes,
-      );
+      const check = await attempt(free, now);
       if (check.fits) return { ok: true };
       if (check.leaseLost) return { ok: false, never: false, message: "the file's claim was lost" };
       const available = free();
@@ -82,9 +113,10 @@ export class SpaceManager {
           } in all, and ${most}`,
         };
       }
+      // What must fit is the file, or (when its cart is admitted with it) all the cart needs.
       const shortfall = Math.max(
-        bytes - (available - check.reserved),
-        limit > 0 ? check.used + bytes - limit : 0,
+        check.need - (available - check.reserved),
+        limit > 0 ? check.used + check.need - limit : 0,
       );
       // Until its sizes are known a cart evicts nothing, unless its files have waited half of
       // space_wait (say, while a tape recall of the rest takes long).
@@ -96,9 +128,13 @@ export class SpaceManager {
         await this.evict(file.cart_id, shortfall, now, this.config.lruPurge && mayEvict);
       if (!evicted) {
         const parts = [
-          `needs ${formatBytes(bytes)}`,
+          bytes === 0
+            ? `its cart needs ${formatBytes(check.need)} more`
+            : check.need > bytes
+            ? `needs ${formatBytes(bytes)}, its cart ${formatBytes(check.need)} in all`
+            : `needs ${formatBytes(bytes)}`,
           `${formatBytes(Math.max(available, 0))} free on the volume after its reserve`,
-          `${formatBytes(check.reserved)} held by pulls in progress`,
+          `${formatBytes(check.reserved)} held for pulls in progress and other carts`,
         ];
         if (limit > 0) {
           parts.push(`cartd uses ${formatBytes(check.used)} of its ${formatBytes(limit)} limit`);
@@ -124,7 +160,8 @@ export class SpaceManager {
     now: number,
     cartsToo: boolean,
   ): Promise<boolean> {
-    const cached = await this.store.cache.unreferencedTotals();
+    // What the cart itself would take from the cache is spared.
+    const cached = await this.store.cache.unreferencedTotals(forCart);
     const candidates = cartsToo
       ? await this.store.carts.sized(now, {
         evictable: true,
@@ -153,7 +190,10 @@ export class SpaceManager {
       const rest = victims.filter((_, j) => j !== i);
       if (cached.bytes + await exclusive(rest) >= shortfall) victims = rest;
     }
-    const fromCache = await evictCachedFiles(this.store, this.volume, { bytes: shortfall });
+    const fromCache = await evictCachedFiles(this.store, this.volume, {
+      bytes: shortfall,
+      sparing: forCart,
+    });
     if (fromCache.files > 0) {
       log.info(
         `evicted ${fromCache.files} cached file(s) no cart referred to (${
@@ -181,8 +221,10 @@ export class SpaceManager {
       // Their folders go, and the cached files only they referred to (every other unreferenced
       // file went above).
       await removeDeletedCarts(this.store, this.volume);
-      freed += (await evictCachedFiles(this.store, this.volume, { bytes: shortfall - freed }))
-        .bytes;
+      freed += (await evictCachedFiles(this.store, this.volume, {
+        bytes: shortfall - freed,
+        sparing: forCart,
+      })).bytes;
     }
     return freed > 0;
   }
@@ -190,25 +232,29 @@ export class SpaceManager {
 
 /**
  * Removes cached files no cart refers to, least recently used first, until `bytes` are freed (or
- * all of them, without). Each is taken out of the records first (a cart that takes it meanwhile
- * keeps it), then its file removed. Safe from any process on any node.
+ * all of them, without); none the cart `sparing` would take. Each leaves the records and the
+ * volume together (a cart that takes it meanwhile keeps it). Safe from any process on
+ * any node.
  */
 export async function evictCachedFiles(
   store: Store,
   volume: Volume,
-  wanted: { bytes?: number; unusedSince?: number } = {},
+  wanted: { bytes?: number; unusedSince?: number; sparing?: number } = {},
 ): Promise<{ files: number; bytes: number }> {
   const freed = { files: 0, bytes: 0 };
   while (wanted.bytes === undefined || freed.bytes < wanted.bytes) {
-    const batch = await store.cache.unreferenced(100, wanted.unusedSince);
+    const batch = await store.cache.unreferenced(100, wanted.unusedSince, wanted.sparing);
     const before = freed.files;
     for (const blob of batch) {
       if (wanted.bytes !== undefined && freed.bytes >= wanted.bytes) break;
-      const claimed = await store.cache.claimEviction(Number(blob.id));
+      const claimed = await store.cache.claimEviction(
+        Number(blob.id),
+        (key) => volume.removeCached(key),
+      ).catch((err) => {
+        log.warn(`cached file ${blob.archive_id}: cannot remove it: ${describe(err)}`);
+        return undefined;
+      });
       if (!claimed?.key) continue;
-      await volume.removeCached(claimed.key).catch((err) =>
-        log.warn(`cached file ${claimed.archive_id}: cannot remove it: ${describe(err)}`)
-      );
       freed.files++;
       freed.bytes += Number(claimed.size);
     }

@@ -185,6 +185,16 @@ export class Volume {
     }
   }
 
+  /**
+   * Takes back a link `linkFromCache` made that its cart did not take after all: left there, it
+   * would hold the file's bytes once the cached copy is evicted, counted nowhere.
+   */
+  unlinkFromCart(cartId: number, relative: string): void {
+    try {
+      Deno.removeSync(this.filePath(cartId, relative));
+    } catch { /* gone already */ }
+  }
+
   /** The cache folder's entries, with when each was last changed (linked), oldest first. */
   async cacheEntries(): Promise<{ key: string; changed: number }[]> {
     const entries: { key: string; changed: number }[] = [];
