@@ -245,3 +245,80 @@ Deno.test("PostgreSQL restarted under load: nodes answer 503 meanwhile, recover 
     await simulator.stop();
   }
 });
+
+Deno.test("two nodes share one cache: carts of the same files POSTed to both are pulled once, and a later cart on either takes them with no archive request", async () => {
+  const specs = Array.from({ length: 30 }, (_, i) => ({ id: `shared/f${i}`, size: 20_000 + i }));
+  const total = specs.reduce((n, s) => n + s.size, 0);
+  const archive = await makeArchive(specs);
+  const simulator = await startArchiveSimulator({
+    prefix: archive.dir,
+    mode: "tape",
+    tapeDelayMs: 300,
+  });
+  const volume = await Deno.makeTempDir();
+  // Room for the thirty files once and a little more: six carts holding them fit only if every
+  // node counts a shared file once.
+  const limit = Math.round(total * 1.5);
+  const env = cartdEnv(volume, simulator.url, {
+    PEEWEE_URL: await (await testPostgres()).createDatabase(),
+    CARTD_VOLUME_SIZE_LIMIT: String(limit),
+    CARTD_VOLUME_RESERVE: "0",
+    LRU_BUFFER_TIME: "3600",
+  });
+  const nodes = [await startServer(env), await startServer(env)];
+  const body = JSON.stringify(archive.request);
+  try {
+    const created = await Promise.all(
+      Array.from(
+        { length: 6 },
+        (_, c) => fetch(`${nodes[c % 2].url}same-${c}`, { method: "POST", body, headers: json }),
+      ),
+    );
+    for (const response of created) {
+      assertEquals(response.status, 201);
+      await response.body?.cancel();
+    }
+    for (let c = 0; c < 6; c++) {
+      const head = await waitWhileStaging(`${nodes[(c + 1) % 2].url}same-${c}`, 100, 60_000);
+      assertEquals(head.headers.get("x-pacifica-status"), "ready", `same-${c}`);
+    }
+    for (const spec of specs) {
+      assertEquals(simulator.count("stage", spec.id), 1, `${spec.id} staged once`);
+      assertEquals(simulator.count("pull", spec.id), 1, `${spec.id} pulled once`);
+    }
+    const tars = await Promise.all(
+      [0, 5].map(async (c) =>
+        new Uint8Array(await (await fetch(`${nodes[c % 2].url}same-${c}?filename=t`)).arrayBuffer())
+      ),
+    );
+    assertEquals(tars[0], tars[1], "the same tar from each node");
+    // Every cart deleted on one node: the files stay as cache, and a new cart on the other takes
+    // them without asking the archive anything.
+    for (let c = 0; c < 6; c++) {
+      const deleted = await fetch(`${nodes[0].url}same-${c}`, { method: "DELETE" });
+      await deleted.body?.cancel();
+    }
+    const requests = () =>
+      Object.values(simulator.counts).reduce(
+        (n, m) => n + [...m.values()].reduce((a, b) => a + b, 0),
+        0,
+      );
+    const before = requests();
+    const again = await fetch(`${nodes[1].url}again`, { method: "POST", body, headers: json });
+    assertEquals(again.status, 201);
+    await again.body?.cancel();
+    const head = await waitWhileStaging(`${nodes[0].url}again`, 20, 10_000);
+    assertEquals(head.headers.get("x-pacifica-status"), "ready");
+    assertEquals(requests(), before, "no archive request for a cart of cached files");
+    const tar = new Uint8Array(
+      await (await fetch(`${nodes[1].url}again?filename=t`)).arrayBuffer(),
+    );
+    assertEquals(tar, tars[0], "byte-identical to the carts that pulled the files");
+  } finally {
+    for (const node of nodes) {
+      node.child.kill("SIGTERM");
+      assertEquals((await node.exited).code, 0, node.log());
+    }
+    await simulator.stop();
+  }
+});

@@ -332,6 +332,9 @@ export class Worker {
       if (mayBeCached && await this.takeFromCache(job, signal)) return;
       // Another cart's file is pulling this very file: wait, and take it from the cache after.
       if (job.file.state === "waiting" && await this.waitForOtherPull(job)) return;
+      // The lead was taken: a pull that ended (its file cached) just before is seen now, since a
+      // pull's end and its cached file are committed together.
+      if (job.file.state === "waiting" && await this.takeFromCache(job, signal)) return;
       if (job.file.state === "waiting") await this.stage(job, signal);
       if (job.file.state === "staging") await this.poll(job, signal);
       if (job.file.state === "staged" || job.file.state === "pulling") await this.pull(job, signal);

@@ -8,7 +8,7 @@
  * no download runs, so files are never removed under a download on any node.
  */
 import { type Kysely, sql } from "kysely";
-import { noLiveDownload } from "./predicates.ts";
+import { noLiveDownload, stagingCart } from "./predicates.ts";
 import { addToCacheTotal, waitingMessage } from "./cache.ts";
 import type { Database } from "./schema.ts";
 import type { SqlDialect } from "./sql_dialect.ts";
@@ -58,9 +58,26 @@ export class SpaceRecords {
       const held = await heldNow(tx, now, { id: file.id, owner });
       if (!held.file) return { fits: false, leaseLost: true, need: bytes, reserved: 0, used: 0 };
       const promised = held.file.promised > 0;
-      const check = promised
-        ? { fits: bytes <= free - held.pulls, need: bytes, reserved: held.pulls, used: held.used }
-        : await admitIn(tx, file.cart_id, { id: file.id, bytes }, free, limit, now, held);
+      if (promised) {
+        const fits = bytes <= free - held.pulls;
+        if (fits) {
+          await tx.updateTable("files")
+            .set({ ...changes, reserved: bytes, space_wait_since: null, error: "" })
+            .where("id", "=", file.id).execute();
+        }
+        return { fits, need: bytes, reserved: held.pulls, used: held.used };
+      }
+      // Another admitted cart may hold the promise for this same file (it was to pull it, and
+      // this one pulls it now): that share comes over with the pull, rather than counting twice.
+      const donor = await tx.selectFrom("files").innerJoin("carts", "carts.id", "files.cart_id")
+        .select(["files.id", "files.cart_id", "files.promised"])
+        .where("files.archive_id", "=", held.file.archiveId).where("files.promised", ">", 0)
+        .where("files.cart_id", "<>", file.cart_id).where(stagingCart)
+        .limit(1).executeTakeFirst();
+      const covered = Math.min(Number(donor?.promised ?? 0), bytes);
+      const own = { id: file.id, bytes: bytes - covered };
+      const from = donor && { id: donor.id, cartId: donor.cart_id, share: Number(donor.promised) };
+      const check = await admitIn(tx, file.cart_id, own, free, limit, now, held, from, covered);
       if (check.fits) {
         await tx.updateTable("files")
           .set({
@@ -68,7 +85,7 @@ export class SpaceRecords {
             reserved: bytes,
             space_wait_since: null,
             error: "",
-            ...(promised ? {} : { promised: bytes }),
+            promised: bytes,
           })
           .where("id", "=", file.id).execute();
       }
@@ -195,8 +212,8 @@ interface Held {
   promises: number;
   /** Verified files (each cached file once), pulls and promises: what counts against the limit. */
   used: number;
-  /** The asking file's share of its cart's promise, and whether its cart was admitted (if it is still the asker's). */
-  file?: { promised: number; admitted: boolean };
+  /** The asking file's share of its cart's promise, whether its cart was admitted, and its archive id (if it is still the asker's). */
+  file?: { promised: number; admitted: boolean; archiveId: string };
 }
 
 /** What is held now, in one statement; the pull of `asking` left out, and its row read. */
@@ -212,6 +229,7 @@ async function heldNow(
     stored: number;
     promised: number | null;
     admitted: number | null;
+    archive_id: string | null;
   }>`select
       (select coalesce(sum(reserved), 0) from files
         where reserved > 0 and lease_until > ${now} and id <> ${id} and promised = 0) as pulls,
@@ -221,16 +239,19 @@ async function heldNow(
       (select promised from files where id = ${id} and owner = ${asking?.owner ?? ""})
         as promised,
       (select case when c.admitted_at is null then 0 else 1 end from files f
-        join carts c on c.id = f.cart_id where f.id = ${id}) as admitted`.execute(tx);
+        join carts c on c.id = f.cart_id where f.id = ${id}) as admitted,
+      (select archive_id from files where id = ${id}) as archive_id`.execute(tx);
   const row = totals.rows[0];
   const [pulls, promises, stored] = [row.pulls, row.promises, row.stored].map(Number);
   return {
     pulls,
     promises,
     used: stored + pulls + promises,
-    file: row.promised === null
-      ? undefined
-      : { promised: Number(row.promised), admitted: Number(row.admitted) === 1 },
+    file: row.promised === null ? undefined : {
+      promised: Number(row.promised),
+      admitted: Number(row.admitted) === 1,
+      archiveId: row.archive_id ?? "",
+    },
   };
 }
 
@@ -240,7 +261,8 @@ async function heldNow(
  * (`carts.promised_bytes`, each file's share in `files.promised`) until each is on the volume. So
  * carts that each fit but not together never all stage part of the way and then wait on each
  * other: the second waits until the first is done. Files it will take from the cache, or that
- * an admitted cart pulls now, need no room; files of unknown size are admitted once it is known.
+ * another staging cart was promised room for, need no room (each file is promised once, whoever
+ * pulls it: see `reserve`); files of unknown size are admitted once it is known.
  * Promises outlive leases (another worker carries on with the cart) and end with the cart.
  */
 async function admitIn(
@@ -251,6 +273,9 @@ async function admitIn(
   limit: number,
   now: number,
   held: Held,
+  /** Another cart's file whose promised share (`covered` of it) comes over to `file`. */
+  donor?: { id: number; cartId: number; share: number },
+  covered = 0,
 ): Promise<SpaceCheck> {
   const admitted = held.file
     ? held.file.admitted
@@ -265,10 +290,10 @@ async function admitIn(
     and files.state not in ('ready', 'error')
     and not exists (select 1 from blobs where blobs.archive_id = files.archive_id
       and blobs.key is not null)
-    and not exists (select 1 from pulls join files leader on leader.id = pulls.file_id
-      join carts led on led.id = leader.cart_id
-      where leader.archive_id = files.archive_id and leader.cart_id <> files.cart_id
-        and led.admitted_at is not null)`;
+    and not exists (select 1 from files other join carts promising on promising.id = other.cart_id
+      where other.archive_id = files.archive_id and other.promised > 0
+        and other.cart_id <> files.cart_id
+        and promising.status = 'staging' and promising.deleted_at is null)`;
   const rest = await tx.selectFrom("files").select(
     sql<number>`coalesce(sum(${size}), 0)`.as("bytes"),
   )
@@ -278,16 +303,23 @@ async function admitIn(
   const fits = need === 0 ||
     (need <= free - reserved && (limit <= 0 || held.used + need <= limit));
   if (!fits) return { fits, need, reserved, used: held.used };
+  // Cart rows before file rows, as every transaction touching both locks them.
+  await tx.updateTable("carts")
+    .set((eb) => ({
+      promised_bytes: eb("promised_bytes", "+", need + covered),
+      admitted_at: eb.fn.coalesce("admitted_at", sql<number>`${now}`),
+    }))
+    .where("id", "=", cartId).execute();
+  if (donor) {
+    await tx.updateTable("carts")
+      .set((eb) => ({ promised_bytes: eb("promised_bytes", "-", donor.share) }))
+      .where("id", "=", donor.cartId).execute();
+    await tx.updateTable("files").set({ promised: 0 }).where("id", "=", donor.id).execute();
+  }
   // (The asking file's own share is written with its reservation.)
   if (Number(rest.bytes) > 0) {
     await tx.updateTable("files").set({ promised: size }).where(needed).execute();
   }
-  await tx.updateTable("carts")
-    .set((eb) => ({
-      promised_bytes: eb("promised_bytes", "+", need),
-      admitted_at: eb.fn.coalesce("admitted_at", sql<number>`${now}`),
-    }))
-    .where("id", "=", cartId).execute();
   // Newly admitted, its files waiting for another cart's pull look again now: a pull whose cart
   // waits to be admitted is theirs to take over (see CacheRecords.leadPull).
   if (!admitted) {

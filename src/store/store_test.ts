@@ -14,18 +14,18 @@ async function openStore(engine: TestEngine): Promise<Store> {
   return store;
 }
 
-const files = (n: number): NewFile[] =>
+const files = (n: number, prefix = "f"): NewFile[] =>
   Array.from({ length: n }, (_, seq) => ({
     seq,
-    archive_id: `f${seq}`,
+    archive_id: `${prefix}${seq}`,
     path: `f${seq}`,
     hash_type: "sha1",
     hash_sum: "",
   }));
 
-async function cart(store: Store, uid: string, n: number, now = 1000) {
+async function cart(store: Store, uid: string, n: number, now = 1000, prefix = "f") {
   const { cart } = await store.carts.create(
-    { uid, fingerprint: uid, bundle: false, files: files(n) },
+    { uid, fingerprint: uid, bundle: false, files: files(n, prefix) },
     now,
   );
   return cart;
@@ -131,8 +131,8 @@ for (const engine of engines) {
   Deno.test(`${engine.name}: a cart is admitted whole: a second cart that does not fit beside it waits, then fits`, async () => {
     const store = await openStore(engine);
     try {
-      const x = await cart(store, "x", 3);
-      const y = await cart(store, "y", 3);
+      const x = await cart(store, "x", 3, 1000, "x");
+      const y = await cart(store, "y", 3, 1000, "y");
       const held = [];
       for (const c of [x, y]) {
         for (let i = 0; i < 3; i++) {
@@ -167,6 +167,35 @@ for (const engine of engines) {
       }
       const after = await store.space.reserve(held[3], "w", 300, () => 1e9, 1800, 2002);
       assertEquals([after.fits, after.need, after.used], [true, 900, 900]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  Deno.test(`${engine.name}: a file two carts need is promised once: the cart that pulls it takes the other's share`, async () => {
+    const store = await openStore(engine);
+    try {
+      const x = await cart(store, "x", 3);
+      const y = await cart(store, "y", 3); // the same three files
+      const held = [];
+      for (const c of [x, y]) {
+        for (let i = 0; i < 3; i++) {
+          const file = await store.work.claim("w", 2000, 60_000, c.id);
+          assert(await store.work.save(file!.id, "w", { size: 300 }, false, 2000));
+          held.push(file!);
+        }
+      }
+      const free = () => 1000;
+      assertEquals((await store.space.reserve(held[0], "w", 300, free, 0, 2000)).need, 900);
+      // y's files were promised to x: y is admitted needing nothing more, and its pull of f1
+      // takes x's share of it.
+      const pull = held.find((f) => f.cart_id === y.id && f.archive_id === "f1")!;
+      const check = await store.space.reserve(pull, "w", 300, free, 0, 2000);
+      assertEquals([check.fits, check.need], [true, 0]);
+      const carts = await store.carts.all();
+      assertEquals(carts.map((c) => Number(c.promised_bytes)), [600, 300]);
+      const promised = (await store.work.all()).filter((f) => f.promised > 0);
+      assertEquals(promised.length, 3, "each file promised once");
     } finally {
       await store.close();
     }

@@ -232,6 +232,8 @@ export class WorkRecords {
           .where("id", "=", file.id).where("owner", "=", owner).where("state", "!=", "ready")
           .executeTakeFirst();
         if (result.numUpdatedRows === 0n) throw leaseLost;
+        // A file that led a pull and then found it cached ends its lead.
+        await endPull(tx, file.id, now);
         const cartReady = await readyIfDone(tx, file.cart_id, now, this.receivers);
         return { cartRemoved: cart === undefined || cart.removed_at !== null, cartReady };
       });
