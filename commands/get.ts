@@ -1,39 +1,61 @@
-/** `cartd get <uid> [-o FILE|-] [--filename NAME]`: writes a ready cart's tar. */
+/**
+ * `cartd get <uid> [-o FILE|-] [--filename NAME]`: writes a ready cart's tar; with `--file PATH`,
+ * one verified file of the cart (which may still be staging).
+ */
 import { Command } from "@commander-js/extra-typings";
+import type { Delivered } from "../src/cart/delivery.ts";
 import { type GlobalOptions, withCartd } from "./context.ts";
 
 /** The `get` subcommand: flags and output only, the service does the work. */
 export function getCommand(globals: () => GlobalOptions) {
   return new Command("get")
-    .description("write a ready cart as a tar (members rooted at NAME without its .tar)")
+    .description(
+      "write a ready cart as a tar (members rooted at NAME without its .tar), or one of its files",
+    )
     .argument("<uid>", "the cart's uid")
-    .option("-o, --output <file>", "where to write the tar; - for standard output (default: NAME)")
+    .option(
+      "-o, --output <file>",
+      "where to write it; - for standard output (default: NAME, or the file's own name)",
+    )
     .option("--filename <name>", "the download name, as the ?filename= of the HTTP API")
+    .option("--file <path>", "only this file of the cart (its path in the cart request)")
     .action(async (uid, options) => {
       await withCartd(globals(), async ({ service }) => {
-        const tar = await service.download(uid, options.filename);
-        const body = await tar.open();
-        const output = options.output ?? `${tar.root}.tar`;
-        if (output === "-") {
-          try {
-            await body.pipeTo(Deno.stdout.writable, { preventClose: true });
-          } catch (err) {
-            // The reader went away (`cartd get x -o - | head`): not cartd's failure.
-            if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
-          }
+        if (options.file !== undefined) {
+          const file = await service.fileDownload(uid, options.file);
+          const output = options.output ?? file.filename;
+          await write(file, output);
+          if (output !== "-") console.error(`${output}: ${file.size} bytes`);
           return;
         }
-        // Written under a temporary name, so a failed download never looks like a finished one.
-        const partial = `${output}.part`;
-        const file = await Deno.open(partial, { write: true, create: true, truncate: true });
-        try {
-          await body.pipeTo(file.writable);
-        } catch (err) {
-          await Deno.remove(partial).catch(() => {});
-          throw err;
-        }
-        await Deno.rename(partial, output);
-        console.error(`${output}: ${tar.size} bytes, ${tar.files} files`);
+        const tar = await service.download(uid, options.filename);
+        const output = options.output ?? `${tar.root}.tar`;
+        await write(tar, output);
+        if (output !== "-") console.error(`${output}: ${tar.size} bytes, ${tar.files} files`);
       });
     });
+}
+
+/** Writes the whole of `delivered` to `output` (`-`: standard output). */
+async function write(delivered: Delivered, output: string): Promise<void> {
+  const body = await delivered.open();
+  if (output === "-") {
+    try {
+      await body.pipeTo(Deno.stdout.writable, { preventClose: true });
+    } catch (err) {
+      // The reader went away (`cartd get x -o - | head`): not cartd's failure.
+      if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
+    }
+    return;
+  }
+  // Written under a temporary name, so a failed download never looks like a finished one.
+  const partial = `${output}.part`;
+  const file = await Deno.open(partial, { write: true, create: true, truncate: true });
+  try {
+    await body.pipeTo(file.writable);
+  } catch (err) {
+    await Deno.remove(partial).catch(() => {});
+    throw err;
+  }
+  await Deno.rename(partial, output);
 }

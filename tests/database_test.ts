@@ -122,22 +122,22 @@ Deno.test("postgres: an older schema is refused with the command to run unless a
   const env = { PEEWEE_URL: url, VOLUME_PATH: await Deno.makeTempDir() };
   assertEquals((await runCli(["db", "migrate"], { env })).code, 0);
   // As an older cartd left it: without the last migration.
-  await sqlOn(url, "delete from kysely_migration where name = '0009_admission'");
+  await sqlOn(url, "delete from kysely_migration where name = '0010_delivery'");
   await sqlOn(
     url,
-    "drop index carts_promised; drop index files_unpromised; alter table files drop column promised; " +
-      "alter table carts drop column admitted_at; alter table carts drop column promised_bytes",
+    "alter table files drop column crc32; " +
+      "alter table blobs drop column crc32",
   );
 
   const refused = await runCli(["list"], { env });
   assertEquals(refused.code, 1);
   assertMatch(
     refused.stderr,
-    /the database schema is older than this cartd: it is at version 8 \(0008_cache\), this cartd needs version 9 \(0009_admission\)\ncartd: run "cartd db migrate" to bring it up to date/,
+    /the database schema is older than this cartd: it is at version 9 \(0009_admission\), this cartd needs version 10 \(0010_delivery\)\ncartd: run "cartd db migrate" to bring it up to date/,
   );
   const check = await runCli(["db", "check"], { env });
   assertEquals(check.code, 1);
-  assertMatch(check.stderr, /pending migrations: 0009_admission/);
+  assertMatch(check.stderr, /pending migrations: 0010_delivery/);
 
   const auto = await runCli(["list"], { env: { ...env, CARTD_AUTO_MIGRATE: "on" } });
   assertEquals([auto.code, auto.stdout], [0, "no carts\n"]);
@@ -165,7 +165,7 @@ Deno.test("a newer schema is refused by every command, db check and db migrate i
       assertEquals(result.code, 1, `${url} ${args.join(" ")}: ${result.stderr}`);
       assertMatch(
         result.stderr,
-        /the database was written by a newer cartd: its schema is at version 99 \(0099_future\), this cartd knows up to version 9 \(0009_admission\)/,
+        /the database was written by a newer cartd: its schema is at version 99 \(0099_future\), this cartd knows up to version 10 \(0010_delivery\)/,
       );
     }
   }

@@ -22,11 +22,19 @@ export interface TarSource {
   mtime: number | null;
 }
 
-/** One entry of a tar layout: where its header starts, the header, and where its bytes come from. */
+/**
+ * One entry of a layout: where its header starts, the header, and where its bytes come from. A tar
+ * entry's header is encoded from `header` and its data padded to whole blocks; another format (a
+ * zip's local header, or a single file with none) gives its header bytes and padding.
+ */
 export interface TarEntry {
   offset: number;
   header: HeaderFields;
   headerLength: number;
+  /** The header's bytes, when not a tar header. */
+  encoded?: Uint8Array;
+  /** Zero bytes after the file's own (default: a tar's, to a whole block). */
+  padding?: number;
   /** For files: where the bytes come from. */
   file?: string;
 }
@@ -48,6 +56,11 @@ export interface TarLayout {
   size: number;
   /** The first entry that holds byte `position` or a later one (`count` if none does). */
   entryAt(position: number): number;
+  /**
+   * Bytes [from, to) of the trailer (relative to `trailerOffset`), in pieces, when it is not all
+   * zeros (a zip's central directory).
+   */
+  trailer?(from: number, to: number): Iterable<Uint8Array>;
 }
 
 /**

@@ -70,7 +70,10 @@ function pieceSizeFor(readAhead: number): number {
   return Math.max(64 << 10, Math.floor(readAhead / 2 / (64 << 10)) * (64 << 10));
 }
 
-/** A piece of the tar: bytes at hand, a run of zero bytes, or a range of an entry's file to read. */
+/**
+ * A piece of the stream: bytes at hand, a run of zero bytes, or a range of an entry's file to read.
+ * (The stream serves any layout of src/bundle: a tar, a zip, or one file alone.)
+ */
 type Piece = Uint8Array | number | { entry: TarEntry; from: number; length: number };
 
 /** The pieces of bytes [start, end) of the tar, in order; file ranges are cut by `readSize()`. */
@@ -84,7 +87,9 @@ function* piecesOf(
     const entry = layout.entry(i);
     if (entry.offset >= end) return;
     const header = clip(entry.offset, entry.headerLength, start, end);
-    if (header) yield encodeHeader(entry.header).subarray(header.from, header.to);
+    if (header) {
+      yield (entry.encoded ?? encodeHeader(entry.header)).subarray(header.from, header.to);
+    }
     const dataOffset = entry.offset + entry.headerLength;
     const data = clip(dataOffset, entry.header.size, start, end);
     if (data && entry.file) {
@@ -96,14 +101,15 @@ function* piecesOf(
     }
     const padding = clip(
       dataOffset + entry.header.size,
-      padded(entry.header.size) - entry.header.size,
+      entry.padding ?? padded(entry.header.size) - entry.header.size,
       start,
       end,
     );
     if (padding) yield padding.to - padding.from;
   }
   const trailer = clip(layout.trailerOffset, layout.size - layout.trailerOffset, start, end);
-  if (trailer) yield trailer.to - trailer.from;
+  if (trailer && layout.trailer) yield* layout.trailer(trailer.from, trailer.to);
+  else if (trailer) yield trailer.to - trailer.from;
 }
 
 /**

@@ -7,14 +7,11 @@ import { existsSync } from "node:fs";
 import type { WorkSignal } from "./work_signal.ts";
 import type { Config } from "../config.ts";
 import { CartdError, cartFailed, cartNotFound, cartNotReady } from "../errors.ts";
-import { defaultTarName, downloadName, tarEtag, type TarLayout, tarLayout } from "../bundle/tar.ts";
+import { defaultTarName, downloadName } from "../bundle/tar.ts";
+import { CartDelivery, type Delivered, type FileListing } from "./delivery.ts";
 import type { Cart, CartFile, CartProgress, Store } from "../store/store.ts";
-import { describe } from "../errors.ts";
-import { passThrough } from "../io.ts";
-import { tarStream } from "../bundle/tar_stream.ts";
-import { isoTime, repeat } from "../time.ts";
+import { isoTime } from "../time.ts";
 import { log } from "../log.ts";
-import { metrics } from "../metrics.ts";
 import { collectGarbage, type GcOptions, type GcReport } from "../volume/gc.ts";
 
 export type { GcOptions, GcReport };
@@ -83,21 +80,11 @@ export interface CreateOutcome {
 const touchPrecisionMs = 1000;
 
 /** A ready cart's tar, described before a byte is read: what a download answers with. */
-export interface CartDownload {
-  /** The name to save it under (`Content-Disposition`, the CLI's default output file). */
-  filename: string;
+export type CartDownload = Delivered & {
   /** The tar's root folder: the name without its `.tar`. */
   root: string;
-  /** Bytes in the whole tar. */
-  size: number;
   files: number;
-  /** A strong validator: equal only for byte-identical tars. */
-  etag: string;
-  /** When the cart became ready. */
-  lastModified: Date;
-  /** Streams bytes [start, end) of the tar; the cart's files stay on the volume while it runs. */
-  open(start?: number, end?: number): Promise<ReadableStream<Uint8Array>>;
-}
+};
 
 /** One line of `cartd list`. */
 export interface CartListing {
@@ -108,13 +95,6 @@ export interface CartListing {
   created: string;
   lastUsed: string;
 }
-
-/**
- * How many tar entries `tarOf` keeps, over all kept tars: a layout holds about 60 bytes a file
- * (see src/bundle/tar.ts), so some 3 MiB whatever clients ask for. A larger cart's layout is made
- * for each download.
- */
-const keptTarEntries = 50_000;
 
 /**
  * Who asks, when access control is on: the name carts are owned by, and whether they see every
@@ -141,8 +121,8 @@ export class CartService {
     number,
     { key: string; until: number; progress: CartProgress }
   >();
-  /** Tars of ready carts lately downloaded; see `tarOf`. */
-  private readonly tarsKept = new Map<string, { layout: TarLayout; etag: string }>();
+  /** Tars and single files of carts. */
+  private readonly delivery: CartDelivery;
 
   constructor(
     private readonly store: Store,
@@ -150,7 +130,9 @@ export class CartService {
     private readonly config: Config,
     /** Told when a cart has work for this process's workers. */
     private readonly workArrived?: WorkSignal,
-  ) {}
+  ) {
+    this.delivery = new CartDelivery(store, volume, config, this.owner);
+  }
 
   /**
    * Registers a cart; see `Store.createCart` for what a repeated uid does. A `viewer`'s cart is
@@ -376,130 +358,30 @@ export class CartService {
     const readyAt = Number(cart.ready_at ?? cart.created_at);
     const { root, filename } = downloadName(requestedName || defaultTarName(new Date(readyAt)));
     await this.touch(cart.id);
-    const { layout, etag } = await this.tarOf(cart, readyAt, root);
-    return {
-      filename,
-      root,
-      size: layout.size,
-      files: layout.files,
-      etag,
-      lastModified: new Date(readyAt),
-      open: (start, end) => this.tarBytes(cart, layout, start, end),
-    };
+    return { ...await this.delivery.tar(cart, root, filename), root };
+  }
+
+  /** The cart's files with their state and checksums (`GET /-/carts/<uid>/files`). */
+  async fileList(uid: string, viewer?: Viewer): Promise<FileListing[]> {
+    const cart = await this.find(uid, viewer);
+    await this.touch(cart.id);
+    return await this.delivery.files(cart);
   }
 
   /**
-   * The layout and ETag of a ready cart's tar under `root`. A ready cart's files do not change, so
-   * the last few are kept (up to `keptTarEntries` entries in all): a download resumed, or fetched
-   * in ranges over several connections, lays its tar out once.
+   * One file of a cart, as soon as it is verified (the cart may still be staging); see
+   * `CartDelivery.file` for what a file that is not there, not ready or failed throws.
    */
-  private async tarOf(cart: Cart, readyAt: number, root: string) {
-    const key = `${cart.id}\n${readyAt}\n${root}`;
-    const kept = this.tarsKept.get(key);
-    if (kept) {
-      this.tarsKept.delete(key);
-      this.tarsKept.set(key, kept);
-      return kept;
-    }
-    const members = await this.store.carts.tarMembers(cart.id);
-    const layout = tarLayout(root, members, (path) => this.volume.filePath(cart.id, path));
-    const tar = { layout, etag: tarEtag(layout, `${cart.id}\n${readyAt}`) };
-    // Too large to keep: made again for each download, and the kept ones stay.
-    if (layout.count > keptTarEntries) return tar;
-    let entries = layout.count;
-    for (const other of this.tarsKept.values()) entries += other.layout.count;
-    for (const [oldest, other] of this.tarsKept) {
-      if (entries <= keptTarEntries) break;
-      this.tarsKept.delete(oldest);
-      entries -= other.layout.count;
-    }
-    if (entries <= keptTarEntries) this.tarsKept.set(key, tar);
-    return tar;
-  }
-
-  /**
-   * Streams (part of) a ready cart's tar, refusing files that changed or moved on disk. The
-   * download is registered until the stream ends, so deleting or evicting the cart meanwhile
-   * does not pull its files away.
-   */
-  private async tarBytes(
-    cart: Cart,
-    layout: TarLayout,
-    start?: number,
-    end?: number,
-  ): Promise<ReadableStream<Uint8Array>> {
-    const lease = this.config.leaseTime;
-    const register = () => this.store.space.startDownload(cart.id, this.owner, Date.now() + lease);
-    let download = await register();
-    // Deleted and its files removed since the layout was made.
-    if (download === undefined) throw cartNotFound(cart.uid);
-    // The hold is renewed like a claim; if it was taken away (a node reaped it by mistake, or it
-    // ran out while the database was unreachable) it is taken again while the files are there,
-    // and the download ends when they are not.
-    const heartbeat = repeat(Math.max(Math.min(lease / 3, 5000), 50), async () => {
-      try {
-        if (await this.store.space.renewDownload(download!, Date.now() + lease)) return;
-        download = await register();
-        if (download === undefined) tar.abort(`the files of cart ${cart.uid} were removed`);
-      } catch (err) {
-        log.warn(`cannot renew download of cart ${cart.uid}: ${describe(err)}`);
-      }
-    });
-    const finished = async () => {
-      await heartbeat.stop();
-      try {
-        if (download !== undefined) await this.store.space.endDownload(download);
-        await removeDeletedCarts(this.store, this.volume);
-      } catch (err) {
-        log.warn(`cannot close download of cart ${cart.uid}: ${describe(err)}`);
-      }
-    };
-    metrics.downloadsInFlight.inc();
-    const tar = passThrough(
-      this.tarStreamOf(layout, start, end),
-      () => {
-        metrics.downloadsInFlight.dec();
-        return finished();
-      },
-      (bytes) => metrics.servedBytes.inc(bytes),
-    );
-    return tar.stream;
+  async fileDownload(uid: string, path: string, viewer?: Viewer): Promise<Delivered> {
+    const cart = await this.find(uid, viewer);
+    const file = await this.delivery.file(cart, path);
+    await this.touch(cart.id);
+    return file;
   }
 
   /** Removes expired, unused and least-recently-used carts as `options` say (`cartd gc`). */
   collectGarbage(options: GcOptions): Promise<GcReport> {
     return collectGarbage(this.store, this.volume, this.config, options);
-  }
-
-  private tarStreamOf(
-    layout: TarLayout,
-    start?: number,
-    end?: number,
-  ): ReadableStream<Uint8Array> {
-    // Just before each file is read: its path must still resolve to itself (a symlink swapped in
-    // since, for the file or a folder, is refused), and it must be a regular file of the size
-    // verified (a FIFO or a grown file put there would block the read, or fill the memory).
-    return tarStream(layout, {
-      start,
-      end,
-      checkFile: async (entry) => {
-        const path = entry.file!;
-        const [info] = await Promise.all([Deno.lstat(path), this.volume.assertUnmoved(path)]);
-        if (!info.isFile) {
-          throw new CartdError(
-            "failure",
-            `${entry.header.name} is not a regular file on the volume any more`,
-          );
-        }
-        if (info.size !== entry.header.size) {
-          throw new CartdError(
-            "failure",
-            `${entry.header.name} is ${info.size} bytes on the volume, not the ${entry.header.size} ` +
-              "verified; the download was stopped",
-          );
-        }
-      },
-    });
   }
 }
 

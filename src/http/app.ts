@@ -5,6 +5,7 @@
  */
 import { parseCartRequest, validateUid } from "../cart/request.ts";
 import type { CartService, Viewer } from "../cart/service.ts";
+import type { Delivered } from "../cart/delivery.ts";
 import { type AccessControl, authChallenge, type Need } from "./auth.ts";
 import { healthSummary, type SiteStatus } from "../cart/site.ts";
 import { renderMetrics } from "../metrics.ts";
@@ -104,7 +105,7 @@ async function route(req: Request, deps: AppDeps, record: RequestRecord): Promis
   if (segments.length === 1 && segments[0] !== "" && segments[0] !== "-") {
     record.uid = segments[0];
   }
-  if (segments.length === 3 && segments[0] === "-" && segments[1] === "carts") {
+  if (segments.length >= 3 && segments[0] === "-" && segments[1] === "carts") {
     record.uid = segments[2];
   }
   const admission = deps.access?.admit(req, needOf(req.method, segments)) ?? { admitted: true };
@@ -120,7 +121,7 @@ async function route(req: Request, deps: AppDeps, record: RequestRecord): Promis
   if (segments.length === 1 && segments[0] === "") return root(req);
   if (segments[0] === "-") {
     if (segments.length === 1 && req.method === "POST") validateUid("-");
-    return await extension(req, segments.slice(1), deps, viewer);
+    return await extension(req, segments.slice(1), deps, record, viewer);
   }
   if (segments.length !== 1) return errorResponse(404, "Not Found");
   const uid = segments[0];
@@ -147,6 +148,12 @@ function routeOf(method: string, segments: string[]): string {
   if (segments.length === 1) return segments[0] === "" ? `${verb} /` : `${verb} /{uid}`;
   if (segments[0] === "-") {
     if (segments.length === 3 && segments[1] === "carts") return `${verb} /-/carts/{uid}`;
+    if (segments.length === 4 && segments[1] === "carts" && segments[3] === "files") {
+      return `${verb} /-/carts/{uid}/files`;
+    }
+    if (segments.length > 4 && segments[1] === "carts" && segments[3] === "files") {
+      return `${verb} /-/carts/{uid}/files/{path}`;
+    }
     if (segments.length === 2 && ["health", "metrics"].includes(segments[1])) {
       return `${verb} /-/${segments[1]}`;
     }
@@ -275,17 +282,12 @@ async function download(
 ): Promise<Response> {
   const requested = new URL(req.url).searchParams.get("filename") ?? undefined;
   try {
-    const tar = await deps.service.download(uid, requested, viewer);
-    let status = 0;
-    let tracked = false;
-    const response = await downloadResponse(req, tar, (body) => {
-      tracked = true;
-      return deps.downloads.track(body, (end) => record.streamed(status, end));
-    });
-    status = response.status;
-    // An answer without a tar body (416) is logged as it is sent.
-    if (tracked) streamedAnswers.add(response);
-    return response;
+    return await streamedResponse(
+      req,
+      await deps.service.download(uid, requested, viewer),
+      deps,
+      record,
+    );
   } catch (err) {
     if (isKind(err, "notFound")) {
       return errorResponse(404, "The cart does not exist or has already been deleted");
@@ -301,6 +303,25 @@ async function download(
   }
 }
 
+/** The answer for something to download, its body counted as a download and logged at its end. */
+async function streamedResponse(
+  req: Request,
+  delivered: Delivered,
+  deps: AppDeps,
+  record: RequestRecord,
+): Promise<Response> {
+  let status = 0;
+  let tracked = false;
+  const response = await downloadResponse(req, delivered, (body) => {
+    tracked = true;
+    return deps.downloads.track(body, (end) => record.streamed(status, end));
+  });
+  status = response.status;
+  // An answer without a body (416, a HEAD) is logged as it is sent.
+  if (tracked) streamedAnswers.add(response);
+  return response;
+}
+
 async function remove(uid: string, deps: AppDeps, viewer?: Viewer): Promise<Response> {
   try {
     await deps.service.delete(uid, viewer);
@@ -311,11 +332,12 @@ async function remove(uid: string, deps: AppDeps, viewer?: Viewer): Promise<Resp
   return jsonResponse(200, { message: "Cart Deleted Successfully" });
 }
 
-/** `/-/health`, `/-/metrics` and `/-/carts/<uid>`. */
+/** `/-/health`, `/-/metrics`, `/-/carts/<uid>` and its files. */
 async function extension(
   req: Request,
   rest: string[],
   deps: AppDeps,
+  record: RequestRecord,
   viewer?: Viewer,
 ): Promise<Response> {
   if (req.method !== "GET" && req.method !== "HEAD") {
@@ -338,6 +360,19 @@ async function extension(
   }
   if (rest.length === 2 && rest[0] === "carts") {
     return jsonResponse(200, await deps.service.detailedReport(rest[1], viewer));
+  }
+  if (rest.length === 3 && rest[0] === "carts" && rest[2] === "files") {
+    return jsonResponse(200, await deps.service.fileList(rest[1], viewer));
+  }
+  if (rest.length >= 4 && rest[0] === "carts" && rest[2] === "files") {
+    // The path's segments, each percent-decoded: `/` may be written as is or as %2F.
+    const path = rest.slice(3).join("/");
+    return await streamedResponse(
+      req,
+      await deps.service.fileDownload(rest[1], path, viewer),
+      deps,
+      record,
+    );
   }
   return errorResponse(404, "Not Found");
 }

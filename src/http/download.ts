@@ -1,10 +1,11 @@
 /**
- * `GET /<uid>` for a ready cart: the streamed tar with `Content-Length`, a strong `ETag`,
- * `Last-Modified`, and a single `Range` (honoured under `If-Range`), so `curl -C -` and `wget -c`
- * can resume a broken download.
+ * `GET /<uid>` for a ready cart, and `GET /-/carts/<uid>/files/<path>` for one verified file: the
+ * streamed bytes with `Content-Length`, a strong `ETag`, `Last-Modified`, and a single `Range`
+ * (honoured under `If-Range`), so `curl -C -` and `wget -c` can resume a broken download. A HEAD
+ * gets the same headers and no body (no file is opened).
  */
 import rangeParser from "range-parser";
-import type { CartDownload } from "../cart/service.ts";
+import type { Delivered } from "../cart/delivery.ts";
 import { notPrintableAscii } from "../text.ts";
 import { baseHeaders, errorResponse, headerValue } from "./responses.ts";
 
@@ -27,22 +28,25 @@ function wholeForLongSuffixes(range: string, size: number): string {
   );
 }
 
-/** The answer to a GET of a ready cart: the whole tar, or the one range asked for. */
+/** The answer to a GET: the whole of it, or the one range asked for. */
 export async function downloadResponse(
   req: Request,
-  download: CartDownload,
+  download: Delivered,
   track: (body: ReadableStream<Uint8Array>) => ReadableStream<Uint8Array>,
 ): Promise<Response> {
   const { size, etag } = download;
   const lastModified = download.lastModified.toUTCString();
   const headers = baseHeaders({
-    "content-type": "application/octet-stream",
+    ...download.headers,
+    "content-type": download.contentType,
     "content-disposition": contentDisposition(download.filename),
     "accept-ranges": "bytes",
     etag,
     "last-modified": lastModified,
   });
-  const body = async (start: number, end: number) => track(await download.open(start, end));
+  const head = req.method === "HEAD";
+  const body = async (start: number, end: number) =>
+    head ? null : track(await download.open(start, end));
 
   const range = req.headers.get("range");
   const ifRange = req.headers.get("if-range");
@@ -51,10 +55,10 @@ export async function downloadResponse(
   if (rangeApplies) {
     const ranges = rangeParser(size, wholeForLongSuffixes(range, size), { combine: true });
     if (ranges === -1) {
-      const message = `Range ${headerValue(range, 200)} is outside the ${size}-byte tar`;
+      const message = `Range ${headerValue(range, 200)} is outside the ${size} bytes`;
       return errorResponse(416, message, { "content-range": `bytes */${size}` });
     }
-    // Several ranges or a malformed header: the whole tar, as RFC 9110 allows.
+    // Several ranges or a malformed header: the whole of it, as RFC 9110 allows.
     if (ranges !== -2 && ranges.type === "bytes" && ranges.length === 1) {
       const { start, end } = ranges[0];
       headers.set("content-range", `bytes ${start}-${end}/${size}`);

@@ -282,6 +282,12 @@ export class CartRecords {
       .orderBy("seq").execute();
   }
 
+  /** The cart's file at `path`, if it has one. */
+  fileAt(cartId: number, path: string): Promise<CartFile | undefined> {
+    return this.db.selectFrom("files").selectAll().where("cart_id", "=", cartId)
+      .where("path", "=", path).executeTakeFirst();
+  }
+
   /** What a cart's tar needs of each file: its path, size and the archive's mtime. */
   tarMembers(cartId: number): Promise<Pick<CartFile, "path" | "size" | "mtime">[]> {
     return this.db.selectFrom("files").select(["path", "size", "mtime"])
@@ -546,6 +552,7 @@ async function insertFiles(
       blob_id: null,
       from_cache: 0,
       promised: 0,
+      crc32: null,
     }));
     await db.insertInto("files").values(rows).execute();
     // node:sqlite is synchronous: let other requests in between batches.

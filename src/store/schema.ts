@@ -88,6 +88,8 @@ export interface FileTable {
   from_cache: number;
   /** Its share of its cart's `promised_bytes` (0: not promised), given back when it is ready. */
   promised: number;
+  /** The CRC-32 of its bytes, once verified (for zips); null when pulled before it was kept. */
+  crc32: number | null;
 }
 
 /** A download in progress, so its cart's files stay until it ends. */
@@ -119,6 +121,8 @@ export interface BlobTable {
   created_at: number;
   /** Last time a cart took it or a download read it: least recently used goes first. */
   used_at: number;
+  /** The CRC-32 of its bytes (null: not known, pulled before it was kept). */
+  crc32: number | null;
 }
 
 /** A row of `pulls`: the file pulling a file identity now (other carts' files wait for it). */

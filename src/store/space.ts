@@ -204,6 +204,9 @@ export class SpaceRecords {
 const knownSize = sql<number>`coalesce(files.size,
   (select max(other.size) from files other where other.archive_id = files.archive_id))`;
 
+/** Carts of more files than this are admitted on their files' own sizes only (see `admitIn`). */
+const wideLookupFiles = 10_000;
+
 /** What space is held now, besides the verified files on the volume. */
 interface Held {
   /** Pulls in progress outside any cart's promise. */
@@ -212,8 +215,8 @@ interface Held {
   promises: number;
   /** Verified files (each cached file once), pulls and promises: what counts against the limit. */
   used: number;
-  /** The asking file's share of its cart's promise, whether its cart was admitted, and its archive id (if it is still the asker's). */
-  file?: { promised: number; admitted: boolean; archiveId: string };
+  /** The asking file's share of its cart's promise and its archive id; none when not the asker's. */
+  file?: { promised: number; archiveId: string };
 }
 
 /** What is held now, in one statement; the pull of `asking` left out, and its row read. */
@@ -228,7 +231,6 @@ async function heldNow(
     promises: number;
     stored: number;
     promised: number | null;
-    admitted: number | null;
     archive_id: string | null;
   }>`select
       (select coalesce(sum(reserved), 0) from files
@@ -238,8 +240,6 @@ async function heldNow(
       (select bytes from cache_totals where id = 1) as stored,
       (select promised from files where id = ${id} and owner = ${asking?.owner ?? ""})
         as promised,
-      (select case when c.admitted_at is null then 0 else 1 end from files f
-        join carts c on c.id = f.cart_id where f.id = ${id}) as admitted,
       (select archive_id from files where id = ${id}) as archive_id`.execute(tx);
   const row = totals.rows[0];
   const [pulls, promises, stored] = [row.pulls, row.promises, row.stored].map(Number);
@@ -249,7 +249,6 @@ async function heldNow(
     used: stored + pulls + promises,
     file: row.promised === null ? undefined : {
       promised: Number(row.promised),
-      admitted: Number(row.admitted) === 1,
       archiveId: row.archive_id ?? "",
     },
   };
@@ -277,14 +276,14 @@ async function admitIn(
   donor?: { id: number; cartId: number; share: number },
   covered = 0,
 ): Promise<SpaceCheck> {
-  const admitted = held.file
-    ? held.file.admitted
-    : (await tx.selectFrom("carts").select("admitted_at").where("id", "=", cartId)
-      .executeTakeFirst())?.admitted_at !== null;
+  const cart = await tx.selectFrom("carts").select(["admitted_at", "file_count"])
+    .where("id", "=", cartId).executeTakeFirst();
+  const admitted = cart?.admitted_at !== null;
   // The first admission looks at every file (sizes known from other carts' requests included);
-  // later ones (as sizes become known) only at files with a size of their own, which an index
-  // finds without walking a large cart once per file.
-  const size = admitted ? sql<number>`files.size` : knownSize;
+  // later ones (as sizes become known), and those of very large carts, only at files with a size
+  // of their own, which an index finds without walking the cart (once per file, or at length).
+  const narrow = admitted || Number(cart?.file_count) > wideLookupFiles;
+  const size = narrow ? sql<number>`files.size` : knownSize;
   const needed = sql<boolean>`files.cart_id = ${cartId} and files.promised = 0
     and ${size} is not null and files.blob_id is null and files.id <> ${file?.id ?? 0}
     and files.state not in ('ready', 'error')

@@ -1,0 +1,278 @@
+/**
+ * Getting bytes out of a cart: its tar, or one of its files (as soon as that file is verified,
+ * even while the rest of the cart stages). Every answer is described before its first byte (size,
+ * a strong ETag, Last-Modified), so any byte range can be asked for; every stream holds the cart's
+ * files on the volume while it runs (a download row, renewed like a claim), and checks each file
+ * just before reading it.
+ */
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
+import { basename } from "node:path";
+import type { Config } from "../config.ts";
+import { CartdError, cartFailed, cartNotFound, cartNotReady, describe } from "../errors.ts";
+import { type TarEntry, tarEtag, type TarLayout, tarLayout } from "../bundle/tar.ts";
+import { tarStream } from "../bundle/tar_stream.ts";
+import { passThrough } from "../io.ts";
+import { log } from "../log.ts";
+import { metrics } from "../metrics.ts";
+import type { Cart, CartFile, Store } from "../store/store.ts";
+import { repeat } from "../time.ts";
+import { removeDeletedCarts } from "../volume/space.ts";
+import type { Volume } from "../volume/volume.ts";
+
+/** Something to download, described before a byte is read. */
+export interface Delivered {
+  /** The name to save it under (`Content-Disposition`, the CLI's default output file). */
+  filename: string;
+  /** Bytes in the whole of it. */
+  size: number;
+  /** A strong validator: equal only for byte-identical answers. */
+  etag: string;
+  lastModified: Date;
+  contentType: string;
+  /** Further headers that describe the whole of it (a file's digests). */
+  headers: Record<string, string>;
+  /** Streams bytes [start, end); the cart's files stay on the volume while it runs. */
+  open(start?: number, end?: number): Promise<ReadableStream<Uint8Array>>;
+}
+
+/** One line of a cart's file listing (`GET /-/carts/<uid>/files`). */
+export interface FileListing {
+  path: string;
+  size: number | null;
+  state: CartFile["state"];
+  hashtype: string;
+  hashsum: string;
+  verified: boolean;
+}
+
+/**
+ * How many layout entries are kept, over all kept layouts: a layout holds about 60 bytes a file
+ * (see src/bundle/tar.ts), so some 3 MiB whatever clients ask for. A larger cart's layout is made
+ * for each download.
+ */
+const keptEntries = 50_000;
+
+/** Digest header names and the hash types whose sums they carry (RFC 9530 and RFC 3230). */
+const digests: Record<string, { repr?: string; legacy: string }> = {
+  sha256: { repr: "sha-256", legacy: "SHA-256" },
+  sha512: { repr: "sha-512", legacy: "SHA-512" },
+  sha1: { legacy: "SHA" },
+  md5: { legacy: "MD5" },
+};
+
+/** Tars and single files of carts; see the module comment. */
+export class CartDelivery {
+  /** Layouts of ready carts lately downloaded; see `layoutOf`. */
+  private readonly kept = new Map<string, { layout: TarLayout; etag: string }>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly volume: Volume,
+    private readonly config: Config,
+    /** Names this process's downloads in the database. */
+    private readonly owner: string,
+  ) {}
+
+  /** A ready cart's tar with its members under `root/`, saved as `filename`. */
+  async tar(cart: Cart, root: string, filename: string): Promise<Delivered & { files: number }> {
+    const readyAt = Number(cart.ready_at ?? cart.created_at);
+    const { layout, etag } = await this.layoutOf(cart, readyAt, root);
+    return {
+      filename,
+      size: layout.size,
+      files: layout.files,
+      etag,
+      lastModified: new Date(readyAt),
+      contentType: "application/octet-stream",
+      headers: {},
+      open: (start, end) => this.held(cart, () => this.streamOf(layout, start, end)),
+    };
+  }
+
+  /** The cart's files, in request order, with what a client needs to fetch each. */
+  async files(cart: Cart): Promise<FileListing[]> {
+    const files = await this.store.carts.files(cart.id);
+    return files.map((f) => ({
+      path: f.path,
+      size: f.size === null ? null : Number(f.size),
+      state: f.state,
+      hashtype: f.hash_type,
+      hashsum: f.hash_sum,
+      verified: f.verified === 1,
+    }));
+  }
+
+  /**
+   * One file of the cart, as soon as it is verified (the rest of the cart may still be staging).
+   * Not found when the cart has no file at `path`; not ready while the file is not verified;
+   * failed (with its error) when the file failed.
+   */
+  async file(cart: Cart, path: string): Promise<Delivered> {
+    const file = await this.store.carts.fileAt(cart.id, path);
+    if (!file) {
+      throw new CartdError("notFound", `cart ${cart.uid} has no file ${JSON.stringify(path)}`);
+    }
+    if (file.state === "error") throw cartFailed(`${path}: ${file.error}`);
+    if (file.state !== "ready") {
+      throw cartNotReady(`The file is not ready for download (it is ${file.state}).`);
+    }
+    const size = Number(file.size);
+    const mtime = file.mtime === null ? Number(cart.created_at) / 1000 : Number(file.mtime);
+    const disk = this.volume.filePath(cart.id, file.path);
+    const layout = singleFileLayout(file.path, size, mtime, disk);
+    const etag = `"${
+      createHash("sha256").update(
+        `${cart.id}\n${file.id}\n${size}\n${mtime}\n${file.hash_type}\n${file.hash_sum}`,
+      ).digest("hex").slice(0, 32)
+    }"`;
+    return {
+      filename: basename(file.path),
+      size,
+      etag,
+      lastModified: new Date(mtime * 1000),
+      contentType: "application/octet-stream",
+      headers: file.verified === 1 ? digestHeaders(file.hash_type, file.hash_sum) : {},
+      open: (start, end) => this.held(cart, () => this.streamOf(layout, start, end)),
+    };
+  }
+
+  /**
+   * The layout and ETag of a ready cart's tar under `root`. A ready cart's files do not change, so
+   * the last few are kept (up to `keptEntries` entries in all): a download resumed, or fetched in
+   * ranges over several connections, lays its tar out once.
+   */
+  private async layoutOf(cart: Cart, readyAt: number, root: string) {
+    const key = `${cart.id}\n${readyAt}\n${root}`;
+    const kept = this.kept.get(key);
+    if (kept) {
+      this.kept.delete(key);
+      this.kept.set(key, kept);
+      return kept;
+    }
+    const members = await this.store.carts.tarMembers(cart.id);
+    const layout = tarLayout(root, members, (path) => this.volume.filePath(cart.id, path));
+    const made = { layout, etag: tarEtag(layout, `${cart.id}\n${readyAt}`) };
+    // Too large to keep: made again for each download, and the kept ones stay.
+    if (layout.count > keptEntries) return made;
+    let entries = layout.count;
+    for (const other of this.kept.values()) entries += other.layout.count;
+    for (const [oldest, other] of this.kept) {
+      if (entries <= keptEntries) break;
+      this.kept.delete(oldest);
+      entries -= other.layout.count;
+    }
+    if (entries <= keptEntries) this.kept.set(key, made);
+    return made;
+  }
+
+  /**
+   * A stream of the cart's files, registered as a download until it ends, so deleting or evicting
+   * the cart meanwhile does not pull its files away.
+   */
+  private async held(
+    cart: Cart,
+    stream: () => ReadableStream<Uint8Array>,
+  ): Promise<ReadableStream<Uint8Array>> {
+    const lease = this.config.leaseTime;
+    const register = () => this.store.space.startDownload(cart.id, this.owner, Date.now() + lease);
+    let download = await register();
+    // Deleted and its files removed since the answer was described.
+    if (download === undefined) throw cartNotFound(cart.uid);
+    // The hold is renewed like a claim; if it was taken away (a node reaped it by mistake, or it
+    // ran out while the database was unreachable) it is taken again while the files are there,
+    // and the download ends when they are not.
+    const heartbeat = repeat(Math.max(Math.min(lease / 3, 5000), 50), async () => {
+      try {
+        if (await this.store.space.renewDownload(download!, Date.now() + lease)) return;
+        download = await register();
+        if (download === undefined) body.abort(`the files of cart ${cart.uid} were removed`);
+      } catch (err) {
+        log.warn(`cannot renew download of cart ${cart.uid}: ${describe(err)}`);
+      }
+    });
+    const finished = async () => {
+      await heartbeat.stop();
+      try {
+        if (download !== undefined) await this.store.space.endDownload(download);
+        await removeDeletedCarts(this.store, this.volume);
+      } catch (err) {
+        log.warn(`cannot close download of cart ${cart.uid}: ${describe(err)}`);
+      }
+    };
+    metrics.downloadsInFlight.inc();
+    const body = passThrough(
+      stream(),
+      () => {
+        metrics.downloadsInFlight.dec();
+        return finished();
+      },
+      (bytes) => metrics.servedBytes.inc(bytes),
+    );
+    return body.stream;
+  }
+
+  /**
+   * Bytes [start, end) of a layout. Just before each file is read: its path must still resolve to
+   * itself (a symlink swapped in since, for the file or a folder, is refused), and it must be a
+   * regular file of the size verified (a FIFO or a grown file put there would block the read, or
+   * fill the memory).
+   */
+  private streamOf(layout: TarLayout, start?: number, end?: number): ReadableStream<Uint8Array> {
+    return tarStream(layout, {
+      start,
+      end,
+      checkFile: async (entry: TarEntry) => {
+        const path = entry.file!;
+        const [info] = await Promise.all([Deno.lstat(path), this.volume.assertUnmoved(path)]);
+        if (!info.isFile) {
+          throw new CartdError(
+            "failure",
+            `${entry.header.name} is not a regular file on the volume any more`,
+          );
+        }
+        if (info.size !== entry.header.size) {
+          throw new CartdError(
+            "failure",
+            `${entry.header.name} is ${info.size} bytes on the volume, not the ${entry.header.size} ` +
+              "verified; the download was stopped",
+          );
+        }
+      },
+    });
+  }
+}
+
+/** A layout of one file alone: its bytes, no header, no trailer. */
+function singleFileLayout(path: string, size: number, mtime: number, disk: string): TarLayout {
+  const entry: TarEntry = {
+    offset: 0,
+    header: { name: path, type: "file", size, mode: 0o644, mtime },
+    headerLength: 0,
+    encoded: new Uint8Array(0),
+    padding: 0,
+    file: disk,
+  };
+  return {
+    root: "",
+    count: 1,
+    entry: () => entry,
+    entryAt: (position) => position < size ? 0 : 1,
+    files: 1,
+    trailerOffset: size,
+    size,
+  };
+}
+
+/**
+ * `Repr-Digest` (RFC 9530, for SHA-256 and SHA-512) and `Digest` (RFC 3230) of a verified file,
+ * from the checksum it was verified against; none for other hash types.
+ */
+function digestHeaders(hashType: string, hashSum: string): Record<string, string> {
+  const names = digests[hashType.toLowerCase()];
+  if (!names || !/^[0-9a-f]+$/i.test(hashSum) || hashSum.length % 2 !== 0) return {};
+  const base64 = Buffer.from(hashSum, "hex").toString("base64");
+  const headers: Record<string, string> = { digest: `${names.legacy}=${base64}` };
+  if (names.repr) headers["repr-digest"] = `${names.repr}=:${base64}:`;
+  return headers;
+}
