@@ -1,16 +1,18 @@
 /**
- * `cartd get <uid> [-o FILE|-] [--filename NAME]`: writes a ready cart's tar; with `--file PATH`,
- * one verified file of the cart (which may still be staging).
+ * `cartd get <uid> [-o FILE|-] [--filename NAME] [--format tar|zip]`: writes a ready cart's tar
+ * (or zip); with `--file PATH`, one verified file of the cart (which may still be staging).
  */
-import { Command } from "@commander-js/extra-typings";
+import { Command, Option } from "@commander-js/extra-typings";
 import type { Delivered } from "../src/cart/delivery.ts";
+import { CartdError, describe } from "../src/errors.ts";
 import { type GlobalOptions, withCartd } from "./context.ts";
 
 /** The `get` subcommand: flags and output only, the service does the work. */
 export function getCommand(globals: () => GlobalOptions) {
   return new Command("get")
     .description(
-      "write a ready cart as a tar (members rooted at NAME without its .tar), or one of its files",
+      "write a ready cart as a tar or zip (members rooted at NAME without its .tar or .zip), " +
+        "or one of its files",
     )
     .argument("<uid>", "the cart's uid")
     .option(
@@ -18,6 +20,10 @@ export function getCommand(globals: () => GlobalOptions) {
       "where to write it; - for standard output (default: NAME, or the file's own name)",
     )
     .option("--filename <name>", "the download name, as the ?filename= of the HTTP API")
+    .addOption(
+      new Option("--format <format>", "tar, or zip (stored, ZIP64 where needed)")
+        .choices(["tar", "zip"] as const),
+    )
     .option("--file <path>", "only this file of the cart (its path in the cart request)")
     .action(async (uid, options) => {
       await withCartd(globals(), async ({ service }) => {
@@ -28,10 +34,11 @@ export function getCommand(globals: () => GlobalOptions) {
           if (output !== "-") console.error(`${output}: ${file.size} bytes`);
           return;
         }
-        const tar = await service.download(uid, options.filename);
-        const output = options.output ?? `${tar.root}.tar`;
-        await write(tar, output);
-        if (output !== "-") console.error(`${output}: ${tar.size} bytes, ${tar.files} files`);
+        const cart = await service.download(uid, options.filename, undefined, options.format);
+        const output = options.output ??
+          (cart.contentType === "application/zip" ? cart.filename : `${cart.root}.tar`);
+        await write(cart, output);
+        if (output !== "-") console.error(`${output}: ${cart.size} bytes, ${cart.files} files`);
       });
     });
 }
@@ -50,7 +57,10 @@ async function write(delivered: Delivered, output: string): Promise<void> {
   }
   // Written under a temporary name, so a failed download never looks like a finished one.
   const partial = `${output}.part`;
-  const file = await Deno.open(partial, { write: true, create: true, truncate: true });
+  const file = await Deno.open(partial, { write: true, create: true, truncate: true })
+    .catch((err) => {
+      throw new CartdError("invalid", `cannot write ${output}: ${describe(err)}`);
+    });
   try {
     await body.pipeTo(file.writable);
   } catch (err) {

@@ -218,6 +218,13 @@ Deno.test("cartd get --file writes one file of a cart, even one still staging; a
     assertMatch(missing.stderr, /has no file "nope"/);
     const stdout = await runCli(["get", "g", "--file", "x/a.dat", "-o", "-"], { env, cwd });
     assertEquals(stdout.code, 0);
+    const nowhere = await runCli(["get", "g", "--file", "x/a.dat", "-o", "/nonexistent/dir/a"], {
+      env,
+      cwd,
+    });
+    assertEquals(nowhere.code, 2, nowhere.stderr);
+    assertMatch(nowhere.stderr, /cannot write \/nonexistent\/dir\/a: /);
+    assert(!nowhere.stderr.includes("internal error"), nowhere.stderr);
   } finally {
     server.child.kill("SIGTERM");
     await server.exited;

@@ -87,7 +87,7 @@ Deno.test("a cart used within lru_buffer_time is not evicted, and a file that do
     assertEquals(done?.status, "error");
     assertMatch(
       done!.message,
-      /Not enough space to download file \(needs 29\.3 KiB; .* free on the volume after its reserve; 0 B held for pulls in progress and other carts; cartd uses 29\.3 KiB of its 48\.8 KiB limit\)/,
+      /Not enough space to download file \(needs 29\.3 KiB; .* free on the volume after its reserve, 0 B of it held for pulls in progress and other carts; cartd uses 29\.3 KiB of its 48\.8 KiB limit, what is held included\)/,
     );
     assertEquals(await isLive(cartd, "old"), true, "protected by lru_buffer_time");
     assertEquals(simulator.count("pull", "new"), 0, "no pull without a reservation");

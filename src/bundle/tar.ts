@@ -174,7 +174,7 @@ export function tarEtag(layout: TarLayout, identity: string): string {
  * which NUL does (paths hold no control characters); comparing precomputed keys keeps a sort of
  * 100 000 paths quick.
  */
-function walkOrder(sources: readonly TarSource[]): number[] {
+export function walkOrder(sources: readonly TarSource[]): number[] {
   const keys = sources.map((s) => s.path.replaceAll("/", "\0"));
   const order = Array.from(sources.keys());
   order.sort((a, b) => keys[a] < keys[b] ? -1 : keys[a] > keys[b] ? 1 : 0);

@@ -1,17 +1,19 @@
 /**
- * Getting bytes out of a cart: its tar, or one of its files (as soon as that file is verified,
- * even while the rest of the cart stages). Every answer is described before its first byte (size,
+ * Getting bytes out of a cart: its tar or zip, or one of its files (as soon as that file is
+ * verified, even while the rest of the cart stages). Every answer is described before its first byte (size,
  * a strong ETag, Last-Modified), so any byte range can be asked for; every stream holds the cart's
  * files on the volume while it runs (a download row, renewed like a claim), and checks each file
  * just before reading it.
  */
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
+import { crc32 } from "node:zlib";
 import { basename } from "node:path";
 import type { Config } from "../config.ts";
 import { CartdError, cartFailed, cartNotFound, cartNotReady, describe } from "../errors.ts";
 import { type TarEntry, tarEtag, type TarLayout, tarLayout } from "../bundle/tar.ts";
 import { tarStream } from "../bundle/tar_stream.ts";
+import { zipEtag, zipLayout } from "../bundle/zip.ts";
 import { passThrough } from "../io.ts";
 import { log } from "../log.ts";
 import { metrics } from "../metrics.ts";
@@ -90,6 +92,64 @@ export class CartDelivery {
     };
   }
 
+  /**
+   * A ready cart's zip with its members under `root/`, saved as `filename`. Files pulled before
+   * CRC-32s were kept have theirs computed once here (a read of each) and kept.
+   */
+  async zip(cart: Cart, root: string, filename: string): Promise<Delivered & { files: number }> {
+    const readyAt = Number(cart.ready_at ?? cart.created_at);
+    const key = `zip\n${cart.id}\n${readyAt}\n${root}`;
+    const { layout, etag } = await this.keptOr(key, async () => {
+      const members = await this.store.carts.zipMembers(cart.id);
+      await this.fillCrc32s(cart, members);
+      const layout = zipLayout(
+        root,
+        members.map((m) => ({ ...m, crc32: Number(m.crc32) })),
+        (path) => this.volume.filePath(cart.id, path),
+      );
+      return { layout, etag: zipEtag(layout, `${cart.id}\n${readyAt}`) };
+    });
+    return {
+      filename,
+      size: layout.size,
+      files: layout.files,
+      etag,
+      lastModified: new Date(readyAt),
+      contentType: "application/zip",
+      headers: {},
+      open: (start, end) => this.held(cart, () => this.streamOf(layout, start, end)),
+    };
+  }
+
+  /**
+   * The CRC-32s that were not kept (files pulled before cartd kept them): each file is read once,
+   * a few at a time, and what was computed is kept in one transaction.
+   */
+  private async fillCrc32s(
+    cart: Cart,
+    members: { id: number; path: string; crc32: number | null }[],
+  ): Promise<void> {
+    const missing = members.filter((m) => m.crc32 === null);
+    if (missing.length === 0) return;
+    let next = 0;
+    const readSome = async () => {
+      while (next < missing.length) {
+        const member = missing[next++];
+        const path = this.volume.filePath(cart.id, member.path);
+        await this.volume.assertUnmoved(path);
+        member.crc32 = await fileCrc32(path);
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, readSome));
+    await this.store.carts.keepCrc32s(missing.map((m) => ({ id: m.id, crc32: m.crc32! })));
+    log.info(
+      `cart ${cart.uid}: CRC-32 of ${missing.length} file(s) computed for its zip, and kept`,
+      {
+        uid: cart.uid,
+      },
+    );
+  }
+
   /** The cart's files, in request order, with what a client needs to fetch each. */
   async files(cart: Cart): Promise<FileListing[]> {
     const files = await this.store.carts.files(cart.id);
@@ -139,20 +199,30 @@ export class CartDelivery {
 
   /**
    * The layout and ETag of a ready cart's tar under `root`. A ready cart's files do not change, so
-   * the last few are kept (up to `keptEntries` entries in all): a download resumed, or fetched in
-   * ranges over several connections, lays its tar out once.
+   * the last few layouts are kept (up to `keptEntries` entries in all): a download resumed, or
+   * fetched in ranges over several connections, is laid out once.
    */
-  private async layoutOf(cart: Cart, readyAt: number, root: string) {
-    const key = `${cart.id}\n${readyAt}\n${root}`;
+  private layoutOf(cart: Cart, readyAt: number, root: string) {
+    return this.keptOr(`tar\n${cart.id}\n${readyAt}\n${root}`, async () => {
+      const members = await this.store.carts.tarMembers(cart.id);
+      const layout = tarLayout(root, members, (path) => this.volume.filePath(cart.id, path));
+      return { layout, etag: tarEtag(layout, `${cart.id}\n${readyAt}`) };
+    });
+  }
+
+  /** The layout kept under `key`, or the one `make` makes (kept when small enough). */
+  private async keptOr(
+    key: string,
+    make: () => Promise<{ layout: TarLayout; etag: string }>,
+  ): Promise<{ layout: TarLayout; etag: string }> {
     const kept = this.kept.get(key);
     if (kept) {
       this.kept.delete(key);
       this.kept.set(key, kept);
       return kept;
     }
-    const members = await this.store.carts.tarMembers(cart.id);
-    const layout = tarLayout(root, members, (path) => this.volume.filePath(cart.id, path));
-    const made = { layout, etag: tarEtag(layout, `${cart.id}\n${readyAt}`) };
+    const made = await make();
+    const { layout } = made;
     // Too large to keep: made again for each download, and the kept ones stay.
     if (layout.count > keptEntries) return made;
     let entries = layout.count;
@@ -275,4 +345,16 @@ function digestHeaders(hashType: string, hashSum: string): Record<string, string
   const headers: Record<string, string> = { digest: `${names.legacy}=${base64}` };
   if (names.repr) headers["repr-digest"] = `${names.repr}=:${base64}:`;
   return headers;
+}
+
+/** The CRC-32 of a file's bytes, read in large pieces. */
+async function fileCrc32(path: string): Promise<number> {
+  using file = await Deno.open(path);
+  const buffer = new Uint8Array(1 << 20);
+  let crc = 0;
+  for (;;) {
+    const n = await file.read(buffer);
+    if (n === null) return crc;
+    crc = crc32(buffer.subarray(0, n), crc);
+  }
 }

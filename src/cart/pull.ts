@@ -5,6 +5,7 @@
  */
 import type { Archive } from "../archive/mod.ts";
 import { ArchiveError } from "../archive/mod.ts";
+import { crc32 } from "node:zlib";
 import { createChecksum, sameDigest } from "./checksum.ts";
 
 /** The bytes arrived whole, but their digest is not the one the request gave. */
@@ -38,11 +39,13 @@ export interface PullSpec {
   onProgress?: (bytes: number) => void;
 }
 
-/** What a pull got: its bytes, their digest, and whether a checksum verified them. */
+/** What a pull got: its bytes, their digest, whether a checksum verified them, and their CRC-32. */
 export interface PullResult {
   bytes: number;
   digest: string;
   verified: boolean;
+  /** Computed as the bytes came (for zips, which carry it): no second read. */
+  crc32: number;
 }
 
 /**
@@ -51,6 +54,7 @@ export interface PullResult {
  */
 export async function pullFile(spec: PullSpec): Promise<PullResult> {
   const hash = createChecksum(spec.hashtype);
+  let crc = 0;
   const stall = new AbortController();
   const signal = AbortSignal.any([spec.signal, stall.signal]);
   let bytes = 0;
@@ -80,6 +84,7 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
           break;
         }
         hash.update(chunk);
+        crc = crc32(chunk, crc);
         await writer.take(chunk);
         bytes += chunk.length;
         if (bytes > spec.size) break;
@@ -125,7 +130,7 @@ export async function pullFile(spec: PullSpec): Promise<PullResult> {
     await Deno.utime(spec.partial, spec.mtime, spec.mtime);
   }
   await Deno.rename(spec.partial, spec.target);
-  return { bytes, digest, verified: spec.hashsum !== "" };
+  return { bytes, digest, verified: spec.hashsum !== "", crc32: crc };
 }
 
 /**

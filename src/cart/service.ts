@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import type { WorkSignal } from "./work_signal.ts";
 import type { Config } from "../config.ts";
 import { CartdError, cartFailed, cartNotFound, cartNotReady } from "../errors.ts";
-import { defaultTarName, downloadName } from "../bundle/tar.ts";
+import { defaultTarName, downloadName, tarRootName } from "../bundle/tar.ts";
 import { CartDelivery, type Delivered, type FileListing } from "./delivery.ts";
 import type { Cart, CartFile, CartProgress, Store } from "../store/store.ts";
 import { isoTime } from "../time.ts";
@@ -79,9 +79,12 @@ export interface CreateOutcome {
 
 const touchPrecisionMs = 1000;
 
-/** A ready cart's tar, described before a byte is read: what a download answers with. */
+/** What a whole cart is downloaded as. */
+export type DownloadFormat = "tar" | "zip";
+
+/** A ready cart's tar or zip, described before a byte is read: what a download answers with. */
 export type CartDownload = Delivered & {
-  /** The tar's root folder: the name without its `.tar`. */
+  /** The root folder of its members: the name without its `.tar` or `.zip`. */
   root: string;
   files: number;
 };
@@ -338,7 +341,12 @@ export class CartService {
    * `data_…` of when the cart became ready), with everything a download needs to know before its
    * first byte. Throws the contract's errors for a cart that is unknown, still staging, or failed.
    */
-  async download(uid: string, requestedName?: string, viewer?: Viewer): Promise<CartDownload> {
+  async download(
+    uid: string,
+    requestedName?: string,
+    viewer?: Viewer,
+    format?: DownloadFormat,
+  ): Promise<CartDownload> {
     const cart = await this.find(uid, viewer);
     if (cart.status === "error") throw cartFailed(cart.message);
     if (cart.status !== "ready") {
@@ -356,8 +364,15 @@ export class CartService {
       );
     }
     const readyAt = Number(cart.ready_at ?? cart.created_at);
-    const { root, filename } = downloadName(requestedName || defaultTarName(new Date(readyAt)));
+    // A zip when asked for, or when the name asked for ends in .zip.
+    const zip = format === "zip" || (format === undefined && /\.zip$/i.test(requestedName ?? ""));
     await this.touch(cart.id);
+    if (zip) {
+      const name = requestedName || defaultTarName(new Date(readyAt));
+      const root = tarRootName(name.replace(/\.zip$/i, ""));
+      return { ...await this.delivery.zip(cart, root, `${root}.zip`), root };
+    }
+    const { root, filename } = downloadName(requestedName || defaultTarName(new Date(readyAt)));
     return { ...await this.delivery.tar(cart, root, filename), root };
   }
 

@@ -221,6 +221,7 @@ export class Worker {
         size: Number(blob.size),
         mtime: blob.mtime === null ? null : Number(blob.mtime),
         verified: Number(blob.verified),
+        crc32: blob.crc32 === null ? null : Number(blob.crc32),
       };
       let taken = await this.store.work.adopt(file, job.owner, cached, Date.now());
       if (taken === "unadmitted") {
@@ -325,16 +326,16 @@ export class Worker {
       }
     });
     try {
-      // A file the cache holds is taken from it: no stage, no pull. One that waited for space may
-      // have been cached meanwhile (by a cart that went first).
-      const mayBeCached = job.file.state === "waiting" ||
-        (job.file.state === "staged" && job.file.space_wait_since !== null);
-      if (mayBeCached && await this.takeFromCache(job, signal)) return;
+      // A file the cache holds is taken from it: no stage, no pull. One claimed again once staged
+      // (after a tape recall, or a wait for space) may have been cached by another cart meanwhile,
+      // or be pulled by another cart now (one that took the lead while this one's cart waited).
+      const beforePull = job.file.state === "waiting" || job.file.state === "staged";
+      if (beforePull && await this.takeFromCache(job, signal)) return;
       // Another cart's file is pulling this very file: wait, and take it from the cache after.
-      if (job.file.state === "waiting" && await this.waitForOtherPull(job)) return;
+      if (beforePull && await this.waitForOtherPull(job)) return;
       // The lead was taken: a pull that ended (its file cached) just before is seen now, since a
       // pull's end and its cached file are committed together.
-      if (job.file.state === "waiting" && await this.takeFromCache(job, signal)) return;
+      if (beforePull && await this.takeFromCache(job, signal)) return;
       if (job.file.state === "waiting") await this.stage(job, signal);
       if (job.file.state === "staging") await this.poll(job, signal);
       if (job.file.state === "staged" || job.file.state === "pulling") await this.pull(job, signal);
@@ -478,6 +479,7 @@ export class Worker {
       size: result.bytes,
       bytes_pulled: result.bytes,
       verified: result.verified ? 1 : 0,
+      crc32: result.crc32,
       ...recovered,
     };
     // Into the shared cache too, before the database says so: a cached file's row never names a
@@ -491,6 +493,7 @@ export class Worker {
       verified: done.verified,
       size: result.bytes,
       mtime: file.mtime === null ? null : Number(file.mtime),
+      crc32: result.crc32,
     };
     const completed = await this.store.work.complete(file, job.owner, done, Date.now(), blob)
       .catch(async (err) => {

@@ -280,14 +280,15 @@ async function download(
   record: RequestRecord,
   viewer?: Viewer,
 ): Promise<Response> {
-  const requested = new URL(req.url).searchParams.get("filename") ?? undefined;
+  const params = new URL(req.url).searchParams;
+  const requested = params.get("filename") ?? undefined;
+  const format = params.get("format") ?? undefined;
+  if (format !== undefined && format !== "tar" && format !== "zip") {
+    throw invalidInput(`format must be tar or zip, not ${JSON.stringify(format.slice(0, 50))}`);
+  }
   try {
-    return await streamedResponse(
-      req,
-      await deps.service.download(uid, requested, viewer),
-      deps,
-      record,
-    );
+    const download = await deps.service.download(uid, requested, viewer, format);
+    return await streamedResponse(req, download, deps, record);
   } catch (err) {
     if (isKind(err, "notFound")) {
       return errorResponse(404, "The cart does not exist or has already been deleted");

@@ -15,7 +15,7 @@ import type { SqlDialect } from "./sql_dialect.ts";
  */
 export type NewBlob = Pick<
   BlobTable,
-  "key" | "archive_id" | "hash_type" | "hash_sum" | "verified" | "size" | "mtime"
+  "key" | "archive_id" | "hash_type" | "hash_sum" | "verified" | "size" | "mtime" | "crc32"
 >;
 
 /**

@@ -294,6 +294,26 @@ export class CartRecords {
       .where("cart_id", "=", cartId).execute();
   }
 
+  /** What a cart's zip needs of each file: a tar's needs, and its CRC-32 when known. */
+  zipMembers(
+    cartId: number,
+  ): Promise<Pick<CartFile, "id" | "path" | "size" | "mtime" | "crc32">[]> {
+    return this.db.selectFrom("files").select(["id", "path", "size", "mtime", "crc32"])
+      .where("cart_id", "=", cartId).execute();
+  }
+
+  /** Keeps the CRC-32s of verified files read after their pull, with their cached copies'. */
+  async keepCrc32s(files: { id: number; crc32: number }[]): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      for (const { id, crc32 } of files) {
+        await tx.updateTable("files").set({ crc32 }).where("id", "=", id).execute();
+        await tx.updateTable("blobs").set({ crc32 })
+          .where("id", "=", (eb) => eb.selectFrom("files").select("blob_id").where("id", "=", id))
+          .where("crc32", "is", null).execute();
+      }
+    });
+  }
+
   /** Records a use of the cart (for least-recently-used eviction). */
   async touch(cartId: number, now: number): Promise<void> {
     await this.db.updateTable("carts").set({ used_at: now }).where("id", "=", cartId).execute();

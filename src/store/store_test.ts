@@ -162,6 +162,7 @@ for (const engine of engines) {
             verified: 0,
             size: 300,
             mtime: null,
+            crc32: null,
           }),
         );
       }

@@ -194,7 +194,13 @@ export class WorkRecords {
   async adopt(
     file: { id: number; cart_id: number },
     owner: string,
-    blob: { id: number; size: number; mtime: number | null; verified: number },
+    blob: {
+      id: number;
+      size: number;
+      mtime: number | null;
+      verified: number;
+      crc32: number | null;
+    },
     now: number,
   ): Promise<false | "gone" | "unadmitted" | { cartRemoved: boolean; cartReady: boolean }> {
     const gone = new Error("blob gone");
@@ -219,6 +225,7 @@ export class WorkRecords {
             size: blob.size,
             mtime: blob.mtime,
             verified: blob.verified,
+            crc32: blob.crc32,
             bytes_pulled: blob.size,
             blob_id: blob.id,
             from_cache: 1,
@@ -357,6 +364,6 @@ async function endPull(tx: Kysely<Database>, fileId: number, now: number): Promi
     return;
   }
   await tx.updateTable("files").set({ next_try_at: now })
-    .where("archive_id", "=", archiveId).where("state", "=", "waiting")
+    .where("archive_id", "=", archiveId).where("state", "in", ["waiting", "staged"])
     .where("next_try_at", ">", now).execute();
 }

@@ -133,11 +133,14 @@ export class SpaceManager {
             : check.need > bytes
             ? `needs ${formatBytes(bytes)}, its cart ${formatBytes(check.need)} in all`
             : `needs ${formatBytes(bytes)}`,
-          `${formatBytes(Math.max(available, 0))} free on the volume after its reserve`,
-          `${formatBytes(check.reserved)} held for pulls in progress and other carts`,
+          `${formatBytes(Math.max(available, 0))} free on the volume after its reserve, ` +
+          `${formatBytes(check.reserved)} of it held for pulls in progress and other carts`,
         ];
         if (limit > 0) {
-          parts.push(`cartd uses ${formatBytes(check.used)} of its ${formatBytes(limit)} limit`);
+          parts.push(
+            `cartd uses ${formatBytes(check.used)} of its ${formatBytes(limit)} limit, ` +
+              "what is held included",
+          );
         }
         return {
           ok: false,
