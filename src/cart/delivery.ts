@@ -79,17 +79,8 @@ export class CartDelivery {
   /** A ready cart's tar with its members under `root/`, saved as `filename`. */
   async tar(cart: Cart, root: string, filename: string): Promise<Delivered & { files: number }> {
     const readyAt = Number(cart.ready_at ?? cart.created_at);
-    const { layout, etag } = await this.layoutOf(cart, readyAt, root);
-    return {
-      filename,
-      size: layout.size,
-      files: layout.files,
-      etag,
-      lastModified: new Date(readyAt),
-      contentType: "application/octet-stream",
-      headers: {},
-      open: (start, end) => this.held(cart, () => this.streamOf(layout, start, end)),
-    };
+    const laid = await this.layoutOf(cart, readyAt, root);
+    return this.wholeCart(cart, laid, filename, "application/octet-stream");
   }
 
   /**
@@ -99,7 +90,7 @@ export class CartDelivery {
   async zip(cart: Cart, root: string, filename: string): Promise<Delivered & { files: number }> {
     const readyAt = Number(cart.ready_at ?? cart.created_at);
     const key = `zip\n${cart.id}\n${readyAt}\n${root}`;
-    const { layout, etag } = await this.keptOr(key, async () => {
+    const laid = await this.keptOr(key, async () => {
       const members = await this.store.carts.zipMembers(cart.id);
       await this.fillCrc32s(cart, members);
       const layout = zipLayout(
@@ -109,13 +100,23 @@ export class CartDelivery {
       );
       return { layout, etag: zipEtag(layout, `${cart.id}\n${readyAt}`) };
     });
+    return this.wholeCart(cart, laid, filename, "application/zip");
+  }
+
+  /** A ready cart laid out whole (a tar or a zip), as a download. */
+  private wholeCart(
+    cart: Cart,
+    { layout, etag }: { layout: TarLayout; etag: string },
+    filename: string,
+    contentType: string,
+  ): Delivered & { files: number } {
     return {
       filename,
       size: layout.size,
       files: layout.files,
       etag,
-      lastModified: new Date(readyAt),
-      contentType: "application/zip",
+      lastModified: new Date(Number(cart.ready_at ?? cart.created_at)),
+      contentType,
       headers: {},
       open: (start, end) => this.held(cart, () => this.streamOf(layout, start, end)),
     };
