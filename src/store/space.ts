@@ -326,9 +326,12 @@ async function admitIn(
       .where("cart_id", "=", cartId).where("state", "=", "waiting")
       .where("error", "=", waitingMessage).where("next_try_at", ">", now).execute();
   }
-  // Its files that waited for space have it now: they go on at once, and say so.
-  await tx.updateTable("files").set({ next_try_at: now, space_wait_since: null, error: "" })
-    .where("cart_id", "=", cartId).where("state", "in", ["waiting", "staged"])
-    .where("space_wait_since", "is not", null).execute();
+  // Its files that waited for space have it now (when others than the asking one were promised
+  // room): they go on at once, and say so.
+  if (!admitted || Number(rest.bytes) > 0) {
+    await tx.updateTable("files").set({ next_try_at: now, space_wait_since: null, error: "" })
+      .where("cart_id", "=", cartId).where("state", "in", ["waiting", "staged"])
+      .where("space_wait_since", "is not", null).execute();
+  }
   return { fits, need, reserved, used: held.used };
 }
