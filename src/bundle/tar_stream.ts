@@ -17,6 +17,11 @@ export interface TarStreamOptions {
   end?: number;
   /** Runs before a file's bytes are read; throws to stop the stream (e.g. the file changed). */
   checkFile?: (entry: TarEntry) => Promise<void>;
+  /**
+   * Sends the bytes at hand before waiting for the next piece (a stream that waits for files to
+   * be verified), rather than gathering them into full chunks.
+   */
+  flushBeforeWaits?: boolean;
 }
 
 /** Streams the bytes [start, end) of the tar a layout describes. */
@@ -26,7 +31,9 @@ export function tarStream(
 ): ReadableStream<Uint8Array> {
   const start = options.start ?? 0;
   const end = options.end ?? layout.size;
-  const iterator = tarChunks(layout, start, end, options.checkFile)[Symbol.asyncIterator]();
+  const iterator = tarChunks(layout, start, end, options.checkFile, options.flushBeforeWaits)[
+    Symbol.asyncIterator
+  ]();
   // A byte stream: `Deno.serve` sends those markedly faster than a default stream.
   return new ReadableStream({
     type: "bytes",
@@ -122,6 +129,7 @@ async function* tarChunks(
   start: number,
   end: number,
   checkFile?: (entry: TarEntry) => Promise<void>,
+  flushBeforeWaits = false,
 ): AsyncGenerator<Uint8Array> {
   let readAhead = readAheadShare();
   const pieceSize = () => pieceSizeFor(readAhead);
@@ -136,6 +144,8 @@ async function* tarChunks(
   const reads: [Promise<Uint8Array> | Uint8Array | number, number, boolean][] = [];
   let reading = 0;
   let fileReads = 0;
+  /** File reads that have finished (so awaiting them does not wait). */
+  const settled = new Set<Promise<Uint8Array>>();
   let next!: IteratorResult<Piece>;
   const readMore = () => {
     readAhead = readAheadShare();
@@ -170,7 +180,7 @@ async function* tarChunks(
         }
         read = reader.read(from, length);
       }
-      read.catch(() => {}); // its failure is thrown where it is awaited, in order
+      read.then(() => settled.add(read), () => settled.add(read)); // (its failure is thrown where it is awaited, in order)
       reads.push([read, length, true]);
       reading += length;
       fileReads++;
@@ -191,6 +201,10 @@ async function* tarChunks(
     readMore();
     while (reads.length > 0) {
       const [read, counted, fromFile] = reads.shift()!;
+      if (flushBeforeWaits && filled > 0 && read instanceof Promise && !settled.has(read)) {
+        yield takeChunk();
+      }
+      if (read instanceof Promise) settled.delete(read);
       const piece = read instanceof Promise ? await read : read;
       reading -= counted;
       if (fromFile) fileReads--;

@@ -151,6 +151,86 @@ export class CartDelivery {
     );
   }
 
+  /**
+   * A cart's tar that starts before the cart is ready: laid out once every file's size is known
+   * (the archive's status gives it), then sent in layout order, each file's bytes as soon as that
+   * file is verified. Its bytes are those of the ready cart's tar under the same `root`. When a
+   * file fails, the stream stops there (the client sees a body shorter than its length, never a
+   * tar that looks complete).
+   */
+  async follow(
+    cart: Cart,
+    root: string,
+    filename: string,
+    signal?: AbortSignal,
+  ): Promise<Delivered & { files: number }> {
+    const members = await this.whenSized(cart, signal);
+    const layout = tarLayout(root, members, (path) => this.volume.filePath(cart.id, path));
+    const etag = tarEtag(layout, `${cart.id}\n${cart.created_at}\nfollow`);
+    const pathOf = new Map(members.map((m) => [this.volume.filePath(cart.id, m.path), m.path]));
+    return {
+      filename,
+      size: layout.size,
+      files: layout.files,
+      etag,
+      lastModified: new Date(Number(cart.created_at)),
+      contentType: "application/octet-stream",
+      headers: {},
+      open: (start, end) =>
+        this.held(cart, () =>
+          this.streamOf(
+            layout,
+            start,
+            end,
+            (entry) => this.untilReady(cart, pathOf.get(entry.file!)!),
+          )),
+    };
+  }
+
+  /**
+   * The cart's tar members once every size and mtime is known (the archive's status gives them);
+   * throws when the cart fails or goes.
+   */
+  private async whenSized(cart: Cart, signal?: AbortSignal) {
+    for (;;) {
+      const now = await this.store.carts.byId(cart.id);
+      if (!now || now.deleted_at !== null) throw cartNotFound(cart.uid);
+      if (now.status === "error") throw cartFailed(now.message);
+      const members = await this.store.carts.tarMembers(cart.id);
+      if (members.every((m) => m.size !== null && m.mtime !== null)) return members;
+      await abortableSleep(followPollMs, signal);
+    }
+  }
+
+  /**
+   * Waits until the cart's file at `path` is verified, asking workers to take it first (its cart's
+   * turn comes now, and the file before the cart's others). Throws when it fails or its cart goes.
+   */
+  private async untilReady(cart: Cart, path: string): Promise<void> {
+    let favoured = false;
+    for (;;) {
+      const file = await this.store.carts.fileAt(cart.id, path);
+      if (!file) throw cartNotFound(cart.uid);
+      if (file.state === "ready") return;
+      if (file.state === "error") {
+        throw new CartdError("failure", `${path} failed (${file.error}); the download was stopped`);
+      }
+      const now = await this.store.carts.byId(cart.id);
+      if (!now || now.deleted_at !== null) {
+        throw new CartdError("failure", `cart ${cart.uid} was deleted; the download was stopped`);
+      }
+      // Its cart failed (another file did): this one will not be pulled.
+      if (now.status === "error") {
+        throw new CartdError("failure", `cart ${cart.uid} failed; the download was stopped`);
+      }
+      if (!favoured) {
+        await this.store.carts.favour(cart.id, file.id);
+        favoured = true;
+      }
+      await abortableSleep(followPollMs);
+    }
+  }
+
   /** The cart's files, in request order, with what a client needs to fetch each. */
   async files(cart: Cart): Promise<FileListing[]> {
     const files = await this.store.carts.files(cart.id);
@@ -289,11 +369,19 @@ export class CartDelivery {
    * regular file of the size verified (a FIFO or a grown file put there would block the read, or
    * fill the memory).
    */
-  private streamOf(layout: TarLayout, start?: number, end?: number): ReadableStream<Uint8Array> {
+  private streamOf(
+    layout: TarLayout,
+    start?: number,
+    end?: number,
+    /** Waited for before each file is checked and read (a follow waits for it to be verified). */
+    before?: (entry: TarEntry) => Promise<void>,
+  ): ReadableStream<Uint8Array> {
     return tarStream(layout, {
       start,
       end,
+      flushBeforeWaits: before !== undefined,
       checkFile: async (entry: TarEntry) => {
+        await before?.(entry);
         const path = entry.file!;
         const [info] = await Promise.all([Deno.lstat(path), this.volume.assertUnmoved(path)]);
         if (!info.isFile) {
@@ -312,6 +400,25 @@ export class CartDelivery {
       },
     });
   }
+}
+
+/** How often a follow looks again at a file (or the sizes) it waits for. */
+const followPollMs = 200;
+
+/** Sleeps `ms`, or less when `signal` aborts (then throws its reason). */
+function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 /** A layout of one file alone: its bytes, no header, no trailer. */

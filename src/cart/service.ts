@@ -376,6 +376,24 @@ export class CartService {
     return { ...await this.delivery.tar(cart, root, filename), root };
   }
 
+  /**
+   * A cart's tar that starts while it stages (see `CartDelivery.follow`): the same bytes as the
+   * ready cart's tar under the same name (default: the uid). Its answer waits until every size is
+   * known.
+   */
+  async follow(
+    uid: string,
+    requestedName?: string,
+    viewer?: Viewer,
+    signal?: AbortSignal,
+  ): Promise<CartDownload> {
+    const cart = await this.find(uid, viewer);
+    if (cart.status === "error") throw cartFailed(cart.message);
+    await this.touch(cart.id);
+    const { root, filename } = downloadName(requestedName || `${uid}.tar`);
+    return { ...await this.delivery.follow(cart, root, filename, signal), root };
+  }
+
   /** The cart's files with their state and checksums (`GET /-/carts/<uid>/files`). */
   async fileList(uid: string, viewer?: Viewer): Promise<FileListing[]> {
     const cart = await this.find(uid, viewer);

@@ -415,9 +415,11 @@ export class Worker {
       return await this.markError(job, message);
     }
     const delay = backoffDelay(this.config.pollInterval, polls, this.config.pollMaxInterval);
+    // Its size and mtime are known from now on (a download that follows the cart lays it out).
+    const mtime = status.mtime ?? (file.mtime === null ? null : Number(file.mtime));
     await this.save(
       job,
-      { polls, size: status.size, next_try_at: now + delay, ...recovered },
+      { polls, size: status.size, mtime, next_try_at: now + delay, ...recovered },
       true,
     );
   }

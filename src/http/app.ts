@@ -151,6 +151,9 @@ function routeOf(method: string, segments: string[]): string {
     if (segments.length === 4 && segments[1] === "carts" && segments[3] === "files") {
       return `${verb} /-/carts/{uid}/files`;
     }
+    if (segments.length === 4 && segments[1] === "carts" && segments[3] === "tar") {
+      return `${verb} /-/carts/{uid}/tar`;
+    }
     if (segments.length > 4 && segments[1] === "carts" && segments[3] === "files") {
       return `${verb} /-/carts/{uid}/files/{path}`;
     }
@@ -361,6 +364,11 @@ async function extension(
   }
   if (rest.length === 2 && rest[0] === "carts") {
     return jsonResponse(200, await deps.service.detailedReport(rest[1], viewer));
+  }
+  if (rest.length === 3 && rest[0] === "carts" && rest[2] === "tar") {
+    const requested = new URL(req.url).searchParams.get("filename") ?? undefined;
+    const tar = await deps.service.follow(rest[1], requested, viewer);
+    return await streamedResponse(req, tar, deps, record);
   }
   if (rest.length === 3 && rest[0] === "carts" && rest[2] === "files") {
     return jsonResponse(200, await deps.service.fileList(rest[1], viewer));

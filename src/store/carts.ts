@@ -294,6 +294,17 @@ export class CartRecords {
       .where("cart_id", "=", cartId).execute();
   }
 
+  /**
+   * Asks workers to take this file of the cart first: the cart's turn comes next, and the file,
+   * when its next step (a stage or a pull) is waiting, is due now.
+   */
+  async favour(cartId: number, fileId: number): Promise<void> {
+    await this.db.updateTable("carts").set({ claimed_at: 0 }).where("id", "=", cartId).execute();
+    await this.db.updateTable("files").set({ next_try_at: 0 })
+      .where("id", "=", fileId).where("state", "in", ["waiting", "staged"])
+      .where("space_wait_since", "is", null).execute();
+  }
+
   /** What a cart's zip needs of each file: a tar's needs, and its CRC-32 when known. */
   zipMembers(
     cartId: number,
