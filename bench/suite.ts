@@ -4,7 +4,7 @@
  * its own data, runs the archive simulator and `cartd serve` as a user would, and uses GNU tar,
  * dd and sha1sum for the references. Not part of `deno task test`.
  *
- *   deno task bench [--only small,large,memory,big,head,cli] [--large-mb 512] [--runs 1]
+ *   deno task bench [--only small,large,memory,big,head,cli,follow] [--large-mb 512] [--runs 1]
  */
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -16,7 +16,7 @@ import { type RunningServer, startServer, waitWhileStaging } from "../tests/supp
 const { values } = parseArgs({
   args: Deno.args,
   options: {
-    only: { type: "string", default: "small,large,memory,big,head,cli" },
+    only: { type: "string", default: "small,large,memory,big,head,cli,follow" },
     "large-mb": { type: "string", default: "512" },
   },
 });
@@ -435,6 +435,48 @@ if (parts.has("cli")) {
     `150 ms target; deno eval 0 ${bare.toFixed(0)} ms`,
     fromSource / 150,
   );
+}
+
+if (parts.has("follow")) {
+  // A cart recalled from tape, fetched by a client whose link carries 64 MB/s: staged then
+  // downloaded, against a download that follows the staging (GET /-/carts/<uid>/tar at once).
+  const files = 8;
+  const size = 32 * 2 ** 20;
+  const rate = 64e6;
+  const archive = await makeArchive(
+    Array.from({ length: files * 2 }, (_, i) => ({ id: `f${i}`, data: bytes(size, i + 1) })),
+  );
+  const simulator = await startArchiveSimulator({
+    prefix: archive.dir,
+    mode: "tape",
+    tapeDelayMs: 3000,
+    faults: [{ op: "pull", kind: "slow", bytesPerSecond: 100e6 }],
+  });
+  const node = await server(simulator.url, { CARTD_POLL_INTERVAL: "250ms" });
+  const curl = (url: string) =>
+    new Deno.Command("curl", {
+      args: ["-sf", "--limit-rate", String(rate), "-o", "/dev/null", url],
+    }).output();
+  const half = (n: number) => ({
+    fileids: archive.request.fileids.slice(n * files, (n + 1) * files),
+  });
+  const [staged] = await time(() => stage(node, "staged", half(0)));
+  const [transfer] = await time(() => curl(`${node.url}staged?filename=b`));
+  const [followed, out] = await time(async () => {
+    await post(node, "followed", half(1));
+    return await curl(`${node.url}-/carts/followed/tar?filename=b`);
+  });
+  if (!out.success) throw new Error("the follow download failed");
+  const oneFile = size / rate;
+  row(
+    `${files} × 32 MiB from tape, client at 64 MB/s: time to last byte, following`,
+    `${followed.toFixed(2)} s`,
+    `staged ${staged.toFixed(2)} s, then downloaded ${transfer.toFixed(2)} s: ` +
+      `${(staged + transfer).toFixed(2)} s; staging + one file ${(staged + oneFile).toFixed(2)} s`,
+    followed / (staged + oneFile),
+  );
+  await stop(node);
+  await simulator.stop();
 }
 
 await Deno.remove(work, { recursive: true }).catch(() => {});
