@@ -25,8 +25,32 @@ export function getCommand(globals: () => GlobalOptions) {
         .choices(["tar", "zip"] as const),
     )
     .option("--file <path>", "only this file of the cart (its path in the cart request)")
+    .option(
+      "--follow",
+      "start at once on a cart still staging (staging it here too): each file is written as " +
+        "soon as it is verified; the same tar as once the cart is ready",
+    )
     .action(async (uid, options) => {
-      await withCartd(globals(), async ({ service }) => {
+      await withCartd(globals(), async (cartd) => {
+        const { service } = cartd;
+        if (options.follow) {
+          if (options.format === "zip" || options.file !== undefined) {
+            throw new CartdError("invalid", "--follow writes the whole cart as a tar");
+          }
+          // Staged here too (with any server that also works on it), while the tar is written.
+          const stop = new AbortController();
+          const staging = cartd.stage(uid, { signal: stop.signal }).catch(() => {});
+          try {
+            const tar = await service.follow(uid, options.filename);
+            const output = options.output ?? `${tar.root}.tar`;
+            await write(tar, output);
+            if (output !== "-") console.error(`${output}: ${tar.size} bytes, ${tar.files} files`);
+          } finally {
+            stop.abort();
+            await staging;
+          }
+          return;
+        }
         if (options.file !== undefined) {
           const file = await service.fileDownload(uid, options.file);
           const output = options.output ?? file.filename;

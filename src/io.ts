@@ -71,6 +71,8 @@ export interface StreamEnd {
   /** `complete`: all of it; `failed`: its source failed; `cancelled`: its reader stopped. */
   how: "complete" | "failed" | "cancelled" | "aborted";
   bytes: number;
+  /** Why its source failed. */
+  reason?: string;
 }
 
 /**
@@ -82,15 +84,20 @@ export function passThrough(
   stream: ReadableStream<Uint8Array>,
   onEnd: (end: StreamEnd) => void | Promise<void> = () => {},
   onChunk?: (bytes: number) => void,
+  /**
+   * When the source fails: `error` the outer stream (its reader hears why), or `close` it (an HTTP
+   * answer then ends short of its Content-Length, which clients see, and Deno.serve logs nothing).
+   */
+  onFailure: "error" | "close" = "error",
 ): PassThrough {
   const reader = stream.getReader();
   let ended = false;
   let bytes = 0;
   let controller!: ReadableByteStreamController;
-  const end = async (how: StreamEnd["how"]) => {
+  const end = async (how: StreamEnd["how"], reason?: string) => {
     if (ended) return;
     ended = true;
-    await onEnd({ how, bytes });
+    await onEnd({ how, bytes, reason });
   };
   const outer = new ReadableStream({
     type: "bytes",
@@ -114,8 +121,9 @@ export function passThrough(
           return;
         }
       } catch (err) {
-        await end("failed");
-        controller.error(err);
+        await end("failed", err instanceof Error ? err.message : String(err));
+        if (onFailure === "close") controller.close();
+        else controller.error(err);
       }
     },
     async cancel(reason) {

@@ -10,6 +10,7 @@ import { makeArchive } from "./support/archive.ts";
 import { serveApp } from "./support/app.ts";
 import { openTestCartd } from "./support/cartd.ts";
 import { waitWhileStaging } from "./support/server.ts";
+import { cartdEnv, runCli } from "./support/cli.ts";
 
 const json = { "content-type": "application/json" };
 
@@ -138,6 +139,40 @@ Deno.test("a cart that fails while followed gives a body that tar and Python rej
     await afterwards.body?.cancel();
   } finally {
     await app.close();
+    await simulator.stop();
+  }
+});
+
+Deno.test("cartd get --follow writes a staging cart's tar as it is staged (here, with no server), the same as the ready cart's", async () => {
+  const archive = await makeArchive([
+    { id: "a", path: "a.dat", size: 120_000 },
+    { id: "b", path: "sub/b.dat", size: 80_000 },
+  ]);
+  const simulator = await startArchiveSimulator({
+    prefix: archive.dir,
+    mode: "tape",
+    tapeDelayMs: 300,
+  });
+  const volume = await Deno.makeTempDir();
+  const env = cartdEnv(volume, simulator.url);
+  const cwd = await Deno.makeTempDir();
+  try {
+    const created = await runCli(["create", "g", "-"], {
+      env,
+      stdin: JSON.stringify(archive.request),
+    });
+    assertEquals(created.code, 0, created.stderr);
+    const followed = await runCli(["get", "g", "--follow", "--filename", "g.tar", "-o", "f.tar"], {
+      env,
+      cwd,
+    });
+    assertEquals(followed.code, 0, followed.stderr);
+    const ready = await runCli(["get", "g", "--filename", "g.tar", "-o", "r.tar"], { env, cwd });
+    assertEquals(ready.code, 0, ready.stderr);
+    assertEquals(await Deno.readFile(join(cwd, "f.tar")), await Deno.readFile(join(cwd, "r.tar")));
+    const zip = await runCli(["get", "g", "--follow", "--format", "zip"], { env, cwd });
+    assertEquals(zip.code, 2);
+  } finally {
     await simulator.stop();
   }
 });

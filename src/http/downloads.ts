@@ -3,6 +3,7 @@
  * them cleanly (erroring a body is the one way to stop a stream that Deno.serve survives).
  */
 import { type PassThrough, passThrough, type StreamEnd } from "../io.ts";
+import { log } from "../log.ts";
 
 /** Counts the bodies being streamed, and ends them all on demand. */
 export class Downloads {
@@ -18,10 +19,22 @@ export class Downloads {
     body: ReadableStream<Uint8Array>,
     onEnd: (end: StreamEnd) => void = () => {},
   ): ReadableStream<Uint8Array> {
-    const tracked: PassThrough = passThrough(body, (end) => {
-      this.live.delete(tracked);
-      onEnd(end);
-    });
+    // A body whose source fails ends short of its length (the client sees it cut off); why is
+    // logged here, once, rather than by Deno.serve with a stack trace.
+    const tracked: PassThrough = passThrough(
+      body,
+      (end) => {
+        this.live.delete(tracked);
+        if (end.how === "failed") {
+          log.warn(
+            `a download stopped after ${end.bytes} bytes: ${end.reason}`,
+          );
+        }
+        onEnd(end);
+      },
+      undefined,
+      "close",
+    );
     this.live.add(tracked);
     return tracked.stream;
   }
