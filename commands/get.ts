@@ -2,6 +2,7 @@
  * `cartd get <uid> [-o FILE|-] [--filename NAME] [--format tar|zip]`: writes a ready cart's tar
  * (or zip); with `--file PATH`, one verified file of the cart (which may still be staging).
  */
+import { join } from "node:path";
 import { Command, Option } from "@commander-js/extra-typings";
 import type { Delivered } from "../src/cart/delivery.ts";
 import { CartdError, describe } from "../src/errors.ts";
@@ -43,8 +44,8 @@ export function getCommand(globals: () => GlobalOptions) {
           try {
             const tar = await service.follow(uid, options.filename);
             const output = options.output ?? `${tar.root}.tar`;
-            await write(tar, output);
-            if (output !== "-") console.error(`${output}: ${tar.size} bytes, ${tar.files} files`);
+            const written = await write(tar, output);
+            if (written !== "-") console.error(`${written}: ${tar.size} bytes, ${tar.files} files`);
           } finally {
             stop.abort();
             await staging;
@@ -54,21 +55,27 @@ export function getCommand(globals: () => GlobalOptions) {
         if (options.file !== undefined) {
           const file = await service.fileDownload(uid, options.file);
           const output = options.output ?? file.filename;
-          await write(file, output);
-          if (output !== "-") console.error(`${output}: ${file.size} bytes`);
+          const written = await write(file, output);
+          if (written !== "-") console.error(`${written}: ${file.size} bytes`);
           return;
         }
         const cart = await service.download(uid, options.filename, undefined, options.format);
         const output = options.output ??
           (cart.contentType === "application/zip" ? cart.filename : `${cart.root}.tar`);
-        await write(cart, output);
-        if (output !== "-") console.error(`${output}: ${cart.size} bytes, ${cart.files} files`);
+        const written = await write(cart, output);
+        if (written !== "-") console.error(`${written}: ${cart.size} bytes, ${cart.files} files`);
       });
     });
 }
 
-/** Writes the whole of `delivered` to `output` (`-`: standard output). */
-async function write(delivered: Delivered, output: string): Promise<void> {
+/**
+ * Writes the whole of `delivered` to `output` (`-`: standard output; a folder: its own name in
+ * there).
+ */
+async function write(delivered: Delivered, output: string): Promise<string> {
+  if (output !== "-" && (await Deno.stat(output).catch(() => undefined))?.isDirectory) {
+    output = join(output, delivered.filename);
+  }
   const body = await delivered.open();
   if (output === "-") {
     try {
@@ -77,7 +84,7 @@ async function write(delivered: Delivered, output: string): Promise<void> {
       // The reader went away (`cartd get x -o - | head`): not cartd's failure.
       if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
     }
-    return;
+    return output;
   }
   // Written under a temporary name, so a failed download never looks like a finished one.
   const partial = `${output}.part`;
@@ -91,5 +98,9 @@ async function write(delivered: Delivered, output: string): Promise<void> {
     await Deno.remove(partial).catch(() => {});
     throw err;
   }
-  await Deno.rename(partial, output);
+  await Deno.rename(partial, output).catch(async (err) => {
+    await Deno.remove(partial).catch(() => {});
+    throw new CartdError("invalid", `cannot write ${output}: ${describe(err)}`);
+  });
+  return output;
 }

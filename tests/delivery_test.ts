@@ -225,6 +225,11 @@ Deno.test("cartd get --file writes one file of a cart, even one still staging; a
     assertEquals(nowhere.code, 2, nowhere.stderr);
     assertMatch(nowhere.stderr, /cannot write \/nonexistent\/dir\/a: /);
     assert(!nowhere.stderr.includes("internal error"), nowhere.stderr);
+    // An existing folder: the file goes in there under its own name.
+    const folder = await Deno.makeTempDir();
+    const intoFolder = await runCli(["get", "g", "--file", "x/a.dat", "-o", folder], { env, cwd });
+    assertEquals(intoFolder.code, 0, intoFolder.stderr);
+    assertEquals(await Deno.readFile(`${folder}/a.dat`), archive.files[0].data);
   } finally {
     server.child.kill("SIGTERM");
     await server.exited;

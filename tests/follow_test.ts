@@ -133,10 +133,20 @@ Deno.test("a cart that fails while followed gives a body that tar and Python rej
     }
     const head = await waitWhileStaging(`${app.url}x`, 50, 20_000);
     assertEquals(head.headers.get("x-pacifica-status"), "error");
-    // Asked once the cart has failed: its error, as for the cart's GET.
+    // Asked once the cart has failed: its error, as for the cart's GET; so for a file of it that
+    // was not pulled (it never will be), rather than "not ready" for ever.
     const afterwards = await fetch(`${app.url}-/carts/x/tar`);
     assertEquals(afterwards.status, 500);
     await afterwards.body?.cancel();
+    const files = await (await fetch(`${app.url}-/carts/x/files`)).json() as {
+      path: string;
+      state: string;
+    }[];
+    for (const file of files.filter((f) => f.state !== "ready")) {
+      const one = await fetch(`${app.url}-/carts/x/files/${file.path}`);
+      assertEquals(one.status, 500, file.path);
+      await one.body?.cancel();
+    }
   } finally {
     await app.close();
     await simulator.stop();

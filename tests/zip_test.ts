@@ -125,6 +125,12 @@ Deno.test("a cart's zip is read by Python, unzip, 7-Zip and bsdtar with its cont
     const bad = await fetch(`${app.url}z?format=rar`);
     assertEquals(bad.status, 400);
     assertMatch((await bad.json()).message, /format must be tar or zip/);
+    const conflict = await fetch(`${app.url}z?format=tar&filename=a.zip`);
+    assertEquals(conflict.status, 400);
+    await conflict.body?.cancel();
+    const followZip = await fetch(`${app.url}-/carts/z/tar?format=zip`);
+    assertEquals(followZip.status, 400);
+    await followZip.body?.cancel();
   } finally {
     await app.close();
     await simulator.stop();

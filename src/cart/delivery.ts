@@ -213,7 +213,7 @@ export class CartDelivery {
       if (!file) throw cartNotFound(cart.uid);
       if (file.state === "ready") return;
       if (file.state === "error") {
-        throw new CartdError("failure", `${path} failed (${file.error}); the download was stopped`);
+        throw cartFailed(`${path} failed (${file.error}); the download was stopped`);
       }
       const now = await this.store.carts.byId(cart.id);
       if (!now || now.deleted_at !== null) {
@@ -221,7 +221,7 @@ export class CartDelivery {
       }
       // Its cart failed (another file did): this one will not be pulled.
       if (now.status === "error") {
-        throw new CartdError("failure", `cart ${cart.uid} failed; the download was stopped`);
+        throw cartFailed(`cart ${cart.uid} failed (${now.message}); the download was stopped`);
       }
       if (!favoured) {
         await this.store.carts.favour(cart.id, file.id);
@@ -255,6 +255,8 @@ export class CartDelivery {
       throw new CartdError("notFound", `cart ${cart.uid} has no file ${JSON.stringify(path)}`);
     }
     if (file.state === "error") throw cartFailed(`${path}: ${file.error}`);
+    // Its cart failed (another file did): this one will not be pulled any more.
+    if (file.state !== "ready" && cart.status === "error") throw cartFailed(cart.message);
     if (file.state !== "ready") {
       throw cartNotReady(`The file is not ready for download (it is ${file.state}).`);
     }

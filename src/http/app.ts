@@ -289,6 +289,9 @@ async function download(
   if (format !== undefined && format !== "tar" && format !== "zip") {
     throw invalidInput(`format must be tar or zip, not ${JSON.stringify(format.slice(0, 50))}`);
   }
+  if (format === "tar" && /\.zip$/i.test(requested ?? "")) {
+    throw invalidInput("filename names a zip, but format is tar");
+  }
   try {
     const download = await deps.service.download(uid, requested, viewer, format);
     return await streamedResponse(req, download, deps, record);
@@ -366,7 +369,12 @@ async function extension(
     return jsonResponse(200, await deps.service.detailedReport(rest[1], viewer));
   }
   if (rest.length === 3 && rest[0] === "carts" && rest[2] === "tar") {
-    const requested = new URL(req.url).searchParams.get("filename") ?? undefined;
+    const params = new URL(req.url).searchParams;
+    const requested = params.get("filename") ?? undefined;
+    // A zip needs every file's CRC-32 before its first byte: only a tar can follow staging.
+    if ((params.get("format") ?? "tar") !== "tar" || /\.zip$/i.test(requested ?? "")) {
+      throw invalidInput("a download that follows a cart's staging is a tar (format=tar)");
+    }
     const tar = await deps.service.follow(rest[1], requested, viewer);
     return await streamedResponse(req, tar, deps, record);
   }
