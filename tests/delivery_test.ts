@@ -43,6 +43,7 @@ async function servedWhileStaging() {
   return {
     archive,
     app,
+    cartd,
     list,
     async close() {
       await app.close();
@@ -135,6 +136,19 @@ Deno.test("single files: listed, served with ranges, If-Range and digests before
     }
     const slow = await fetch(fileUrl(app.url, "sub dir/slow.bin"));
     assertEquals(new Uint8Array(await slow.arrayBuffer()), archive.files[2].data);
+
+    // A backwards range makes the header invalid: ignored, the whole file.
+    const backwards = await fetch(fileUrl(app.url, a.path), { headers: { range: "bytes=10-5" } });
+    assertEquals(backwards.status, 200);
+    assertEquals((await backwards.arrayBuffer()).byteLength, a.data.length);
+    // Changed in place on the volume (same size): refused before any header says 200.
+    const onDisk = served.cartd.volume.filePath(1, a.path);
+    const changed = a.data.slice();
+    changed[5] ^= 0xff;
+    await Deno.writeFile(onDisk, changed);
+    const refused = await fetch(fileUrl(app.url, a.path));
+    assertEquals(refused.status, 500);
+    assertMatch((await refused.json()).message, /changed on the volume since it was verified/);
   } finally {
     await served.close();
   }

@@ -167,10 +167,12 @@ async function readyCart(
     const path = cartd.volume.filePath(cart.id, f.path);
     await Deno.mkdir(join(path, ".."), { recursive: true });
     if (f.data) await Deno.writeFile(path, f.data);
-    else {await Deno.truncate(path, f.size).catch(async () => {
-        await Deno.writeFile(path, new Uint8Array(0));
-        await Deno.truncate(path, f.size);
-      });}
+    else {
+      await Deno.writeFile(path, new Uint8Array(0));
+      await Deno.truncate(path, f.size);
+    }
+    // The archive's mtime, as a pull leaves it.
+    await Deno.utime(path, 1_700_000_000, 1_700_000_000);
   }
   const db = new DatabaseSync(`${cartd.volume.root}/cartd.sqlite3`);
   const ids = new Map(

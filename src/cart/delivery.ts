@@ -263,7 +263,10 @@ export class CartDelivery {
     const size = Number(file.size);
     const mtime = file.mtime === null ? Number(cart.created_at) / 1000 : Number(file.mtime);
     const disk = this.volume.filePath(cart.id, file.path);
-    const layout = singleFileLayout(file.path, size, mtime, disk);
+    // Checked before the answer is described: a file that is not what was verified is an error
+    // (500), not a 200 cut off after its headers.
+    await this.checkOnDisk(disk, file.path, size, file.mtime === null ? 0 : Number(file.mtime));
+    const layout = singleFileLayout(file.path, size, Number(file.mtime ?? 0), disk);
     const etag = `"${
       createHash("sha256").update(
         `${cart.id}\n${file.id}\n${size}\n${mtime}\n${file.hash_type}\n${file.hash_sum}`,
@@ -384,23 +387,29 @@ export class CartDelivery {
       flushBeforeWaits: before !== undefined,
       checkFile: async (entry: TarEntry) => {
         await before?.(entry);
-        const path = entry.file!;
-        const [info] = await Promise.all([Deno.lstat(path), this.volume.assertUnmoved(path)]);
-        if (!info.isFile) {
-          throw new CartdError(
-            "failure",
-            `${entry.header.name} is not a regular file on the volume any more`,
-          );
-        }
-        if (info.size !== entry.header.size) {
-          throw new CartdError(
-            "failure",
-            `${entry.header.name} is ${info.size} bytes on the volume, not the ${entry.header.size} ` +
-              "verified; the download was stopped",
-          );
-        }
+        const { name, size, mtime } = entry.header;
+        await this.checkOnDisk(entry.file!, name, size, mtime);
       },
     });
+  }
+
+  /**
+   * A verified file must still be itself: its path resolves to itself (a symlink swapped in since,
+   * for the file or a folder, is refused), a regular file (a FIFO would block the read) of the
+   * size verified, and (when the archive gave one) with the mtime it was given when verified: a
+   * change in place moves it.
+   */
+  private async checkOnDisk(path: string, name: string, size: number, mtime: number) {
+    const [info] = await Promise.all([Deno.lstat(path), this.volume.assertUnmoved(path)]);
+    const stopped = (what: string) =>
+      new CartdError("failure", `${name} ${what}; the download was stopped`);
+    if (!info.isFile) throw stopped("is not a regular file on the volume any more");
+    if (info.size !== size) {
+      throw stopped(`is ${info.size} bytes on the volume, not the ${size} verified`);
+    }
+    if (mtime > 0 && info.mtime && Math.floor(info.mtime.getTime() / 1000) !== mtime) {
+      throw stopped("was changed on the volume since it was verified");
+    }
   }
 }
 

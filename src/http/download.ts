@@ -52,7 +52,13 @@ export async function downloadResponse(
   const ifRange = req.headers.get("if-range");
   const rangeApplies = range !== null &&
     (ifRange === null || ifRange === etag || ifRange === lastModified);
-  if (rangeApplies) {
+  // A range whose last byte comes before its first makes the header invalid: it is ignored
+  // (RFC 9110, 14.1.1), where range-parser would call it unsatisfiable.
+  const backwards = range !== null &&
+    [...range.matchAll(/(\d+)\s*-\s*(\d+)/g)].some(([, first, last]) =>
+      Number(last) < Number(first)
+    );
+  if (rangeApplies && !backwards) {
     const ranges = rangeParser(size, wholeForLongSuffixes(range, size), { combine: true });
     if (ranges === -1) {
       const message = `Range ${headerValue(range, 200)} is outside the ${size} bytes`;
