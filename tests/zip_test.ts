@@ -63,7 +63,7 @@ Deno.test("a cart's zip is read by Python, unzip, 7-Zip and bsdtar with its cont
       assertEquals(Number(row.crc32), crc32(f.data), `${f.id}'s CRC-32`);
     }
 
-    const response = await fetch(`${app.url}z?format=zip`);
+    const response = await fetch(`${app.url}z?format=ZIP`);
     assertEquals(response.status, 200);
     assertEquals(response.headers.get("content-type"), "application/zip");
     assertMatch(response.headers.get("content-disposition")!, /filename="data_[0-9_]+\.zip"/);

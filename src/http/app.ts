@@ -285,7 +285,7 @@ async function download(
 ): Promise<Response> {
   const params = new URL(req.url).searchParams;
   const requested = params.get("filename") ?? undefined;
-  const format = params.get("format") ?? undefined;
+  const format = params.get("format")?.toLowerCase();
   if (format !== undefined && format !== "tar" && format !== "zip") {
     throw invalidInput(`format must be tar or zip, not ${JSON.stringify(format.slice(0, 50))}`);
   }
@@ -372,7 +372,9 @@ async function extension(
     const params = new URL(req.url).searchParams;
     const requested = params.get("filename") ?? undefined;
     // A zip needs every file's CRC-32 before its first byte: only a tar can follow staging.
-    if ((params.get("format") ?? "tar") !== "tar" || /\.zip$/i.test(requested ?? "")) {
+    if (
+      (params.get("format") ?? "tar").toLowerCase() !== "tar" || /\.zip$/i.test(requested ?? "")
+    ) {
       throw invalidInput("a download that follows a cart's staging is a tar (format=tar)");
     }
     const tar = await deps.service.follow(rest[1], requested, viewer);
