@@ -135,3 +135,34 @@ Deno.test("a file on tape for 5 s is polled a handful of times, not hundreds", a
     },
   );
 });
+
+Deno.test("a stage request the archive lost (its recall queue restarted) is sent again while the file stays on tape", async () => {
+  const options = { mode: "tape" as const, tapeDelayMs: 200 };
+  const env = { CARTD_POLL_INTERVAL: "20ms", CARTD_POLL_MAX_INTERVAL: "50ms" };
+  await withSimulator(
+    [{ id: "lost", size: 1000 }],
+    options,
+    env,
+    async ({ archive, simulator, cartd }) => {
+      const { parseCartRequest } = await import("../src/cart/request.ts");
+      await cartd.service.create("lost", parseCartRequest(JSON.stringify(archive.request)));
+      const stop = new AbortController();
+      const working = cartd.worker().run(stop.signal);
+      try {
+        while (simulator.count("stage", "lost") === 0) await sleep(5);
+        simulator.forgetStages(); // the archive restarts: its queue of recalls is gone
+        const deadline = Date.now() + 15_000;
+        while ((await cartd.service.report("lost")).status === "staging") {
+          if (Date.now() > deadline) throw new Error("never staged again");
+          await sleep(20);
+        }
+      } finally {
+        stop.abort();
+        await working;
+      }
+      assertEquals((await cartd.service.report("lost")).status, "ready");
+      assert(simulator.count("stage", "lost") >= 2, "the stage request went again");
+      assertEquals(simulator.count("pull", "lost"), 1);
+    },
+  );
+});

@@ -80,6 +80,8 @@ function heartbeatMs(leaseMs: number): number {
   return Math.max(Math.min(leaseMs / 3, 5000), 50);
 }
 const spaceWaitLogMs = 5 * 60_000;
+/** A file still on tape has its stage request sent again every this many polls. */
+const restageEveryPolls = 10;
 const idlePollMs = 1000;
 
 /** A set of worker loops sharing one lease owner and one view of the archive's health. */
@@ -413,6 +415,14 @@ export class Worker {
       const message = `file ${file.archive_id} is still on ${status.media} ${seconds} s after ` +
         "its stage request (stage_timeout)";
       return await this.markError(job, message);
+    }
+    // Still on tape after many polls: the stage request is sent again, in case the archive lost
+    // it (a restart of its recall queue). Staging is idempotent, so a recall under way is not hurt.
+    if (polls % restageEveryPolls === 0) {
+      await this.archive.stage(file.archive_id, signal);
+      log.info(`${fileOf(job)}: still on ${status.media} after ${polls} polls; stage asked again`, {
+        uid: job.uid,
+      });
     }
     const delay = backoffDelay(this.config.pollInterval, polls, this.config.pollMaxInterval);
     // Its size and mtime are known from now on (a download that follows the cart lays it out).
