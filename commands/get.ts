@@ -76,8 +76,8 @@ async function write(delivered: Delivered, output: string): Promise<string> {
   if (output !== "-" && (await Deno.stat(output).catch(() => undefined))?.isDirectory) {
     output = join(output, delivered.filename);
   }
-  const body = await delivered.open();
   if (output === "-") {
+    const body = await delivered.open();
     try {
       await body.pipeTo(Deno.stdout.writable, { preventClose: true });
     } catch (err) {
@@ -86,14 +86,15 @@ async function write(delivered: Delivered, output: string): Promise<string> {
     }
     return output;
   }
-  // Written under a temporary name, so a failed download never looks like a finished one.
+  // Written under a temporary name, so a failed download never looks like a finished one; opened
+  // first, so a path that cannot be written holds no download open.
   const partial = `${output}.part`;
   const file = await Deno.open(partial, { write: true, create: true, truncate: true })
     .catch((err) => {
       throw new CartdError("invalid", `cannot write ${output}: ${describe(err)}`);
     });
   try {
-    await body.pipeTo(file.writable);
+    await (await delivered.open()).pipeTo(file.writable);
   } catch (err) {
     await Deno.remove(partial).catch(() => {});
     throw err;

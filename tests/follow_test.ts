@@ -186,3 +186,44 @@ Deno.test("cartd get --follow writes a staging cart's tar as it is staged (here,
     await simulator.stop();
   }
 });
+
+Deno.test("a follow download whose client goes away lets go of its cart at once, though its next file is still on tape", async () => {
+  const archive = await makeArchive([{ id: "t", path: "t.dat", size: 50_000 }]);
+  const simulator = await startArchiveSimulator({
+    prefix: archive.dir,
+    mode: "tape",
+    tapeDelayMs: 60_000,
+  });
+  const cartd = await openTestCartd(simulator.url);
+  const app = serveApp(cartd);
+  try {
+    const created = await fetch(`${app.url}g`, {
+      method: "POST",
+      body: JSON.stringify(archive.request),
+      headers: json,
+    });
+    await created.body?.cancel();
+    const followed = await fetch(`${app.url}-/carts/g/tar`);
+    assertEquals(followed.status, 200);
+    const reader = followed.body!.getReader();
+    await reader.read(); // the tar's first header, sent before the wait for the file
+    await reader.cancel();
+    const { DatabaseSync } = await import("node:sqlite");
+    const held = () => {
+      const db = new DatabaseSync(`${cartd.volume.root}/cartd.sqlite3`);
+      const n = Number(
+        (db.prepare("select count(*) as n from downloads").get() as { n: number }).n,
+      );
+      db.close();
+      return n;
+    };
+    const deadline = Date.now() + 3_000;
+    while (held() > 0) {
+      if (Date.now() > deadline) throw new Error("the download still holds the cart");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  } finally {
+    await app.close();
+    await simulator.stop();
+  }
+});

@@ -22,6 +22,8 @@ export interface TarStreamOptions {
    * be verified), rather than gathering them into full chunks.
    */
   flushBeforeWaits?: boolean;
+  /** Told when the reader cancels the stream. */
+  onCancel?: () => void;
 }
 
 /** Streams the bytes [start, end) of the tar a layout describes. */
@@ -43,6 +45,9 @@ export function tarStream(
       else controller.enqueue(value);
     },
     async cancel() {
+      // A read waiting on something (a file not verified yet) is told first, or the generator
+      // would finish only once it came.
+      options.onCancel?.();
       await iterator.return?.(undefined);
     },
   });
@@ -144,8 +149,8 @@ async function* tarChunks(
   const reads: [Promise<Uint8Array> | Uint8Array | number, number, boolean][] = [];
   let reading = 0;
   let fileReads = 0;
-  /** File reads that have finished (so awaiting them does not wait). */
-  const settled = new Set<Promise<Uint8Array>>();
+  /** File reads that have finished (so awaiting them does not wait); weak, so it holds no bytes. */
+  const settled = new WeakSet<Promise<Uint8Array>>();
   let next!: IteratorResult<Piece>;
   const readMore = () => {
     readAhead = readAheadShare();
@@ -204,7 +209,6 @@ async function* tarChunks(
       if (flushBeforeWaits && filled > 0 && read instanceof Promise && !settled.has(read)) {
         yield takeChunk();
       }
-      if (read instanceof Promise) settled.delete(read);
       const piece = read instanceof Promise ? await read : read;
       reading -= counted;
       if (fromFile) fileReads--;

@@ -167,7 +167,11 @@ export class CartDelivery {
     const members = await this.whenSized(cart, signal);
     const layout = tarLayout(root, members, (path) => this.volume.filePath(cart.id, path));
     const etag = tarEtag(layout, `${cart.id}\n${cart.created_at}\nfollow`);
-    const pathOf = new Map(members.map((m) => [this.volume.filePath(cart.id, m.path), m.path]));
+    const fileOf = new Map(
+      members.map((
+        m,
+      ) => [this.volume.filePath(cart.id, m.path), { id: Number(m.id), path: m.path }]),
+    );
     return {
       filename,
       size: layout.size,
@@ -182,7 +186,7 @@ export class CartDelivery {
             layout,
             start,
             end,
-            (entry) => this.untilReady(cart, pathOf.get(entry.file!)!),
+            (entry, signal) => this.untilReady(cart, fileOf.get(entry.file!)!, signal),
           )),
     };
   }
@@ -196,8 +200,10 @@ export class CartDelivery {
       const now = await this.store.carts.byId(cart.id);
       if (!now || now.deleted_at !== null) throw cartNotFound(cart.uid);
       if (now.status === "error") throw cartFailed(now.message);
-      const members = await this.store.carts.tarMembers(cart.id);
-      if (members.every((m) => m.size !== null && m.mtime !== null)) return members;
+      // Counted, not loaded, until they are all known.
+      if (await this.store.carts.unsized(cart.id) === 0) {
+        return await this.store.carts.tarMembers(cart.id);
+      }
       await abortableSleep(followPollMs, signal);
     }
   }
@@ -206,10 +212,14 @@ export class CartDelivery {
    * Waits until the cart's file at `path` is verified, asking workers to take it first (its cart's
    * turn comes now, and the file before the cart's others). Throws when it fails or its cart goes.
    */
-  private async untilReady(cart: Cart, path: string): Promise<void> {
+  private async untilReady(
+    cart: Cart,
+    { id, path }: { id: number; path: string },
+    signal: AbortSignal,
+  ): Promise<void> {
     let favoured = false;
     for (;;) {
-      const file = await this.store.carts.fileAt(cart.id, path);
+      const file = await this.store.carts.fileById(id);
       if (!file) throw cartNotFound(cart.uid);
       if (file.state === "ready") return;
       if (file.state === "error") {
@@ -227,7 +237,7 @@ export class CartDelivery {
         await this.store.carts.favour(cart.id, file.id);
         favoured = true;
       }
-      await abortableSleep(followPollMs);
+      await abortableSleep(followPollMs, signal);
     }
   }
 
@@ -378,15 +388,20 @@ export class CartDelivery {
     layout: TarLayout,
     start?: number,
     end?: number,
-    /** Waited for before each file is checked and read (a follow waits for it to be verified). */
-    before?: (entry: TarEntry) => Promise<void>,
+    /**
+     * Waited for before each file is checked and read (a follow waits for it to be verified);
+     * its signal aborts when the reader goes away.
+     */
+    before?: (entry: TarEntry, signal: AbortSignal) => Promise<void>,
   ): ReadableStream<Uint8Array> {
+    const gone = new AbortController();
     return tarStream(layout, {
       start,
       end,
       flushBeforeWaits: before !== undefined,
+      onCancel: () => gone.abort(new Error("the download was cancelled")),
       checkFile: async (entry: TarEntry) => {
-        await before?.(entry);
+        await before?.(entry, gone.signal);
         const { name, size, mtime } = entry.header;
         await this.checkOnDisk(entry.file!, name, size, mtime);
       },

@@ -288,10 +288,24 @@ export class CartRecords {
       .where("path", "=", path).executeTakeFirst();
   }
 
-  /** What a cart's tar needs of each file: its path, size and the archive's mtime. */
-  tarMembers(cartId: number): Promise<Pick<CartFile, "path" | "size" | "mtime">[]> {
-    return this.db.selectFrom("files").select(["path", "size", "mtime"])
+  /** What a cart's tar needs of each file: its path, size and the archive's mtime (and its id). */
+  tarMembers(cartId: number): Promise<Pick<CartFile, "id" | "path" | "size" | "mtime">[]> {
+    return this.db.selectFrom("files").select(["id", "path", "size", "mtime"])
       .where("cart_id", "=", cartId).execute();
+  }
+
+  /** How many of a cart's files have no size or mtime yet. */
+  async unsized(cartId: number): Promise<number> {
+    const row = await this.db.selectFrom("files").select(sql<number>`count(*)`.as("n"))
+      .where("cart_id", "=", cartId)
+      .where((eb) => eb.or([eb("size", "is", null), eb("mtime", "is", null)]))
+      .executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+
+  /** A file by its id. */
+  fileById(id: number): Promise<CartFile | undefined> {
+    return this.db.selectFrom("files").selectAll().where("id", "=", id).executeTakeFirst();
   }
 
   /**

@@ -76,8 +76,11 @@ export class SpaceRecords {
         .limit(1).executeTakeFirst();
       const covered = Math.min(Number(donor?.promised ?? 0), bytes);
       const own = { id: file.id, bytes: bytes - covered };
-      const from = donor && { id: donor.id, cartId: donor.cart_id, share: Number(donor.promised) };
-      const check = await admitIn(tx, file.cart_id, own, free, limit, now, held, from, covered);
+      const from = donor && { id: Number(donor.id), cartId: Number(donor.cart_id) };
+      const check = await admitIn(tx, this.dialect, file.cart_id, own, free, limit, now, held, {
+        donor: from,
+        fileBytes: bytes,
+      });
       if (check.fits) {
         await tx.updateTable("files")
           .set({
@@ -109,7 +112,7 @@ export class SpaceRecords {
       await this.dialect.lockReservations(tx);
       const free = freeBytes();
       const held = await heldNow(tx, now);
-      return await admitIn(tx, cartId, undefined, free, limit, now, held);
+      return await admitIn(tx, this.dialect, cartId, undefined, free, limit, now, held);
     });
   }
 
@@ -266,15 +269,16 @@ async function heldNow(
  */
 async function admitIn(
   tx: Kysely<Database>,
+  dialect: SqlDialect,
   cartId: number,
+  /** The asking file and the bytes it needs beyond what another cart's promise covers. */
   file: { id: number; bytes: number } | undefined,
   free: number,
   limit: number,
   now: number,
   held: Held,
-  /** Another cart's file whose promised share (`covered` of it) comes over to `file`. */
-  donor?: { id: number; cartId: number; share: number },
-  covered = 0,
+  /** Another cart's file whose promised share comes over to `file`, and `file`'s whole size. */
+  transfer?: { donor?: { id: number; cartId: number }; fileBytes: number },
 ): Promise<SpaceCheck> {
   const cart = await tx.selectFrom("carts").select(["admitted_at", "file_count"])
     .where("id", "=", cartId).executeTakeFirst();
@@ -302,23 +306,38 @@ async function admitIn(
   const fits = need === 0 ||
     (need <= free - reserved && (limit <= 0 || held.used + need <= limit));
   if (!fits) return { fits, need, reserved, used: held.used };
-  // Cart rows before file rows, as every transaction touching both locks them.
+  // Cart rows are locked before file rows, as every transaction touching both locks them. What
+  // the files take is what their rows say as they are written (another transaction may have
+  // changed one since they were counted), so a cart's promise stays the sum of its files' shares.
+  await dialect.forUpdate(tx.selectFrom("carts").select("id").where("id", "=", cartId)).execute();
+  let donorShare = 0;
+  const donor = transfer?.donor;
+  if (donor) {
+    await dialect.forUpdate(tx.selectFrom("carts").select("id").where("id", "=", donor.cartId))
+      .execute();
+    const row = await dialect.forUpdate(
+      tx.selectFrom("files").select("promised").where("id", "=", donor.id),
+    ).executeTakeFirst();
+    donorShare = Number(row?.promised ?? 0);
+  }
+  // (The asking file's own share is written with its reservation.)
+  const promisedRest = Number(rest.bytes) > 0
+    ? (await tx.updateTable("files").set({ promised: size }).where(needed).returning("promised")
+      .execute()).reduce((sum, r) => sum + Number(r.promised), 0)
+    : 0;
+  if (donor && donorShare > 0) {
+    await tx.updateTable("files").set({ promised: 0 }).where("id", "=", donor.id).execute();
+    await tx.updateTable("carts")
+      .set((eb) => ({ promised_bytes: eb("promised_bytes", "-", donorShare) }))
+      .where("id", "=", donor.cartId).execute();
+  }
+  const ownShare = transfer?.fileBytes ?? file?.bytes ?? 0;
   await tx.updateTable("carts")
     .set((eb) => ({
-      promised_bytes: eb("promised_bytes", "+", need + covered),
+      promised_bytes: eb("promised_bytes", "+", ownShare + promisedRest),
       admitted_at: eb.fn.coalesce("admitted_at", sql<number>`${now}`),
     }))
     .where("id", "=", cartId).execute();
-  if (donor) {
-    await tx.updateTable("carts")
-      .set((eb) => ({ promised_bytes: eb("promised_bytes", "-", donor.share) }))
-      .where("id", "=", donor.cartId).execute();
-    await tx.updateTable("files").set({ promised: 0 }).where("id", "=", donor.id).execute();
-  }
-  // (The asking file's own share is written with its reservation.)
-  if (Number(rest.bytes) > 0) {
-    await tx.updateTable("files").set({ promised: size }).where(needed).execute();
-  }
   // Newly admitted, its files waiting for another cart's pull look again now: a pull whose cart
   // waits to be admitted is theirs to take over (see CacheRecords.leadPull).
   if (!admitted) {
