@@ -283,7 +283,8 @@ class Writer {
     this.u16(0x5455);
     this.u16(5);
     this.buffer[this.at++] = 1;
-    this.u32(Math.min(Math.max(Math.floor(seconds), 0), u32max));
+    // Read as signed by Info-ZIP: past 2038 it would turn into 1901.
+    this.u32(Math.min(Math.max(Math.floor(seconds), 0), 0x7fffffff));
   }
 
   done(): Uint8Array {

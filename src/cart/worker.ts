@@ -204,6 +204,13 @@ export class Worker {
   private async takeFromCache(job: Job, signal: AbortSignal): Promise<boolean> {
     const file = job.file;
     let candidates = await this.store.cache.matches(file.archive_id, file.hash_type, file.hash_sum);
+    // A file whose mtime the archive gave already (a download may have laid it out) takes only a
+    // copy of that mtime, so its tar stays the same.
+    if (file.mtime !== null) {
+      candidates = candidates.filter((b) =>
+        b.mtime === null || Number(b.mtime) === Number(file.mtime)
+      );
+    }
     if (candidates.length === 0) return false;
     if (file.hash_sum === "") {
       const status = await this.archive.status(file.archive_id, signal).catch(() => undefined);

@@ -223,10 +223,11 @@ export class CacheRecords {
         const outranked = leader !== undefined && leader.admitted_at === null &&
           await tx.selectFrom("files").select("id")
               .where("cart_id", "=", leader.cart_id).where("space_wait_since", "is not", null)
-              .executeTakeFirst() !== undefined &&
+              .limit(1).executeTakeFirst() !== undefined &&
           await tx.selectFrom("files").innerJoin("carts", "carts.id", "files.cart_id")
               .select("files.id").where("files.id", "=", fileId)
-              .where("carts.admitted_at", "is not", null).executeTakeFirst() !== undefined;
+              .where("carts.admitted_at", "is not", null).limit(1).executeTakeFirst() !==
+            undefined;
         const pulling = leader !== undefined && leader.deleted_at === null &&
           leader.status === "staging" && leader.state !== "ready" && leader.state !== "error" &&
           !abandoned && !outranked;

@@ -149,12 +149,18 @@ export class SpaceRecords {
     await this.db.deleteFrom("downloads").where("id", "=", id).execute();
   }
 
-  /** What a cart's files need in all, as far as their sizes are known, and how many are not. */
+  /**
+   * What a cart's files need in all, as far as their sizes are known, and how many are not (sizes
+   * another cart's request learnt count too, but for very large carts; see `admitIn`).
+   */
   async cartNeeds(cartId: number): Promise<{ bytes: number; unknown: number }> {
+    const cart = await this.db.selectFrom("carts").select("file_count").where("id", "=", cartId)
+      .executeTakeFirst();
+    const size = Number(cart?.file_count) > wideLookupFiles ? sql<number>`files.size` : knownSize;
     const row = await this.db.selectFrom("files")
       .select([
-        sql<number>`coalesce(sum(${knownSize}), 0)`.as("bytes"),
-        sql<number>`count(*) - count(${knownSize})`.as("unknown"),
+        sql<number>`coalesce(sum(${size}), 0)`.as("bytes"),
+        sql<number>`count(*) - count(${size})`.as("unknown"),
       ])
       .where("cart_id", "=", cartId).executeTakeFirstOrThrow();
     return { bytes: Number(row.bytes), unknown: Number(row.unknown) };
