@@ -208,7 +208,7 @@ export class Worker {
     // copy of that mtime, so its tar stays the same.
     if (file.mtime !== null) {
       candidates = candidates.filter((b) =>
-        b.mtime === null || Number(b.mtime) === Number(file.mtime)
+        b.mtime !== null && Number(b.mtime) === Number(file.mtime)
       );
     }
     if (candidates.length === 0) return false;
