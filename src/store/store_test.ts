@@ -31,6 +31,19 @@ async function cart(store: Store, uid: string, n: number, now = 1000, prefix = "
   return cart;
 }
 
+/** Every file of the carts claimed by `w`, with its size (as its status gives it) saved. */
+async function claimSized(store: Store, carts: { id: number; file_count: number }[], size: number) {
+  const held = [];
+  for (const c of carts) {
+    for (let i = 0; i < c.file_count; i++) {
+      const file = await store.work.claim("w", 2000, 60_000, c.id);
+      assert(await store.work.save(file!.id, "w", { size }, false, 2000));
+      held.push(file!);
+    }
+  }
+  return held;
+}
+
 for (const engine of engines) {
   Deno.test(`${engine.name}: a claimed file is leased to one owner until its lease runs out or is handed back`, async () => {
     const store = await openStore(engine);
@@ -133,14 +146,7 @@ for (const engine of engines) {
     try {
       const x = await cart(store, "x", 3, 1000, "x");
       const y = await cart(store, "y", 3, 1000, "y");
-      const held = [];
-      for (const c of [x, y]) {
-        for (let i = 0; i < 3; i++) {
-          const file = await store.work.claim("w", 2000, 60_000, c.id);
-          assert(await store.work.save(file!.id, "w", { size: 300 }, false, 2000));
-          held.push(file!);
-        }
-      }
+      const held = await claimSized(store, [x, y], 300);
       const free = () => 1000;
       const first = await store.space.reserve(held[0], "w", 300, free, 0, 2000);
       assertEquals([first.fits, first.need], [true, 900], "x's first pull admits all of x");
@@ -178,14 +184,7 @@ for (const engine of engines) {
     try {
       const x = await cart(store, "x", 3);
       const y = await cart(store, "y", 3); // the same three files
-      const held = [];
-      for (const c of [x, y]) {
-        for (let i = 0; i < 3; i++) {
-          const file = await store.work.claim("w", 2000, 60_000, c.id);
-          assert(await store.work.save(file!.id, "w", { size: 300 }, false, 2000));
-          held.push(file!);
-        }
-      }
+      const held = await claimSized(store, [x, y], 300);
       const free = () => 1000;
       assertEquals((await store.space.reserve(held[0], "w", 300, free, 0, 2000)).need, 900);
       // y's files were promised to x: y is admitted needing nothing more, and its pull of f1

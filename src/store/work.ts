@@ -17,6 +17,8 @@ import type { SqlDialect } from "./sql_dialect.ts";
 
 /** Thrown inside a transaction to roll it back when the file's lease turns out to be lost. */
 const leaseLost = new Error("lease lost");
+/** Thrown inside a transaction to roll it back when a file's cart is not admitted yet. */
+const unadmitted = new Error("cart not admitted");
 
 /** Columns a worker may change on a file it holds. */
 export type FileChanges = Partial<Omit<FileTable, "id" | "cart_id">>;
@@ -145,40 +147,16 @@ export class WorkRecords {
     blob?: NewBlob,
   ): Promise<false | { cartRemoved: boolean; cartReady: boolean }> {
     try {
-      return await this.db.transaction().execute(async (tx) => {
-        // The cart row first, as the lock order says: this update locks it.
-        const cart = await tx.updateTable("carts")
-          .set((eb) => ({
-            bytes: eb("bytes", "+", changes.size),
-            used_at: now,
-            promised_bytes: promiseKept(file.id),
-          }))
-          .where("id", "=", file.cart_id).returning("removed_at").executeTakeFirst();
-        // The verified file joins the cache in the same transaction (see cache.ts); one whose
-        // cart's folder went meanwhile, and that is not in the cache folder, is on disk nowhere.
-        const removed = cart === undefined || cart.removed_at !== null;
-        const blobId = blob && (blob.key !== null || !removed)
-          ? await recordBlob(tx, file.id, blob, now)
-          : null;
-        const result = await tx.updateTable("files")
-          .set({
-            ...changes,
-            blob_id: blobId,
-            state: "ready",
-            updated_at: now,
-            owner: null,
-            lease_until: null,
-            reserved: 0,
-            promised: 0,
-          })
-          .where("id", "=", file.id).where("owner", "=", owner).where("state", "!=", "ready")
-          .executeTakeFirst();
-        if (result.numUpdatedRows === 0n) throw leaseLost;
-        // Its pull is over: files of other carts waiting for it take it from the cache now.
-        await endPull(tx, file.id, now);
-        const cartReady = await readyIfDone(tx, file.cart_id, now, this.receivers);
-        return { cartRemoved: cart === undefined || cart.removed_at !== null, cartReady };
-      });
+      return await this.db.transaction().execute((tx) =>
+        this.recordReady(tx, file, owner, changes.size, now, false, async (removed) => ({
+          ...changes,
+          // The verified file joins the cache in the same transaction (see cache.ts); one whose
+          // cart's folder went meanwhile, and that is not in the cache folder, is on disk nowhere.
+          blob_id: blob && (blob.key !== null || !removed)
+            ? await recordBlob(tx, file.id, blob, now)
+            : null,
+        }))
+      );
     } catch (err) {
       if (err === leaseLost) return false;
       throw err;
@@ -204,24 +182,13 @@ export class WorkRecords {
     now: number,
   ): Promise<false | "gone" | "unadmitted" | { cartRemoved: boolean; cartReady: boolean }> {
     const gone = new Error("blob gone");
-    const unadmitted = new Error("cart not admitted");
     try {
-      return await this.db.transaction().execute(async (tx) => {
-        const cart = await tx.updateTable("carts")
-          .set((eb) => ({
-            bytes: eb("bytes", "+", blob.size),
-            used_at: now,
-            promised_bytes: promiseKept(file.id),
-          }))
-          .where("id", "=", file.cart_id).where("admitted_at", "is not", null)
-          .returning("removed_at").executeTakeFirst();
-        if (!cart) throw unadmitted;
-        const taken = await tx.updateTable("blobs").set({ used_at: now })
-          .where("id", "=", blob.id).executeTakeFirst();
-        if (taken.numUpdatedRows === 0n) throw gone;
-        const result = await tx.updateTable("files")
-          .set({
-            state: "ready",
+      return await this.db.transaction().execute((tx) =>
+        this.recordReady(tx, file, owner, blob.size, now, true, async () => {
+          const taken = await tx.updateTable("blobs").set({ used_at: now })
+            .where("id", "=", blob.id).executeTakeFirst();
+          if (taken.numUpdatedRows === 0n) throw gone;
+          return {
             size: blob.size,
             mtime: blob.mtime,
             verified: blob.verified,
@@ -229,27 +196,62 @@ export class WorkRecords {
             bytes_pulled: blob.size,
             blob_id: blob.id,
             from_cache: 1,
-            updated_at: now,
-            owner: null,
-            lease_until: null,
-            reserved: 0,
-            promised: 0,
             error: "",
-          })
-          .where("id", "=", file.id).where("owner", "=", owner).where("state", "!=", "ready")
-          .executeTakeFirst();
-        if (result.numUpdatedRows === 0n) throw leaseLost;
-        // A file that led a pull and then found it cached ends its lead.
-        await endPull(tx, file.id, now);
-        const cartReady = await readyIfDone(tx, file.cart_id, now, this.receivers);
-        return { cartRemoved: cart === undefined || cart.removed_at !== null, cartReady };
-      });
+          };
+        })
+      );
     } catch (err) {
       if (err === leaseLost) return false;
       if (err === gone) return "gone";
       if (err === unadmitted) return "unadmitted";
       throw err;
     }
+  }
+
+  /**
+   * The end of a verified file, pulled or taken from the cache, in `tx`: its bytes added to its
+   * cart (whose promise for it is given back), its row ready with `row(cartRemoved)`'s changes
+   * and its lease released, the pull it led ended (files of other carts waiting for it take it
+   * from the cache now), and its cart ready if that was its last file. Throws `leaseLost` when
+   * the file is no longer this worker's; with `admittedOnly`, `unadmitted` when its cart is not
+   * admitted. The cart row is locked first, as the lock order says.
+   */
+  private async recordReady(
+    tx: Kysely<Database>,
+    file: { id: number; cart_id: number },
+    owner: string,
+    size: number,
+    now: number,
+    admittedOnly: boolean,
+    row: (cartRemoved: boolean) => Promise<FileChanges>,
+  ): Promise<{ cartRemoved: boolean; cartReady: boolean }> {
+    let update = tx.updateTable("carts")
+      .set((eb) => ({
+        bytes: eb("bytes", "+", size),
+        used_at: now,
+        promised_bytes: promiseKept(file.id),
+      }))
+      .where("id", "=", file.cart_id);
+    if (admittedOnly) update = update.where("admitted_at", "is not", null);
+    const cart = await update.returning("removed_at").executeTakeFirst();
+    if (!cart && admittedOnly) throw unadmitted;
+    const cartRemoved = cart === undefined || cart.removed_at !== null;
+    const result = await tx.updateTable("files")
+      .set({
+        ...await row(cartRemoved),
+        state: "ready",
+        updated_at: now,
+        owner: null,
+        lease_until: null,
+        reserved: 0,
+        promised: 0,
+      })
+      .where("id", "=", file.id).where("owner", "=", owner).where("state", "!=", "ready")
+      .executeTakeFirst();
+    if (result.numUpdatedRows === 0n) throw leaseLost;
+    await endPull(tx, file.id, now);
+    const cartReady = await readyIfDone(tx, file.cart_id, now, this.receivers);
+    return { cartRemoved, cartReady };
   }
 
   /**
